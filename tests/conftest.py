@@ -1,0 +1,53 @@
+"""Shared fixtures: the data directory, the real MiniLM router (loaded once), a tiny score set."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from routerdc.data import DataError, ScoreSet, resolve_data_dir
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+LLMS = ("llm-a", "llm-b", "llm-c", "llm-d")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    import torch
+
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA GPU")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def data_dir() -> Path:
+    """The shared score data (``$ROUTERDC_DATA`` or ``../shared/data``)."""
+    try:
+        return resolve_data_dir()
+    except DataError as exc:
+        pytest.skip(f"score data not available: {exc}")
+
+
+@pytest.fixture(scope="session")
+def minilm_router():
+    """A fresh RouterDC over four LLMs with the real embedded MiniLM encoder (read-only use)."""
+    from routerdc.model import RouterDC
+
+    return RouterDC.build(LLMS, seed=0)
+
+
+@pytest.fixture
+def tiny_set() -> ScoreSet:
+    rng = np.random.default_rng(0)
+    queries = tuple(f"question number {i} about {'math' if i % 2 else 'history'}" for i in range(12))
+    scores = rng.choice([0.0, 0.3, 0.7, 1.0], size=(12, len(LLMS))).astype(np.float32)
+    return ScoreSet(task="mmlu", metric="probability", llms=LLMS, queries=queries, scores=scores,
+                    clusters=np.arange(12) % 3)
