@@ -1,0 +1,278 @@
+"""The RouterDC model: a text encoder E and one learned embedding k_t per candidate LLM.
+
+    p(t | x) = softmax_t( sim(E(x), k_t) / tau ),   sim = cosine (default) or inner product
+
+The argmax LLM answers the query. ``save_pretrained`` writes safetensors and a JSON config that
+carries the encoder, pooling, LLM names in order, tau, the training recipe and the metrics;
+``from_pretrained`` reads them back and refuses anything else.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .checkpoint import (
+    FORMAT, FORMAT_VERSION, CheckpointError, atomic_dir, load_state_dict, read_config,
+    save_state_dict, write_json,
+)
+from .encoder import DEFAULT_ENCODER, POOLINGS, load_encoder, load_tokenizer, pool, tokenize
+
+SIMILARITIES: tuple[str, ...] = ("cos", "dot")
+
+
+@dataclass(frozen=True)
+class RouterConfig:
+    """What defines a router's architecture; saved beside the weights.
+
+    Attributes:
+        llm_names: candidate LLM names, in the order of the LLM embeddings.
+        encoder: the encoder it was built from (embedded alias, hub id or path).
+        pooling: ``"cls"`` (first token, the paper's) or ``"mean"``.
+        similarity: ``"cos"`` (the paper's) or ``"dot"`` (inner product).
+        temperature: tau in softmax(sim / tau).
+        max_length: token budget per query; longer queries are truncated from the left.
+        projection: a d x d linear map (identity-initialised) after pooling.
+        init_std: standard deviation of the LLM embeddings' normal initialisation.
+    """
+
+    llm_names: tuple[str, ...]
+    encoder: str = DEFAULT_ENCODER
+    pooling: str = "cls"
+    similarity: str = "cos"
+    temperature: float = 1.0
+    max_length: int = 512
+    projection: bool = False
+    init_std: float = 0.78
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "llm_names", tuple(self.llm_names))
+        if not self.llm_names or len(set(self.llm_names)) != len(self.llm_names):
+            raise ValueError(f"llm_names must be non-empty and unique, got {self.llm_names}")
+        if self.pooling not in POOLINGS:
+            raise ValueError(f"pooling must be one of {POOLINGS}, got {self.pooling!r}")
+        if self.similarity not in SIMILARITIES:
+            raise ValueError(f"similarity must be one of {SIMILARITIES}, got {self.similarity!r}")
+        if not (self.temperature > 0 and np.isfinite(self.temperature)):
+            raise ValueError(f"temperature must be positive, got {self.temperature}")
+        if self.max_length < 2:
+            raise ValueError(f"max_length must be >= 2, got {self.max_length}")
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["llm_names"] = list(self.llm_names)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "RouterConfig":
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(d) - names
+        if unknown:
+            raise CheckpointError(f"unknown router config fields {sorted(unknown)}")
+        return cls(**d)
+
+
+@dataclass(frozen=True)
+class Routing:
+    """Routing decisions for a batch of queries."""
+
+    llm_names: tuple[str, ...]
+    probs: np.ndarray  # (n, T)
+    similarities: np.ndarray  # (n, T) sim before the temperature
+    choice: np.ndarray = field(init=False)  # (n,)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "choice", self.probs.argmax(axis=1))
+
+    @property
+    def llms(self) -> list[str]:
+        return [self.llm_names[i] for i in self.choice]
+
+    def records(self, queries: Sequence[str]) -> list[dict[str, Any]]:
+        """``{"query", "llm", "probs": {llm: p}}`` per query, in order."""
+        return [
+            {"query": q, "llm": self.llm_names[c],
+             "probs": {n: float(p) for n, p in zip(self.llm_names, row)}}
+            for q, c, row in zip(queries, self.choice, self.probs)
+        ]
+
+
+class RouterDC(nn.Module):
+    """Query encoder + LLM embeddings. Build with :meth:`build`, load with :meth:`from_pretrained`."""
+
+    def __init__(self, config: RouterConfig, encoder: nn.Module, tokenizer: Any) -> None:
+        super().__init__()
+        self.config = config
+        self.encoder = encoder
+        self.tokenizer = tokenizer
+        dim = int(encoder.config.hidden_size)
+        self.llm_embeddings = nn.Embedding(len(config.llm_names), dim)
+        nn.init.normal_(self.llm_embeddings.weight, mean=0.0, std=config.init_std)
+        self.projection = nn.Linear(dim, dim) if config.projection else None
+        if self.projection is not None:
+            nn.init.eye_(self.projection.weight)
+            nn.init.zeros_(self.projection.bias)
+
+    # ----------------------------------------------------------------- building and loading
+    @classmethod
+    def build(cls, llm_names: Sequence[str], *, encoder: str = DEFAULT_ENCODER, seed: int | None = 0,
+              attention_dropout: bool = False, **config: Any) -> "RouterDC":
+        """A fresh router over ``llm_names`` with pretrained encoder weights."""
+        cfg = RouterConfig(llm_names=tuple(llm_names), encoder=str(encoder), **config)
+        enc = load_encoder(cfg.encoder, attention_dropout=attention_dropout)
+        tok = load_tokenizer(cfg.encoder)
+        with torch.random.fork_rng(devices=[]):
+            if seed is not None:
+                torch.manual_seed(seed)
+            return cls(cfg, enc, tok)
+
+    @property
+    def dim(self) -> int:
+        return self.llm_embeddings.embedding_dim
+
+    @property
+    def device(self) -> torch.device:
+        return self.llm_embeddings.weight.device
+
+    # ----------------------------------------------------------------- forward
+    def encode(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """Pooled encoder output E(x), ``(B, d)`` (before the optional projection)."""
+        out = self.encoder(input_ids=input_ids, attention_mask=attention_mask)
+        return pool(out.last_hidden_state, attention_mask, self.config.pooling)
+
+    def project(self, pooled: torch.Tensor) -> torch.Tensor:
+        return pooled if self.projection is None else self.projection(pooled)
+
+    def similarities(self, query_emb: torch.Tensor) -> torch.Tensor:
+        """sim(E(x), k_t) for every LLM, ``(B, T)``, before the temperature."""
+        keys = self.llm_embeddings.weight.to(query_emb.dtype)
+        if self.config.similarity == "cos":
+            return F.normalize(query_emb, dim=-1) @ F.normalize(keys, dim=-1).T
+        return query_emb @ keys.T
+
+    def logits(self, query_emb: torch.Tensor, temperature: float | None = None) -> torch.Tensor:
+        return self.similarities(query_emb) / (temperature or self.config.temperature)
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(logits (B, T), query embeddings (B, d))`` for a tokenised batch."""
+        emb = self.project(self.encode(input_ids, attention_mask))
+        return self.logits(emb), emb
+
+    # ----------------------------------------------------------------- inference on texts
+    def tokenize(self, texts: Sequence[str]) -> dict[str, torch.Tensor]:
+        return tokenize(self.tokenizer, texts, self.config.max_length)
+
+    @torch.inference_mode()
+    def embed_texts(self, texts: Sequence[str], *, batch_size: int = 64, project: bool = True,
+                    sort_by_length: bool = True) -> np.ndarray:
+        """Query embeddings ``(n, d)`` as float32, batching queries of similar length together."""
+        texts = list(texts)
+        if not texts:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        order = np.argsort([len(t) for t in texts], kind="stable") if sort_by_length else np.arange(len(texts))
+        out = np.empty((len(texts), self.dim), dtype=np.float32)
+        was_training = self.training
+        self.eval()
+        try:
+            for start in range(0, len(texts), batch_size):
+                idx = order[start:start + batch_size]
+                batch = {k: v.to(self.device) for k, v in self.tokenize([texts[i] for i in idx]).items()}
+                emb = self.encode(**batch)
+                if project:
+                    emb = self.project(emb)
+                out[idx] = emb.float().cpu().numpy()
+        finally:
+            self.train(was_training)
+        return out
+
+    @torch.inference_mode()
+    def route_embeddings(self, emb: np.ndarray | torch.Tensor, temperature: float | None = None) -> Routing:
+        """Routing decisions from query embeddings (as :meth:`embed_texts` returns)."""
+        if isinstance(emb, torch.Tensor):
+            t = emb.detach().to(self.device, torch.float32)
+        else:
+            t = torch.as_tensor(np.asarray(emb), dtype=torch.float32, device=self.device)
+        sims = self.similarities(t)
+        probs = torch.softmax(sims / (temperature or self.config.temperature), dim=-1)
+        return Routing(self.config.llm_names, probs.cpu().numpy(), sims.cpu().numpy())
+
+    def route(self, texts: Sequence[str], *, batch_size: int = 64, temperature: float | None = None) -> Routing:
+        """Route each text; see :class:`Routing`."""
+        return self.route_embeddings(self.embed_texts(texts, batch_size=batch_size), temperature)
+
+    # ----------------------------------------------------------------- persistence
+    def save_pretrained(self, folder: str | os.PathLike, *, include_encoder: bool = True,
+                        recipe: Mapping[str, Any] | None = None, metrics: Mapping[str, Any] | None = None,
+                        dtype: torch.dtype | None = None, max_shard_size: int | str = "5GB",
+                        extra_json: Mapping[str, Any] | None = None) -> Path:
+        """Write the router to ``folder`` atomically.
+
+        Args:
+            include_encoder: save the encoder weights (needed once they were trained); ``False``
+                stores a reference to ``config.encoder`` instead (frozen-encoder routers).
+            recipe, metrics: stored in config.json for the record.
+            dtype: e.g. ``torch.float16`` to halve the file size.
+            max_shard_size: split the weights into safetensors shards of at most this size.
+            extra_json: more JSON files to write in the same atomic step, ``{name: object}``.
+        """
+        folder = Path(folder)
+        state = {k: v for k, v in self.state_dict().items() if include_encoder or not k.startswith("encoder.")}
+        with atomic_dir(folder) as tmp:
+            save_state_dict(state, tmp, dtype=dtype, max_shard_size=max_shard_size)
+            self.encoder.config.save_pretrained(tmp / "encoder")
+            self.tokenizer.save_pretrained(tmp / "encoder")
+            write_json(tmp / "config.json", {
+                "format": FORMAT, "format_version": FORMAT_VERSION,
+                "router": self.config.to_dict(),
+                "encoder_weights": "included" if include_encoder else "reference",
+                "dtype": str(dtype or self.llm_embeddings.weight.dtype).replace("torch.", ""),
+                "recipe": dict(recipe or {}), "metrics": dict(metrics or {}),
+            })
+            for name, obj in (extra_json or {}).items():
+                write_json(tmp / name, obj)
+        return folder
+
+    @classmethod
+    def from_pretrained(cls, folder: str | os.PathLike, *, device: str | torch.device = "cpu") -> "RouterDC":
+        """Load a router written by :meth:`save_pretrained`; safetensors only."""
+        folder = Path(folder)
+        meta = read_config(folder)
+        try:
+            cfg = RouterConfig.from_dict(meta["router"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise CheckpointError(f"{folder}: invalid router config ({exc})") from None
+        state = load_state_dict(folder)
+        included = meta.get("encoder_weights", "included") == "included"
+        try:
+            if included:
+                enc = load_encoder(folder / "encoder", weights=False)
+                tok = load_tokenizer(folder / "encoder")
+            else:
+                enc = load_encoder(cfg.encoder, safetensors_only=True)
+                tok = load_tokenizer(cfg.encoder)
+        except Exception as exc:  # noqa: BLE001 - any loader failure is a checkpoint problem here
+            raise CheckpointError(f"{folder}: cannot build the encoder ({exc})") from exc
+        model = cls(cfg, enc, tok)
+        expected = {k for k in model.state_dict() if included or not k.startswith("encoder.")}
+        missing, unexpected = expected - set(state), set(state) - expected
+        # Non-persistent buffers such as position_ids may be absent from a file; they are rebuilt.
+        missing = {k for k in missing if not k.endswith("position_ids")}
+        if missing or unexpected:
+            raise CheckpointError(
+                f"{folder}: weights do not match the config; missing {sorted(missing)[:5]}, "
+                f"unexpected {sorted(unexpected)[:5]}"
+            )
+        try:
+            model.load_state_dict(state, strict=False)
+        except RuntimeError as exc:
+            raise CheckpointError(f"{folder}: weights do not fit the architecture ({exc})") from None
+        model.meta = meta  # recipe and metrics, for display
+        return model.to(device).eval()

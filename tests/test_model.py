@@ -1,0 +1,131 @@
+"""RouterDC model: similarity, routing, save/load round trip, refusal of pickles and foreign folders."""
+
+from __future__ import annotations
+
+import json
+import pickle
+
+import numpy as np
+import pytest
+import torch
+
+from routerdc.checkpoint import CheckpointError, atomic_dir
+from routerdc.encoder import pool
+from routerdc.model import RouterConfig, RouterDC
+
+from .conftest import LLMS
+
+QUERIES = ["What is 7 * 6?", "Écris une fonction Python.", "中国的首都是哪里？", "🙂 hello\x00world"]
+
+
+def test_init_and_similarity(minilm_router):
+    w = minilm_router.llm_embeddings.weight
+    assert w.shape == (len(LLMS), 384)
+    assert abs(float(w.std()) - 0.78) < 0.25  # N(0, 0.78) init
+    q = torch.randn(3, 384)
+    sims = minilm_router.similarities(q)
+    expected = torch.nn.functional.cosine_similarity(q[:, None], w[None], dim=-1)
+    torch.testing.assert_close(sims, expected, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(minilm_router.logits(q, temperature=0.5), sims / 0.5)
+
+
+def test_route_probabilities(minilm_router):
+    r = minilm_router.route(QUERIES)
+    assert r.probs.shape == (4, len(LLMS))
+    np.testing.assert_allclose(r.probs.sum(1), 1.0, rtol=1e-5)
+    np.testing.assert_allclose(r.probs, torch.softmax(torch.as_tensor(r.similarities), -1).numpy(), rtol=1e-5)
+    recs = r.records(QUERIES)
+    assert [x["query"] for x in recs] == QUERIES and all(x["llm"] in LLMS for x in recs)
+    # Sorting by length for batching must not change any query's result.
+    single = minilm_router.route([QUERIES[2]])
+    np.testing.assert_allclose(single.probs[0], r.probs[2], rtol=1e-4, atol=1e-6)
+
+
+def test_pooling_modes():
+    h = torch.arange(24, dtype=torch.float32).view(2, 3, 4)
+    mask = torch.tensor([[1, 1, 0], [1, 1, 1]])
+    torch.testing.assert_close(pool(h, mask, "cls"), h[:, 0])
+    torch.testing.assert_close(pool(h, mask, "mean")[0], h[0, :2].mean(0))
+    with pytest.raises(ValueError, match="pooling"):
+        pool(h, mask, "max")
+
+
+def test_config_validation():
+    with pytest.raises(ValueError, match="unique"):
+        RouterConfig(llm_names=("a", "a"))
+    with pytest.raises(ValueError, match="temperature"):
+        RouterConfig(llm_names=("a",), temperature=0)
+    with pytest.raises(ValueError, match="similarity"):
+        RouterConfig(llm_names=("a",), similarity="l2")
+
+
+def test_save_load_round_trip(minilm_router, tmp_path):
+    folder = minilm_router.save_pretrained(tmp_path / "r", recipe={"steps": 3}, metrics={"train/avg": 1.0})
+    meta = json.loads((folder / "config.json").read_text())
+    assert meta["router"]["llm_names"] == list(LLMS) and meta["router"]["pooling"] == "cls"
+    assert meta["recipe"] == {"steps": 3} and meta["encoder_weights"] == "included"
+    assert not list(folder.glob("*.bin"))
+    loaded = RouterDC.from_pretrained(folder)
+    np.testing.assert_allclose(loaded.route(QUERIES).probs, minilm_router.route(QUERIES).probs, rtol=1e-5, atol=1e-6)
+    assert loaded.meta["metrics"] == {"train/avg": 1.0}
+
+
+def test_save_fp16_sharded_and_reference(minilm_router, tmp_path):
+    folder = minilm_router.save_pretrained(tmp_path / "h", dtype=torch.float16, max_shard_size="20MB")
+    assert len(list(folder.glob("model-*.safetensors"))) >= 2 and (folder / "model.safetensors.index.json").exists()
+    half = RouterDC.from_pretrained(folder)
+    np.testing.assert_allclose(half.route(QUERIES).probs, minilm_router.route(QUERIES).probs, atol=2e-3)
+    ref = minilm_router.save_pretrained(tmp_path / "ref", include_encoder=False)
+    assert (ref / "model.safetensors").stat().st_size < 100_000
+    np.testing.assert_allclose(RouterDC.from_pretrained(ref).route(QUERIES).probs,
+                               minilm_router.route(QUERIES).probs, rtol=1e-5, atol=1e-6)
+
+
+def test_refuses_pickle_and_foreign(tmp_path, minilm_router):
+    pk = tmp_path / "pickled"
+    pk.mkdir()
+    (pk / "pytorch_model.bin").write_bytes(pickle.dumps({"x": 1}))
+    with pytest.raises(CheckpointError, match=r"not a RouterDC checkpoint.*pytorch_model.bin.*never loaded"):
+        RouterDC.from_pretrained(pk)
+    # A real router folder whose safetensors were replaced by a pickle.
+    folder = minilm_router.save_pretrained(tmp_path / "r", include_encoder=False)
+    (folder / "model.safetensors").unlink()
+    torch.save(minilm_router.state_dict(), folder / "model.pt")
+    with pytest.raises(CheckpointError, match=r"only pickled weights \['model.pt'\].*safetensors only"):
+        RouterDC.from_pretrained(folder)
+    foreign = tmp_path / "foreign"
+    foreign.mkdir()
+    (foreign / "config.json").write_text('{"model_type": "bert"}')
+    with pytest.raises(CheckpointError, match="not a RouterDC config"):
+        RouterDC.from_pretrained(foreign)
+    with pytest.raises(CheckpointError, match="no such checkpoint folder"):
+        RouterDC.from_pretrained(tmp_path / "nothing")
+
+
+def test_refuses_corrupt_or_mismatched(tmp_path, minilm_router):
+    folder = minilm_router.save_pretrained(tmp_path / "r", include_encoder=False)
+    (folder / "model.safetensors").write_bytes(b"\x00" * 64)
+    with pytest.raises(CheckpointError, match="corrupt safetensors"):
+        RouterDC.from_pretrained(folder)
+    other = RouterDC(RouterConfig(llm_names=("x", "y")), minilm_router.encoder, minilm_router.tokenizer)
+    folder2 = other.save_pretrained(tmp_path / "o", include_encoder=False)
+    meta = json.loads((folder2 / "config.json").read_text())
+    meta["router"]["llm_names"] = ["x", "y", "z"]
+    (folder2 / "config.json").write_text(json.dumps(meta))
+    with pytest.raises(CheckpointError, match="do not fit"):
+        RouterDC.from_pretrained(folder2)
+
+
+def test_atomic_dir_keeps_previous_on_failure(tmp_path):
+    final = tmp_path / "ckpt"
+    with atomic_dir(final) as d:
+        (d / "a.txt").write_text("good")
+    with pytest.raises(RuntimeError):
+        with atomic_dir(final) as d:
+            (d / "a.txt").write_text("half")
+            raise RuntimeError("cancelled mid-write")
+    assert (final / "a.txt").read_text() == "good"
+    assert [p.name for p in tmp_path.iterdir()] == ["ckpt"]  # no temp leftovers
+    with atomic_dir(final) as d:
+        (d / "b.txt").write_text("new")
+    assert sorted(p.name for p in final.iterdir()) == ["b.txt"]
