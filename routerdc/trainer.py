@@ -1,0 +1,293 @@
+"""The dual-contrastive trainer.
+
+Each step draws a batch (length-grouped, dynamically padded), computes
+``L = L_sample-LLM + lambda * L_sample-sample`` and takes an AdamW step. Every ``eval_every``
+steps it evaluates on the training and test sets and keeps the best router by the
+training-set average (the paper's rule) or a validation split, written atomically. A cancel
+flag stops it between steps, leaving the last good checkpoint intact.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import torch
+
+from .batching import Collator, length_grouped_batches, pretokenize
+from .cluster import assign_clusters
+from .data import ScoreSet, balance, load_many, resolve_file
+from .data.registry import TASKS
+from .evaluate import accuracy
+from .losses import router_loss
+from .model import RouterDC
+from .train_config import TrainConfig
+
+OnStep = Callable[[int, dict[str, float], "dict[str, float] | None"], None]
+Cancel = Callable[[], bool] | threading.Event
+
+
+@dataclass
+class TrainResult:
+    """What a run did: where the best router is, its metrics, and the loss/metric history."""
+
+    output_dir: Path | None
+    best_step: int | None
+    best_score: float | None
+    best_metrics: dict[str, float]
+    history: list[dict[str, Any]] = field(default_factory=list)
+    steps_done: int = 0
+    cancelled: bool = False
+    seconds: float = 0.0
+    samples_per_second: float = 0.0
+
+
+def _device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def _is_cancelled(cancel: Cancel | None) -> bool:
+    if cancel is None:
+        return False
+    return cancel.is_set() if isinstance(cancel, threading.Event) else bool(cancel())
+
+
+def _cap(sets: Sequence[ScoreSet], cap: int, seed: int) -> list[ScoreSet]:
+    rng = np.random.default_rng(seed)
+    return [s.subset(np.sort(rng.choice(len(s), cap, replace=False))) if cap and len(s) > cap else s
+            for s in sets]
+
+
+def _split_val(sets: Sequence[ScoreSet], fraction: float, seed: int) -> tuple[list[ScoreSet], list[ScoreSet]]:
+    rng = np.random.default_rng(seed)
+    train, val = [], []
+    for s in sets:
+        perm = rng.permutation(len(s))
+        k = max(1, int(round(len(s) * fraction)))
+        if len(s) - k < 1:
+            raise ValueError(f"{s.source}: too few rows ({len(s)}) for a validation split")
+        val.append(s.subset(np.sort(perm[:k])))
+        train.append(s.subset(np.sort(perm[k:])))
+    return train, val
+
+
+class Trainer:
+    """Trains a :class:`RouterDC` with the dual contrastive losses.
+
+    Args:
+        config: the recipe.
+        train_sets / test_sets: already-loaded data (else read from ``config``'s files).
+        on_step: called after every step as ``on_step(step, losses, metrics)``; ``metrics`` is a
+            dict on evaluation steps and ``None`` otherwise.
+        cancel: a ``threading.Event`` or a callable; when set, training stops after the current step.
+        progress: show a tqdm bar.
+    """
+
+    def __init__(self, config: TrainConfig, *, train_sets: Sequence[ScoreSet] | None = None,
+                 test_sets: Sequence[ScoreSet] | None = None, on_step: OnStep | None = None,
+                 cancel: Cancel | None = None, progress: bool = False) -> None:
+        self.config = config
+        self.on_step = on_step
+        self.cancel = cancel
+        self.progress = progress
+        cfg = config
+        if train_sets is None:
+            if not cfg.train_files:
+                raise ValueError("no training data: give train_files or train_sets")
+            train_sets = load_many([resolve_file(f, cfg.data_dir) for f in cfg.train_files], missing=cfg.missing)
+        if not train_sets:
+            raise ValueError("no training data")
+        self.llms = train_sets[0].llms
+        train_sets = [s.align(self.llms) for s in train_sets]
+        if test_sets is None:
+            test_sets = [s for f in cfg.test_files
+                         for s in load_many([resolve_file(f, cfg.data_dir)], missing=cfg.missing)]
+        self.test_sets = [s.align(self.llms) for s in test_sets]
+        if cfg.cost_rate:
+            train_sets = [s.cost_adjusted(cfg.cost_rate) for s in train_sets]
+        self.val_sets: list[ScoreSet] = []
+        if cfg.select_by == "val":
+            train_sets, self.val_sets = _split_val(train_sets, cfg.val_fraction, cfg.seed)
+        self.train_sets = list(train_sets)  # unbalanced, for the training-set evaluation
+        self.device = _device(cfg.device)
+
+    # ------------------------------------------------------------------ set-up
+    def _build(self) -> tuple[RouterDC, list[ScoreSet], np.ndarray]:
+        cfg = self.config
+        model = RouterDC.build(self.llms, encoder=cfg.encoder, seed=cfg.seed, pooling=cfg.pooling,
+                               similarity=cfg.similarity, temperature=cfg.temperature,
+                               max_length=cfg.max_length, projection=cfg.projection).to(self.device)
+        sets = balance(self.train_sets, cfg.samples_per_task)
+        if cfg.group_by == "task":
+            groups = np.concatenate([np.full(len(s), i) for i, s in enumerate(sets)])
+        else:
+            if cfg.recluster or any(s.clusters is None for s in sets):
+                sets = assign_clusters(sets, model, cfg.n_clusters, reduce=cfg.cluster_reduce, seed=cfg.seed)
+            groups = np.concatenate([s.clusters for s in sets])  # type: ignore[misc]
+        return model, sets, groups
+
+    def _eval_sets(self) -> dict[str, list[ScoreSet]]:
+        cfg = self.config
+        out = {"train": _cap(self.train_sets, cfg.eval_max_per_task, cfg.seed)}
+        if self.val_sets:
+            out["val"] = _cap(self.val_sets, cfg.eval_max_per_task, cfg.seed)
+        if self.test_sets:
+            out["test"] = _cap(self.test_sets, cfg.eval_max_per_task, cfg.seed)
+        return out
+
+    # ------------------------------------------------------------------ evaluation
+    def _id_tasks(self) -> set[str]:
+        if self.config.id_tasks is not None:
+            return set(self.config.id_tasks)
+        return {s.task for s in self.train_sets}
+
+    def evaluate(self, model: RouterDC, eval_sets: dict[str, list[ScoreSet]],
+                 cached: dict[str, list[np.ndarray]] | None = None) -> dict[str, float]:
+        """Per-task accuracy (%) and averages for each evaluation split."""
+        metrics: dict[str, float] = {}
+        id_tasks = self._id_tasks()
+        for split, sets in eval_sets.items():
+            accs = {}
+            for i, s in enumerate(sets):
+                if cached is not None:
+                    with torch.no_grad():
+                        emb = model.project(torch.as_tensor(cached[split][i], device=self.device))
+                    choice = model.route_embeddings(emb).choice
+                else:
+                    choice = model.route(s.queries).choice
+                accs[s.task] = accuracy(s.scores, choice, s.metric)
+                metrics[f"{split}/{s.task}"] = accs[s.task]
+            metrics[f"{split}/avg"] = float(np.mean(list(accs.values())))
+            if split == "test":
+                for name, keep in (("id_avg", True), ("ood_avg", False)):
+                    vals = [a for t, a in accs.items() if (t in id_tasks) == keep]
+                    if vals:
+                        metrics[f"test/{name}"] = float(np.mean(vals))
+        return metrics
+
+    # ------------------------------------------------------------------ the loop
+    def run(self) -> TrainResult:
+        cfg = self.config
+        t0 = time.perf_counter()
+        torch.manual_seed(cfg.seed)
+        gen = torch.Generator().manual_seed(cfg.seed)
+        model, sets, groups_np = self._build()
+        texts = [q for s in sets for q in s.queries]
+        scores = torch.as_tensor(np.concatenate([s.scores for s in sets]), dtype=torch.float32)
+        task_ids = torch.as_tensor(np.concatenate([np.full(len(s), i) for i, s in enumerate(sets)]))
+        groups = torch.as_tensor(groups_np)
+        eval_sets = self._eval_sets()
+
+        frozen = cfg.freeze_encoder
+        cached_train: torch.Tensor | None = None
+        cached_eval: dict[str, list[np.ndarray]] | None = None
+        if frozen:
+            model.encoder.requires_grad_(False)
+            unique = {t: None for t in texts}
+            emb = model.embed_texts(list(unique), project=False)
+            lookup = dict(zip(unique, range(len(unique))))
+            cached_train = torch.as_tensor(emb[[lookup[t] for t in texts]], device=self.device)
+            cached_eval = {k: [model.embed_texts(s.queries, project=False) for s in v]
+                           for k, v in eval_sets.items()}
+            lengths = [1] * len(texts)
+        else:
+            ids = pretokenize(model.tokenizer, texts, cfg.max_length)
+            collate = Collator(model.tokenizer, ids)
+            lengths = [len(x) for x in ids]
+
+        head = [p for n, p in model.named_parameters() if not n.startswith("encoder.")]
+        groups_param = [{"params": head, "lr": cfg.effective_head_lr}]
+        if not frozen:
+            groups_param.append({"params": list(model.encoder.parameters()), "lr": cfg.lr})
+        optim = torch.optim.AdamW(groups_param, weight_decay=cfg.weight_decay)
+        batches = length_grouped_batches(lengths, cfg.batch_size, window=1 if frozen else cfg.length_window,
+                                         generator=gen)
+        autocast = self.device.type == "cuda" and cfg.bf16
+        out_dir = Path(cfg.output_dir)
+        select_key = "val/avg" if cfg.select_by == "val" else "train/avg"
+        result = TrainResult(output_dir=None, best_step=None, best_score=None, best_metrics={})
+        bar = None
+        if self.progress:
+            from tqdm.auto import tqdm
+            bar = tqdm(total=cfg.steps, desc="train", unit="step")
+        model.train()
+        seen = 0
+        for step in range(1, cfg.steps + 1):
+            if _is_cancelled(self.cancel):
+                result.cancelled = True
+                break
+            index = next(batches)
+            optim.zero_grad(set_to_none=True)
+            totals = {"total": 0.0, "sample_llm": 0.0, "sample_sample": 0.0}
+            micro = max(1, len(index) // cfg.grad_accum)
+            for start in range(0, len(index), micro):
+                idx = index[start:start + micro]
+                with torch.autocast("cuda", dtype=torch.bfloat16, enabled=autocast):
+                    if frozen:
+                        emb = model.project(cached_train[idx])  # type: ignore[index]
+                        logits = model.logits(emb)
+                    else:
+                        batch = {k: v.to(self.device) for k, v in collate(idx).items()}
+                        logits, emb = model(**batch)
+                g = (task_ids if cfg.group_by == "task" else groups)[idx].to(self.device)
+                loss = router_loss(logits.float(), scores[idx].to(self.device), emb.float(), g,
+                                   k_pos=cfg.k_pos, k_neg=cfg.k_neg, neg_threshold=cfg.neg_threshold,
+                                   lam=cfg.lam, n_neg=cfg.n_neg, ss_temperature=cfg.ss_temperature,
+                                   generator=gen)
+                (loss.total / cfg.grad_accum).backward()
+                for k, v in (("total", loss.total), ("sample_llm", loss.sample_llm),
+                             ("sample_sample", loss.sample_sample)):
+                    totals[k] += float(v.detach()) / cfg.grad_accum
+            optim.step()
+            seen += len(index)
+            if not all(math.isfinite(v) for v in totals.values()):
+                raise FloatingPointError(f"non-finite loss at step {step}: {totals}")
+            metrics = None
+            if (cfg.eval_every and step % cfg.eval_every == 0) or step == cfg.steps:
+                model.eval()
+                metrics = self.evaluate(model, eval_sets, cached_eval)
+                model.train()
+                score = metrics[select_key]
+                if result.best_score is None or score > result.best_score:
+                    result.best_score, result.best_step, result.best_metrics = score, step, metrics
+                    self._save(model, out_dir, step, metrics, result)
+                    result.output_dir = out_dir
+            result.history.append({"step": step, **totals, **(metrics or {})})
+            result.steps_done = step
+            if bar is not None:
+                bar.set_postfix(loss=f"{totals['total']:.3f}", **({"best": f"{result.best_score:.2f}"}
+                                if result.best_score is not None else {}))
+                bar.update(1)
+            if self.on_step is not None:
+                self.on_step(step, totals, metrics)
+        if bar is not None:
+            bar.close()
+        result.seconds = time.perf_counter() - t0
+        result.samples_per_second = seen / max(result.seconds, 1e-9)
+        return result
+
+    def _save(self, model: RouterDC, out_dir: Path, step: int, metrics: dict[str, float],
+              result: TrainResult) -> None:
+        cfg = self.config
+        dtype = getattr(torch, cfg.save_dtype) if cfg.save_dtype else None
+        recipe = {**cfg.to_dict(), "train_tasks": [s.task for s in self.train_sets]}
+        model.save_pretrained(
+            out_dir, include_encoder=not cfg.freeze_encoder, recipe=recipe,
+            metrics={"step": step, **metrics}, dtype=dtype, max_shard_size=cfg.max_shard_size,
+            extra_json={"train.json": cfg.to_dict(), "history.json": result.history},
+        )
+
+
+def train(config: TrainConfig, **kwargs: Any) -> TrainResult:
+    """Run :class:`Trainer` with ``config``; keyword arguments go to the Trainer."""
+    return Trainer(config, **kwargs).run()
+
+
+__all__ = ["TrainConfig", "TrainResult", "Trainer", "train", "TASKS"]
