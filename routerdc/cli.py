@@ -1,0 +1,248 @@
+"""Command line: ``python -m routerdc {cluster,train,evaluate,route}``.
+
+Every command takes ``--data-dir`` (else ``$ROUTERDC_DATA``, else ``../shared/data``); data
+files may be given relative to it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+from pathlib import Path
+from typing import Any, Sequence
+
+from .data.registry import DATA_ENV
+
+DEFAULT_CHECKPOINT = Path(__file__).resolve().parent.parent / "checkpoints" / "routerdc-minilm"
+
+# Help for every TrainConfig field exposed as an option of `train`.
+TRAIN_HELP: dict[str, str] = {
+    "train_files": "training score files (.json/.jsonl/.csv); default: the paper's 5 in-distribution sets",
+    "test_files": "test score files evaluated every --eval-every steps; default: the paper's 8 test sets",
+    "output_dir": "where the best router is written (atomically)",
+    "samples_per_task": "truncate or repeat each training task to N rows (0: keep as is)",
+    "missing": "rows with absent scores: error, drop or zero",
+    "cost_rate": "train on score - cost_rate * cost (RouterBench files carry costs)",
+    "group_by": "groups of the sample-sample loss: cluster ids or task ids",
+    "n_clusters": "k-means clusters when the data carry no cluster ids (or with --recluster)",
+    "cluster_reduce": "reduction before k-means: none, pca or tsne (the paper's)",
+    "recluster": "recompute cluster ids even when the files carry them",
+    "id_tasks": "in-distribution task names (default: the training tasks)",
+    "encoder": "encoder: all-MiniLM-L6-v2 (embedded), a hub id such as microsoft/mdeberta-v3-base, or a folder",
+    "pooling": "cls (first token, the paper's) or mean",
+    "similarity": "cos (the paper's) or dot",
+    "temperature": "tau in softmax(sim / tau)",
+    "max_length": "max tokens per query; longer queries are truncated from the left",
+    "projection": "add a d x d linear projection after pooling",
+    "k_pos": "K+: top-scoring LLMs pulled towards the query",
+    "k_neg": "K-: bottom-scoring LLMs pushed away",
+    "neg_threshold": "ignore negatives scoring above this",
+    "lam": "lambda, weight of the sample-sample loss (0 disables it)",
+    "n_neg": "H: out-group negatives per query in the sample-sample loss",
+    "ss_temperature": "temperature of the sample-sample loss",
+    "lr": "AdamW learning rate of the encoder",
+    "head_lr": "learning rate of the LLM embeddings (default: --lr, or 1e-2 with --freeze-encoder)",
+    "weight_decay": "AdamW weight decay",
+    "batch_size": "queries per step",
+    "grad_accum": "micro-batches per step, for small memory (the sample-sample loss is in-micro-batch)",
+    "steps": "optimiser steps",
+    "length_window": "group queries of similar length within windows of N batches (1: random batches)",
+    "bf16": "bf16 autocast on CUDA",
+    "freeze_encoder": "cache the encoder's embeddings once and train only the LLM embeddings (+ projection)",
+    "eval_every": "evaluate every N steps (0: only at the end)",
+    "eval_max_per_task": "evaluate on at most N rows per task (0: all)",
+    "select_by": "keep the best router by the train average (the paper's rule) or a val split",
+    "val_fraction": "held-out fraction of each training task with --select-by val",
+    "seed": "random seed",
+    "device": "auto, cpu, cuda, cuda:1, ...",
+    "save_dtype": "save weights as float16 / bfloat16 / float32",
+    "max_shard_size": "split saved weights into shards of at most this size (e.g. 15MB)",
+}
+
+
+def _bool(text: str) -> bool:
+    if text.lower() in ("1", "true", "yes", "on"):
+        return True
+    if text.lower() in ("0", "false", "no", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true/false, got {text!r}")
+
+
+def _add_train_options(p: argparse.ArgumentParser) -> None:
+    from .train_config import TrainConfig
+
+    p.add_argument("--config", help="a training config JSON (train.json); options given here override it")
+    for f in dataclasses.fields(TrainConfig):
+        if f.name in ("extra", "data_dir"):
+            continue
+        flag = "--" + f.name.replace("_", "-")
+        default = f.default if f.default is not dataclasses.MISSING else None
+        help_ = f"{TRAIN_HELP[f.name]} (default: {default})"
+        if f.name in ("train_files", "test_files", "id_tasks"):
+            p.add_argument(flag, nargs="+", default=None, help=help_)
+        elif isinstance(default, bool):
+            p.add_argument(flag, type=_bool, nargs="?", const=True, default=None, help=help_)
+        else:
+            kind = {int: int, float: float}.get(type(default), str)
+            if f.name in ("head_lr",):
+                kind = float
+            p.add_argument(flag, type=kind, default=None, help=help_)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m routerdc", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def common(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--data-dir", help=f"score-data directory (default: ${DATA_ENV} or ../shared/data)")
+
+    p = sub.add_parser("cluster", help="k-means cluster ids for training queries, written as JSONL")
+    common(p)
+    p.add_argument("--input", nargs="+", required=True, help="score files to cluster together")
+    p.add_argument("--output", required=True, help="output JSONL file (our format, with 'cluster')")
+    p.add_argument("--n-clusters", type=int, default=5, help="number of clusters (default: 5)")
+    p.add_argument("--reduce", default="none", choices=("none", "pca", "tsne"),
+                   help="reduction before k-means (the paper used tsne; default: none)")
+    p.add_argument("--encoder", default="all-MiniLM-L6-v2", help="encoder whose embeddings are clustered")
+    p.add_argument("--pooling", default="cls", choices=("cls", "mean"), help="pooling (default: cls)")
+    p.add_argument("--missing", default="error", choices=("error", "drop", "zero"), help="rows with absent scores")
+    p.add_argument("--seed", type=int, default=0, help="seed of the reduction and k-means")
+
+    p = sub.add_parser("train", help="train a router with the dual contrastive losses")
+    common(p)
+    _add_train_options(p)
+
+    p = sub.add_parser("evaluate", help="the results table of a router against LLMs, oracle and baselines")
+    common(p)
+    p.add_argument("--checkpoint", default=str(DEFAULT_CHECKPOINT), help="router folder")
+    p.add_argument("--test-files", nargs="+", help="test score files (default: the paper's 8 test sets)")
+    p.add_argument("--id-tasks", nargs="+", help="in-distribution task names (default: the router's training tasks)")
+    p.add_argument("--baselines", action="store_true", help="also train and evaluate k-NN and MLP baselines")
+    p.add_argument("--train-files", nargs="+", help="training files of the baselines (default: the paper's)")
+    p.add_argument("--label", default="RouterDC", help="row label of the router")
+    p.add_argument("--missing", default="error", choices=("error", "drop", "zero"), help="rows with absent scores")
+    p.add_argument("--output", help="write the table as JSON here")
+    p.add_argument("--markdown", help="write the table as markdown here")
+
+    p = sub.add_parser("route", help="route queries in batch; one JSON line per query, in input order")
+    common(p)
+    p.add_argument("--checkpoint", default=str(DEFAULT_CHECKPOINT), help="router folder")
+    p.add_argument("--input", required=True, help="a score file (.json/.jsonl/.csv) or a text file, one query per line")
+    p.add_argument("--output", required=True, help="output JSONL: {query, llm, probs} per line")
+    p.add_argument("--batch-size", type=int, default=64, help="queries per forward pass (default: 64)")
+    p.add_argument("--temperature", type=float, help="override the router's tau")
+    p.add_argument("--device", default="cpu", help="cpu, cuda, ...")
+    return parser
+
+
+def _train_config(args: argparse.Namespace) -> Any:
+    from .data import paper_files
+    from .train_config import TrainConfig
+
+    base = TrainConfig.from_json(args.config) if args.config else TrainConfig()
+    changes = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)
+               if getattr(args, f.name, None) is not None}
+    if args.data_dir:
+        changes["data_dir"] = args.data_dir
+    cfg = base.replace(**changes)
+    if not cfg.train_files:
+        train, test = paper_files(cfg.data_dir)
+        cfg = cfg.replace(train_files=tuple(map(str, train)),
+                          test_files=cfg.test_files or tuple(map(str, test)))
+    return cfg
+
+
+def cmd_cluster(args: argparse.Namespace) -> int:
+    from .cluster import assign_clusters
+    from .data import load_many, resolve_file, write_jsonl
+    from .model import RouterDC
+
+    sets = load_many([resolve_file(f, args.data_dir) for f in args.input], missing=args.missing)
+    model = RouterDC.build(sets[0].llms, encoder=args.encoder, pooling=args.pooling)
+    sets = assign_clusters(sets, model, args.n_clusters, reduce=args.reduce, seed=args.seed)
+    write_jsonl(sets, args.output)
+    sizes = {int(c): int((s.clusters == c).sum()) for s in sets for c in set(s.clusters.tolist())}  # type: ignore[union-attr]
+    print(f"wrote {sum(len(s) for s in sets)} rows to {args.output}; cluster sizes (last task) {sizes}")
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from .trainer import train
+
+    cfg = _train_config(args)
+    result = train(cfg, progress=True)
+    status = "cancelled" if result.cancelled else "done"
+    print(json.dumps({"status": status, "output_dir": str(result.output_dir), "best_step": result.best_step,
+                      "best_score": result.best_score, "metrics": result.best_metrics,
+                      "seconds": round(result.seconds, 1)}, indent=2))
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from .compare import baseline_choices, comparison_table, router_choices
+    from .data import load_many, paper_files, resolve_file
+    from .evaluate import save_results, to_markdown
+    from .model import RouterDC
+
+    router = RouterDC.from_pretrained(args.checkpoint)
+    if args.test_files:
+        test_files = [resolve_file(f, args.data_dir) for f in args.test_files]
+    else:
+        test_files = paper_files(args.data_dir)[1]
+    test_sets = [s.align(router.config.llm_names) for f in test_files for s in load_many([f], missing=args.missing)]
+    id_tasks = args.id_tasks or router.meta.get("recipe", {}).get("train_tasks")
+    routers = {args.label: router_choices(router, test_sets)}
+    if args.baselines:
+        train_files = ([resolve_file(f, args.data_dir) for f in args.train_files] if args.train_files
+                       else paper_files(args.data_dir)[0])
+        train_sets = load_many(train_files, missing=args.missing)
+        untrained = RouterDC.build(router.config.llm_names, encoder=router.config.encoder,
+                                   pooling=router.config.pooling)
+        routers = {**baseline_choices(untrained, train_sets, test_sets), **routers}
+    df = comparison_table(test_sets, routers, id_tasks=id_tasks)
+    print(to_markdown(df))
+    if args.output:
+        save_results(df, args.output, args.markdown)
+    elif args.markdown:
+        Path(args.markdown).write_text(to_markdown(df) + "\n", encoding="utf-8")
+    return 0
+
+
+def cmd_route(args: argparse.Namespace) -> int:
+    from .data import read_queries
+    from .model import RouterDC
+
+    queries = read_queries(args.input)
+    router = RouterDC.from_pretrained(args.checkpoint, device=args.device)
+    routing = router.route(queries, batch_size=args.batch_size, temperature=args.temperature)
+    out = Path(args.output)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.tmp")
+    with tmp.open("w", encoding="utf-8") as f:
+        for rec in routing.records(queries):
+            f.write(json.dumps(rec, ensure_ascii=False) + "\n")
+    tmp.replace(out)
+    print(f"routed {len(queries)} queries to {args.output}", file=sys.stderr)
+    return 0
+
+
+COMMANDS = {"cluster": cmd_cluster, "train": cmd_train, "evaluate": cmd_evaluate, "route": cmd_route}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from .checkpoint import CheckpointError
+    from .data import DataError
+    from .encoder import EncoderError
+
+    args = build_parser().parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except (DataError, CheckpointError, EncoderError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted; the last saved router is intact", file=sys.stderr)
+        return 130
