@@ -57,6 +57,7 @@ TRAIN_HELP: dict[str, str] = {
     "val_fraction": "held-out fraction of each training task with --select-by val",
     "seed": "random seed",
     "device": "auto, cpu, cuda, cuda:1, ...",
+    "cache_dir": "where frozen-encoder embeddings are cached (default: $ROUTERDC_CACHE or ~/.cache/routerdc)",
     "save_dtype": "save weights as float16 / bfloat16 / float32",
     "max_shard_size": "split saved weights into shards of at most this size (e.g. 15MB)",
 }
@@ -122,7 +123,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--id-tasks", nargs="+", help="in-distribution task names (default: the router's training tasks)")
     p.add_argument("--baselines", action="store_true", help="also train and evaluate k-NN and MLP baselines")
     p.add_argument("--train-files", nargs="+", help="training files of the baselines (default: the paper's)")
-    p.add_argument("--label", default="RouterDC", help="row label of the router")
+    p.add_argument("--label", default="RouterDC", help="row label of the --checkpoint router")
+    p.add_argument("--router", action="append", metavar="LABEL=DIR[,DIR...]",
+                   help="a router row (repeatable); several folders (seeds) show as mean ± std; "
+                        "replaces --checkpoint")
+    p.add_argument("--paper-row", action="store_true", help="add the paper's reported RouterDC row")
     p.add_argument("--missing", default="error", choices=("error", "drop", "zero"), help="rows with absent scores")
     p.add_argument("--output", help="write the table as JSON here")
     p.add_argument("--markdown", help="write the table as markdown here")
@@ -181,33 +186,68 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _parse_routers(args: argparse.Namespace) -> dict[str, list[str]]:
+    """``--router LABEL=DIR[,DIR...]`` (several folders: seeds, shown as mean ± std)."""
+    if not args.router:
+        return {args.label: [args.checkpoint]}
+    out: dict[str, list[str]] = {}
+    for spec in args.router:
+        label, sep, dirs = spec.rpartition("=")
+        if not sep or not label or not dirs:
+            raise ValueError(f"--router expects LABEL=DIR[,DIR...], got {spec!r}")
+        out[label] = [d for d in dirs.split(",") if d]
+    return out
+
+
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from .compare import baseline_choices, comparison_table, router_choices
+    from .compare import (add_paper_row, aggregate_seeds, baseline_choices, comparison_table,
+                          router_choices, to_markdown_pm)
     from .data import load_many, paper_files, resolve_file
-    from .evaluate import save_results, to_markdown
+    from .evaluate import to_json
     from .model import RouterDC
 
-    router = RouterDC.from_pretrained(args.checkpoint)
+    specs = _parse_routers(args)
+    first_dir = next(iter(specs.values()))[0]
+    first = RouterDC.from_pretrained(first_dir)
+    llms = first.config.llm_names
     if args.test_files:
         test_files = [resolve_file(f, args.data_dir) for f in args.test_files]
     else:
         test_files = paper_files(args.data_dir)[1]
-    test_sets = [s.align(router.config.llm_names) for f in test_files for s in load_many([f], missing=args.missing)]
-    id_tasks = args.id_tasks or router.meta.get("recipe", {}).get("train_tasks")
-    routers = {args.label: router_choices(router, test_sets)}
+    test_sets = [s.align(llms) for f in test_files for s in load_many([f], missing=args.missing)]
+    id_tasks = args.id_tasks or first.meta.get("recipe", {}).get("train_tasks")
+    routers: dict[str, list] = {}
+    groups: dict[str, list[str]] = {}
+    for label, dirs in specs.items():
+        groups[label] = []
+        for d in dirs:
+            router = first if d == first_dir else RouterDC.from_pretrained(d)
+            key = label if len(dirs) == 1 else f"{label} [{Path(d).name}]"
+            routers[key] = router_choices(router, test_sets)
+            groups[label].append(key)
     if args.baselines:
         train_files = ([resolve_file(f, args.data_dir) for f in args.train_files] if args.train_files
                        else paper_files(args.data_dir)[0])
         train_sets = load_many(train_files, missing=args.missing)
-        untrained = RouterDC.build(router.config.llm_names, encoder=router.config.encoder,
-                                   pooling=router.config.pooling)
+        untrained = RouterDC.build(llms, encoder=first.config.encoder, pooling=first.config.pooling,
+                                   max_length=first.config.max_length)
         routers = {**baseline_choices(untrained, train_sets, test_sets), **routers}
-    df = comparison_table(test_sets, routers, id_tasks=id_tasks)
-    print(to_markdown(df))
+    per_seed = comparison_table(test_sets, routers, id_tasks=id_tasks)
+    values, spread = aggregate_seeds(per_seed, {k: v for k, v in groups.items() if len(v) > 1})
+    if args.paper_row:
+        values = add_paper_row(values)
+    table = to_markdown_pm(values, spread)
+    print(table)
     if args.output:
-        save_results(df, args.output, args.markdown)
-    elif args.markdown:
-        Path(args.markdown).write_text(to_markdown(df) + "\n", encoding="utf-8")
+        out = Path(args.output)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        record = {"command": "python -m routerdc " + " ".join(sys.argv[1:] if args.argv is None else args.argv),
+                  "values": to_json(values), "spread": to_json(spread.dropna(how="all")),
+                  "per_checkpoint": to_json(per_seed), "routers": specs}
+        out.write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+    if args.markdown:
+        Path(args.markdown).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.markdown).write_text(table, encoding="utf-8")
     return 0
 
 
@@ -238,6 +278,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from .encoder import EncoderError
 
     args = build_parser().parse_args(argv)
+    args.argv = None if argv is None else list(argv)
     try:
         return COMMANDS[args.command](args)
     except (DataError, CheckpointError, EncoderError, ValueError) as exc:

@@ -13,13 +13,14 @@ import pandas as pd
 
 from .baselines import KNNRouter, MLPRouter
 from .data import ScoreSet, task_label
+from .embed_cache import cached_embeddings
 from .evaluate import results_table
 from .model import RouterDC
 
 
 def baseline_choices(
     encoder: RouterDC, train_sets: Sequence[ScoreSet], test_sets: Sequence[ScoreSet], *,
-    k: int = 10, seed: int = 0,
+    k: int = 10, seed: int = 0, cache_dir: str | None = None,
 ) -> dict[str, list[np.ndarray]]:
     """Choices of the k-NN and MLP baselines trained on ``train_sets``.
 
@@ -28,9 +29,9 @@ def baseline_choices(
     """
     llms = test_sets[0].llms
     train_sets = [s.align(llms) for s in train_sets]
-    x_train = encoder.embed_texts([q for s in train_sets for q in s.queries], project=False)
+    x_train = cached_embeddings(encoder, [q for s in train_sets for q in s.queries], cache_dir=cache_dir)
     y_train = np.concatenate([s.scores for s in train_sets])
-    test_emb = [encoder.embed_texts(s.queries, project=False) for s in test_sets]
+    test_emb = [cached_embeddings(encoder, s.queries, cache_dir=cache_dir) for s in test_sets]
     knn = KNNRouter(k=k).fit(x_train, y_train)
     mlp = MLPRouter(seed=seed).fit(x_train, y_train)
     return {
@@ -58,3 +59,57 @@ def comparison_table(
     labels = {s.task: task_label(s.task) for s in test_sets}
     return results_table(test_sets, routers, id_tasks=None if id_tasks is None else set(id_tasks),
                          include_llms=include_llms, task_labels=labels)
+
+
+# The paper's reported RouterDC row (Table 1 of the paper; cells it does not report are NaN).
+PAPER_ROW_LABEL = "RouterDC as reported (paper, mDeBERTa)"
+PAPER_ROW = {"MMLU": 61.07, "GSM8K": 70.32, "CMMLU": 51.77, "ARC-C": 58.52, "HumanEval": 51.02,
+             "ID avg": 58.54, "OOD avg": 45.85}
+
+
+def aggregate_seeds(df: pd.DataFrame, groups: Mapping[str, Sequence[str]]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Collapse the rows of each group (one per seed) into their mean and sample std.
+
+    Returns ``(values, spread)``: ``values`` has one row per group (the mean) in place of its
+    members, other rows unchanged; ``spread`` holds the std (ddof=1; 0 for a single member) of
+    the aggregated rows and NaN elsewhere.
+    """
+    rows, spreads, done = [], [], set()
+    for label in df.index:
+        group = next((g for g, members in groups.items() if label in members), None)
+        if group is None:
+            rows.append(df.loc[label].rename(label))
+            spreads.append(pd.Series(np.nan, index=df.columns, name=label))
+        elif group not in done:
+            members = df.loc[list(groups[group])]
+            rows.append(members.mean().rename(group))
+            spreads.append((members.std(ddof=1) if len(members) > 1 else members.iloc[0] * 0).rename(group))
+            done.add(group)
+    values, spread = pd.DataFrame(rows), pd.DataFrame(spreads)
+    values.index.name = spread.index.name = df.index.name
+    return values, spread
+
+
+def add_paper_row(df: pd.DataFrame) -> pd.DataFrame:
+    """Append the paper's reported RouterDC row (NaN where the paper gives no number)."""
+    row = pd.Series({c: PAPER_ROW.get(str(c), np.nan) for c in df.columns}, name=PAPER_ROW_LABEL)
+    return pd.concat([df, row.to_frame().T.astype(float)])
+
+
+def to_markdown_pm(values: pd.DataFrame, spread: pd.DataFrame, digits: int = 2) -> str:
+    """A GitHub table with ``mean ± std`` where a spread is known, blank where a value is NaN."""
+    head = ["method", *map(str, values.columns)]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for label in values.index:
+        cells = [str(label).replace("|", "\\|")]
+        for col in values.columns:
+            v = values.at[label, col]
+            s = spread.at[label, col] if label in spread.index else np.nan
+            if pd.isna(v):
+                cells.append("")
+            elif pd.isna(s):
+                cells.append(f"{v:.{digits}f}")
+            else:
+                cells.append(f"{v:.{digits}f} ± {s:.{digits}f}")
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"

@@ -29,8 +29,9 @@ class TrainConfig:
     Losses: k_pos, k_neg, neg_threshold, lam (lambda), n_neg (H), ss_temperature.
     Optimiser: lr, weight_decay, batch_size, grad_accum (micro-batches per step), steps.
     Speed: length_window (1 = random batches), bf16 (autocast on CUDA), freeze_encoder (cache the
-        embeddings once and train only the LLM embeddings and the optional projection; its
-        learning rate is ``head_lr``, default 1e-2 when frozen, else ``lr``).
+        embeddings once, on disk under ``cache_dir`` (default ``$ROUTERDC_CACHE`` or
+        ``~/.cache/routerdc``), and train only the LLM embeddings and the optional projection;
+        their learning rate is ``head_lr``, default 1e-2 when frozen, else ``lr``).
     Evaluation: eval_every steps (0: only at the end), eval_max_per_task caps each eval set
         (0: all rows), select_by ``train`` (the paper's rule: best training-set average) or
         ``val`` (a held-out ``val_fraction`` of the training rows).
@@ -81,6 +82,7 @@ class TrainConfig:
 
     seed: int = 0
     device: str = "auto"
+    cache_dir: str | None = None
     save_dtype: str | None = None
     max_shard_size: str = "5GB"
     extra: Mapping[str, Any] = field(default_factory=dict)

@@ -22,6 +22,7 @@ import torch
 from .batching import Collator, length_grouped_batches, pretokenize
 from .cluster import assign_clusters
 from .data import ScoreSet, balance, load_many, resolve_file
+from .embed_cache import cached_embeddings
 from .data.registry import TASKS
 from .evaluate import accuracy
 from .losses import router_loss
@@ -110,6 +111,7 @@ class Trainer:
             test_sets = [s for f in cfg.test_files
                          for s in load_many([resolve_file(f, cfg.data_dir)], missing=cfg.missing)]
         self.test_sets = [s.align(self.llms) for s in test_sets]
+        self._full_sets = list(train_sets) + self.test_sets  # whole files, for the embedding cache
         if cfg.cost_rate:
             train_sets = [s.cost_adjusted(cfg.cost_rate) for s in train_sets]
         self.val_sets: list[ScoreSet] = []
@@ -190,12 +192,16 @@ class Trainer:
         cached_eval: dict[str, list[np.ndarray]] | None = None
         if frozen:
             model.encoder.requires_grad_(False)
-            unique = {t: None for t in texts}
-            emb = model.embed_texts(list(unique), project=False)
-            lookup = dict(zip(unique, range(len(unique))))
-            cached_train = torch.as_tensor(emb[[lookup[t] for t in texts]], device=self.device)
-            cached_eval = {k: [model.embed_texts(s.queries, project=False) for s in v]
-                           for k, v in eval_sets.items()}
+            # Embed whole files (cache-friendly: the same lists every run), then look texts up.
+            table: dict[str, np.ndarray] = {}
+            for full in self._full_sets:
+                emb = cached_embeddings(model, full.queries, cache_dir=cfg.cache_dir)
+                table.update(zip(full.queries, emb))
+            missing = list(dict.fromkeys(t for t in texts if t not in table))
+            if missing:
+                table.update(zip(missing, model.embed_texts(missing, project=False)))
+            cached_train = torch.as_tensor(np.stack([table[t] for t in texts]), device=self.device)
+            cached_eval = {k: [np.stack([table[q] for q in s.queries]) for s in v] for k, v in eval_sets.items()}
             lengths = [1] * len(texts)
         else:
             ids = pretokenize(model.tokenizer, texts, cfg.max_length)

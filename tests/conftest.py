@@ -13,6 +13,12 @@ from routerdc.data import DataError, ScoreSet, resolve_data_dir
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
+
+@pytest.fixture(autouse=True, scope="session")
+def _embedding_cache(tmp_path_factory):
+    """Keep the tests' embedding cache out of the user's home."""
+    os.environ["ROUTERDC_CACHE"] = str(tmp_path_factory.mktemp("emb-cache"))
+
 LLMS = ("llm-a", "llm-b", "llm-c", "llm-d")
 
 

@@ -101,3 +101,31 @@ def test_train_evaluate_cluster_commands(data_dir, tmp_path, capsys):
 def test_module_entry_point():
     proc = subprocess.run([sys.executable, "-m", "routerdc", "--help"], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0 and "cluster" in proc.stdout and "route" in proc.stdout
+
+
+def test_evaluate_seeds_mean_and_spread(frozen_checkpoint, data_dir, tmp_path, capsys):
+    te = write_jsonl([load_score_set(paper_files(data_dir)[1][1]).subset(np.arange(12))], tmp_path / "g.jsonl")
+    out = tmp_path / "table.json"
+    ck = str(frozen_checkpoint)
+    assert main(["evaluate", "--router", f"ours={ck},{ck}", "--router", f"single={ck}", "--test-files", str(te),
+                 "--paper-row", "--output", str(out), "--markdown", str(tmp_path / "t.md")]) == 0
+    record = json.loads(out.read_text())
+    rows = record["values"]["rows"]
+    assert rows["ours"] == rows["single"]  # the mean of two identical seeds is the seed
+    assert record["spread"]["rows"]["ours"]["GSM8K"] == 0.0
+    assert rows["RouterDC as reported (paper, mDeBERTa)"]["ID avg"] == 58.54
+    md = (tmp_path / "t.md").read_text()
+    assert "± 0.00" in md and record["command"].startswith("python -m routerdc evaluate --router")
+    assert main(["evaluate", "--router", "no-equals-sign", "--test-files", str(te)]) == 2
+
+
+def test_aggregate_seeds_hand_values():
+    import pandas as pd
+
+    from routerdc.compare import aggregate_seeds
+
+    df = pd.DataFrame({"A": [10.0, 20.0, 30.0, 1.0]}, index=["s0", "s1", "s2", "other"])
+    values, spread = aggregate_seeds(df, {"ours": ["s0", "s1", "s2"]})
+    assert list(values.index) == ["ours", "other"]
+    assert values.at["ours", "A"] == 20.0 and spread.at["ours", "A"] == 10.0
+    assert np.isnan(spread.at["other", "A"])

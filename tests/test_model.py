@@ -129,3 +129,19 @@ def test_atomic_dir_keeps_previous_on_failure(tmp_path):
     with atomic_dir(final) as d:
         (d / "b.txt").write_text("new")
     assert sorted(p.name for p in final.iterdir()) == ["b.txt"]
+
+
+def test_embedding_cache_round_trip(minilm_router, tmp_path):
+    from routerdc.embed_cache import cached_embeddings, encoder_key
+
+    assert encoder_key(minilm_router).startswith("all-MiniLM-L6-v2|pool=cls")
+    first = cached_embeddings(minilm_router, QUERIES, cache_dir=tmp_path)
+    files = list(tmp_path.glob("emb-*.npy"))
+    assert len(files) == 1
+    np.testing.assert_array_equal(cached_embeddings(minilm_router, QUERIES, cache_dir=tmp_path), first)
+    np.testing.assert_allclose(first, minilm_router.embed_texts(QUERIES, project=False), rtol=1e-5, atol=1e-6)
+    files[0].write_bytes(b"damaged")  # a damaged entry is recomputed, not trusted
+    np.testing.assert_allclose(cached_embeddings(minilm_router, QUERIES, cache_dir=tmp_path), first, rtol=1e-5, atol=1e-6)
+    assert len(list(tmp_path.glob("emb-*.npy"))) == 1
+    cached_embeddings(minilm_router, QUERIES[:2], cache_dir=tmp_path)
+    assert len(list(tmp_path.glob("emb-*.npy"))) == 2

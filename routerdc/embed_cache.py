@@ -1,0 +1,81 @@
+"""An on-disk cache of query embeddings, keyed by the encoder's identity and the texts.
+
+Embedding the ~20k shipped queries takes minutes on a CPU; the frozen-encoder trainer, the
+k-NN / MLP baselines and the app's map all need the same vectors again. Entries are ``.npy``
+files (never pickles) written atomically, named by a SHA-256 over the model key and the texts.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Sequence
+
+import numpy as np
+
+if TYPE_CHECKING:
+    from .model import RouterDC
+
+CACHE_ENV = "ROUTERDC_CACHE"
+
+
+def default_cache_dir() -> Path:
+    """``$ROUTERDC_CACHE``, else ``~/.cache/routerdc``."""
+    return Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "routerdc").expanduser()
+
+
+def encoder_key(model: "RouterDC") -> str | None:
+    """A stable identity of the *pretrained* encoder of ``model``, or None when it was trained.
+
+    Only an encoder loaded unchanged from its source can be identified by name; a router whose
+    encoder weights were fine-tuned (saved inside its checkpoint) has no such key.
+    """
+    meta = getattr(model, "meta", None)
+    if meta is not None and meta.get("encoder_weights", "included") == "included":
+        return None
+    c = model.config
+    return f"{c.encoder}|pool={c.pooling}|max_length={c.max_length}"
+
+
+def _digest(key: str, texts: Sequence[str]) -> str:
+    h = hashlib.sha256(key.encode("utf-8"))
+    for t in texts:
+        b = t.encode("utf-8", "surrogatepass")
+        h.update(len(b).to_bytes(8, "little"))
+        h.update(b)
+    return h.hexdigest()[:32]
+
+
+def cached_embeddings(
+    model: "RouterDC", texts: Sequence[str], *, cache_dir: str | os.PathLike | None = None,
+    batch_size: int = 64, key: str | None = None,
+) -> np.ndarray:
+    """Pooled encoder embeddings ``(n, d)`` of ``texts`` (before any projection), cached on disk.
+
+    Args:
+        key: the model identity; default :func:`encoder_key`. Without one (a fine-tuned
+            encoder) nothing is cached and the texts are embedded directly.
+    """
+    key = key if key is not None else encoder_key(model)
+    if key is None:
+        return model.embed_texts(texts, batch_size=batch_size, project=False)
+    folder = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    path = folder / f"emb-{_digest(key, texts)}.npy"
+    if path.exists():
+        try:
+            arr = np.load(path, allow_pickle=False)
+            if arr.shape == (len(texts), model.dim):
+                return arr
+        except (OSError, ValueError):
+            pass  # a damaged entry is recomputed below
+    arr = model.embed_texts(texts, batch_size=batch_size, project=False)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        with tmp.open("wb") as f:
+            np.save(f, arr, allow_pickle=False)
+        os.replace(tmp, path)
+    except OSError:
+        pass  # a read-only cache is not an error
+    return arr
