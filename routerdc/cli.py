@@ -36,6 +36,8 @@ TRAIN_HELP: dict[str, str] = {
     "temperature": "tau in softmax(sim / tau)",
     "max_length": "max tokens per query; longer queries are truncated from the left",
     "projection": "add a d x d linear projection after pooling",
+    "normalization": "text normalisation: none, anyascii (all text to ASCII; Chinese to pinyin) or "
+                     "translit-unk (only characters the tokenizer lacks)",
     "k_pos": "K+: top-scoring LLMs pulled towards the query",
     "k_neg": "K-: bottom-scoring LLMs pushed away",
     "neg_threshold": "ignore negatives scoring above this",

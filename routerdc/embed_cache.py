@@ -35,7 +35,8 @@ def encoder_key(model: "RouterDC") -> str | None:
     if meta is not None and meta.get("encoder_weights", "included") == "included":
         return None
     c = model.config
-    return f"{c.encoder}|pool={c.pooling}|max_length={c.max_length}"
+    key = f"{c.encoder}|pool={c.pooling}|max_length={c.max_length}"
+    return key if c.normalization == "none" else f"{key}|norm={c.normalization}"
 
 
 def _digest(key: str, texts: Sequence[str]) -> str:

@@ -19,6 +19,7 @@ DEFAULT_ENCODER = "all-MiniLM-L6-v2"
 PAPER_ENCODER = "microsoft/mdeberta-v3-base"
 Pooling = Literal["cls", "mean"]
 POOLINGS: tuple[str, ...] = ("cls", "mean")
+NORMALIZATIONS: tuple[str, ...] = ("none", "anyascii", "translit-unk")
 
 _EMBEDDED_ALIASES = {"all-minilm-l6-v2", "sentence-transformers/all-minilm-l6-v2", "embedded"}
 # Config attributes that hold the attention-probability dropout, by model family.
@@ -126,6 +127,42 @@ def pool(hidden: "torch.Tensor", attention_mask: "torch.Tensor", mode: str = "cl
         mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
         return (hidden * mask).sum(1) / mask.sum(1).clamp_min(1.0)
     raise ValueError(f"pooling must be one of {POOLINGS}, got {mode!r}")
+
+
+def _vocab_chars(tokenizer: "PreTrainedTokenizerBase") -> frozenset[str]:
+    cached = getattr(tokenizer, "_routerdc_chars", None)
+    if cached is None:
+        cached = frozenset(t for t in tokenizer.get_vocab() if len(t) == 1)
+        tokenizer._routerdc_chars = cached
+    return cached
+
+
+def normalize_texts(texts: Sequence[str], mode: str, tokenizer: "PreTrainedTokenizerBase | None" = None) -> list[str]:
+    """Text normalisation before tokenising.
+
+    ``none``: as is. ``anyascii``: transliterate everything to ASCII (Chinese becomes pinyin),
+    so an English-only vocabulary has no unknown characters. ``translit-unk``: transliterate
+    only the characters that are not in the tokenizer's vocabulary (MiniLM keeps about half
+    of the common Chinese characters and maps the rest to [UNK]).
+    """
+    if mode == "none":
+        return list(texts)
+    from anyascii import anyascii
+
+    if mode == "anyascii":
+        return [anyascii(t) for t in texts]
+    if mode == "translit-unk":
+        if tokenizer is None:
+            raise ValueError("translit-unk needs the tokenizer")
+        known = _vocab_chars(tokenizer)
+        out = []
+        for t in texts:
+            out.append("".join(
+                c if c.isascii() or c in known or c.isspace() or not c.isprintable()
+                else f" {anyascii(c).lower() or c} " for c in t
+            ))
+        return out
+    raise ValueError(f"normalization must be one of {NORMALIZATIONS}, got {mode!r}")
 
 
 def tokenize(

@@ -24,7 +24,10 @@ from .checkpoint import (
     FORMAT, FORMAT_VERSION, CheckpointError, atomic_dir, load_state_dict, read_config,
     save_state_dict, write_json,
 )
-from .encoder import DEFAULT_ENCODER, POOLINGS, load_encoder, load_tokenizer, pool, tokenize
+from .encoder import (
+    DEFAULT_ENCODER, NORMALIZATIONS, POOLINGS, load_encoder, load_tokenizer, normalize_texts, pool,
+    tokenize,
+)
 
 SIMILARITIES: tuple[str, ...] = ("cos", "dot")
 
@@ -42,6 +45,8 @@ class RouterConfig:
         max_length: token budget per query; longer queries are truncated from the left.
         projection: a d x d linear map (identity-initialised) after pooling.
         init_std: standard deviation of the LLM embeddings' normal initialisation.
+        normalization: text normalisation before tokenising: ``none``, ``anyascii`` or
+            ``translit-unk`` (see :func:`routerdc.encoder.normalize_texts`).
     """
 
     llm_names: tuple[str, ...]
@@ -52,6 +57,7 @@ class RouterConfig:
     max_length: int = 512
     projection: bool = False
     init_std: float = 0.78
+    normalization: str = "none"
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "llm_names", tuple(self.llm_names))
@@ -63,6 +69,8 @@ class RouterConfig:
             raise ValueError(f"similarity must be one of {SIMILARITIES}, got {self.similarity!r}")
         if not (self.temperature > 0 and np.isfinite(self.temperature)):
             raise ValueError(f"temperature must be positive, got {self.temperature}")
+        if self.normalization not in NORMALIZATIONS:
+            raise ValueError(f"normalization must be one of {NORMALIZATIONS}, got {self.normalization!r}")
         if self.max_length < 2:
             raise ValueError(f"max_length must be >= 2, got {self.max_length}")
 
@@ -167,8 +175,13 @@ class RouterDC(nn.Module):
         return self.logits(emb), emb
 
     # ----------------------------------------------------------------- inference on texts
+    def prepare_texts(self, texts: Sequence[str]) -> list[str]:
+        """Apply the configured text normalisation."""
+        return normalize_texts(texts, self.config.normalization, self.tokenizer)
+
     def tokenize(self, texts: Sequence[str]) -> dict[str, torch.Tensor]:
-        return tokenize(self.tokenizer, texts, self.config.max_length)
+        """Normalise and tokenise with dynamic padding and left truncation."""
+        return tokenize(self.tokenizer, self.prepare_texts(texts), self.config.max_length)
 
     @torch.inference_mode()
     def embed_texts(self, texts: Sequence[str], *, batch_size: int = 64, project: bool = True,

@@ -25,7 +25,8 @@ class TrainConfig:
         group_by: groups of the sample-sample loss: ``cluster`` ids or ``task`` ids.
         n_clusters / cluster_reduce: k-means used when the files carry no cluster ids (or
             ``recluster``).
-    Model: encoder, pooling, similarity, temperature (tau), max_length, projection.
+    Model: encoder, pooling, similarity, temperature (tau), max_length, projection,
+        normalization (text normalisation: none, anyascii, translit-unk).
     Losses: k_pos, k_neg, neg_threshold, lam (lambda), n_neg (H), ss_temperature.
     Optimiser: lr, weight_decay, batch_size, grad_accum (micro-batches per step), steps.
     Speed: length_window (1 = random batches), bf16 (autocast on CUDA), freeze_encoder (cache the
@@ -56,6 +57,7 @@ class TrainConfig:
     temperature: float = 1.0
     max_length: int = 512
     projection: bool = False
+    normalization: str = "none"
 
     k_pos: int = 3
     k_neg: int = 3

@@ -125,7 +125,8 @@ class Trainer:
         cfg = self.config
         model = RouterDC.build(self.llms, encoder=cfg.encoder, seed=cfg.seed, pooling=cfg.pooling,
                                similarity=cfg.similarity, temperature=cfg.temperature,
-                               max_length=cfg.max_length, projection=cfg.projection).to(self.device)
+                               max_length=cfg.max_length, projection=cfg.projection,
+                               normalization=cfg.normalization).to(self.device)
         sets = balance(self.train_sets, cfg.samples_per_task)
         if cfg.group_by == "task":
             groups = np.concatenate([np.full(len(s), i) for i, s in enumerate(sets)])
@@ -204,7 +205,7 @@ class Trainer:
             cached_eval = {k: [np.stack([table[q] for q in s.queries]) for s in v] for k, v in eval_sets.items()}
             lengths = [1] * len(texts)
         else:
-            ids = pretokenize(model.tokenizer, texts, cfg.max_length)
+            ids = pretokenize(model.tokenizer, model.prepare_texts(texts), cfg.max_length)
             collate = Collator(model.tokenizer, ids)
             lengths = [len(x) for x in ids]
 
@@ -222,7 +223,8 @@ class Trainer:
         bar = None
         if self.progress:
             from tqdm.auto import tqdm
-            bar = tqdm(total=cfg.steps, desc="train", unit="step")
+            # No bar when the output is not a terminal (logs, CI); at most one update per 2 s.
+            bar = tqdm(total=cfg.steps, desc="train", unit="step", disable=None, mininterval=2.0)
         model.train()
         seen = 0
         for step in range(1, cfg.steps + 1):

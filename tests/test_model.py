@@ -145,3 +145,21 @@ def test_embedding_cache_round_trip(minilm_router, tmp_path):
     assert len(list(tmp_path.glob("emb-*.npy"))) == 1
     cached_embeddings(minilm_router, QUERIES[:2], cache_dir=tmp_path)
     assert len(list(tmp_path.glob("emb-*.npy"))) == 2
+
+
+def test_text_normalization_modes(minilm_router):
+    from routerdc.encoder import normalize_texts
+
+    tok = minilm_router.tokenizer
+    text = "中国的首都是哪里？ ok"
+    assert normalize_texts([text], "none") == [text]
+    ascii_only = normalize_texts([text], "anyascii")[0]
+    assert ascii_only.isascii() and "Zhong" in ascii_only
+    partial = normalize_texts([text], "translit-unk", tok)[0]
+    assert "中" in partial and "shou" in partial  # known characters kept, unknown ones transliterated
+    ids = tok(partial)["input_ids"]
+    assert tok.unk_token_id not in ids
+    with pytest.raises(ValueError, match="normalization"):
+        normalize_texts([text], "pinyin")
+    with pytest.raises(ValueError, match="normalization"):
+        RouterConfig(llm_names=("a",), normalization="pinyin")
