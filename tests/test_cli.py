@@ -92,7 +92,7 @@ def test_train_evaluate_cluster_commands(data_dir, tmp_path, capsys):
     res = tmp_path / "results.json"
     assert main(["evaluate", "--checkpoint", str(out), "--test-files", str(te), "--baselines",
                  "--train-files", str(tr), "--output", str(res), "--markdown", str(tmp_path / "r.md")]) == 0
-    table = json.loads(res.read_text())
+    table = json.loads(res.read_text())["values"]
     methods = list(table["rows"])
     assert {"oracle", "random", "RouterDC"} <= set(methods) and any(m.startswith("k-NN") for m in methods)
     assert "PreAlgebra" in table["columns"]
