@@ -180,7 +180,13 @@ def cmd_train(args: argparse.Namespace) -> int:
     from .trainer import train
 
     cfg = _train_config(args)
-    result = train(cfg, progress=True)
+
+    def log_eval(step: int, losses: dict[str, float], metrics: dict[str, float] | None) -> None:
+        if metrics is not None:  # one line per evaluation, also when no progress bar is shown
+            avg = {k: round(v, 2) for k, v in metrics.items() if k.endswith("avg")}
+            print(f"step {step}: loss {losses['total']:.4f} {avg}", file=sys.stderr, flush=True)
+
+    result = train(cfg, progress=True, on_step=log_eval)
     status = "cancelled" if result.cancelled else "done"
     print(json.dumps({"status": status, "output_dir": str(result.output_dir), "best_step": result.best_step,
                       "best_score": result.best_score, "metrics": result.best_metrics,
