@@ -262,12 +262,13 @@ class Trainer:
                 model.eval()
                 metrics = self.evaluate(model, eval_sets, cached_eval)
                 model.train()
+            result.history.append({"step": step, **totals, **(metrics or {})})
+            if metrics is not None:
                 score = metrics[select_key]
                 if result.best_score is None or score > result.best_score:
                     result.best_score, result.best_step, result.best_metrics = score, step, metrics
                     self._save(model, out_dir, step, metrics, result)
                     result.output_dir = out_dir
-            result.history.append({"step": step, **totals, **(metrics or {})})
             result.steps_done = step
             if bar is not None:
                 bar.set_postfix(loss=f"{totals['total']:.3f}", **({"best": f"{result.best_score:.2f}"}

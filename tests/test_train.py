@@ -133,3 +133,14 @@ def test_cluster_embeddings_recovers_blobs():
 def test_assign_clusters_with_real_encoder(minilm_router, tiny_set):
     (out,) = assign_clusters([tiny_set.with_clusters(np.zeros(12))], minilm_router, n_clusters=2, seed=0)
     assert out.clusters.shape == (12,) and set(out.clusters.tolist()) == {0, 1}
+
+
+def test_saved_history_includes_the_saved_step(small_sets, tmp_path):
+    import json
+
+    train_sets, _ = small_sets
+    cfg = TrainConfig(output_dir=str(tmp_path / "h"), steps=4, batch_size=16, freeze_encoder=True,
+                      samples_per_task=16, eval_every=2, seed=3)
+    result = train(cfg, train_sets=train_sets)
+    saved = json.loads((result.output_dir / "history.json").read_text())
+    assert saved[-1]["step"] == result.best_step and "train/avg" in saved[-1]
