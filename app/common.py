@@ -1,0 +1,222 @@
+"""Helpers shared by the tabs: input checks, error wrapping, the status text and the map view."""
+
+from __future__ import annotations
+
+import functools
+import html
+import logging
+import re
+import unicodedata
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import gradio as gr
+import numpy as np
+
+from routerdc.checkpoint import CheckpointError
+from routerdc.data import DataError
+from routerdc.encoder import EncoderError
+
+from . import plots
+from .resources import AppContext, RouterView
+
+log = logging.getLogger("routerdc.app")
+
+MAX_QUERY_CHARS = 100_000
+LONG_QUERY_CHARS = 4_000
+UPLOAD_TYPES = (".json", ".jsonl", ".csv")
+COLOUR_BY = ("task", "cluster", "routed LLM", "best LLM")
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
+
+EXPECTED_ERRORS = (DataError, CheckpointError, EncoderError, ValueError, LookupError, OSError)
+
+
+def clean_message(msg: str, replacements: dict[str, str] | None = None) -> str:
+    """One readable message: temp-upload paths replaced by the file's own name."""
+    for old, new in (replacements or {}).items():
+        msg = msg.replace(old, new)
+    return msg.strip()
+
+
+def guarded(fn: Callable) -> Callable:
+    """Turn any exception of a handler into a ``gr.Error`` with a clear message (no traceback)."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except gr.Error:
+            raise
+        except EXPECTED_ERRORS as exc:
+            raise gr.Error(clean_message(str(exc)) or type(exc).__name__, print_exception=False) from None
+        except Exception as exc:  # noqa: BLE001 - the app must stay up for the next user
+            log.exception("handler %s failed", fn.__name__)
+            raise gr.Error(f"Unexpected error ({type(exc).__name__}): {exc}. The app is still running; "
+                           "please try again or report it.", print_exception=False) from None
+
+    return wrapper
+
+
+def check_query(query: Any) -> tuple[str, list[str]]:
+    """The query to route and notices about what was changed or will be ignored.
+
+    Raises ``gr.Error`` for an empty query or one over :data:`MAX_QUERY_CHARS`.
+    """
+    if query is None or not isinstance(query, str):
+        raise gr.Error("Type a query first: the box is empty.", print_exception=False)
+    notices: list[str] = []
+    n_control = len(_CONTROL.findall(query))
+    if n_control:
+        query = _CONTROL.sub(" ", query)
+        notices.append(f"Removed {n_control} control character(s) from the query.")
+    query = unicodedata.normalize("NFC", query)
+    if not query.strip():
+        raise gr.Error("Type a query first: the box is empty or holds only whitespace"
+                       + (" and control characters." if n_control else "."), print_exception=False)
+    if len(query) > MAX_QUERY_CHARS:
+        raise gr.Error(f"The query has {len(query):,} characters; the limit is {MAX_QUERY_CHARS:,}. "
+                       "Shorten it (the router reads only its last 512 tokens anyway).", print_exception=False)
+    if len(query) > LONG_QUERY_CHARS:
+        notices.append(f"Long query ({len(query):,} characters): the router reads only its last "
+                       "tokens (left truncation to the encoder's budget).")
+    return query, notices
+
+
+def unk_notice(view: RouterView, query: str) -> str | None:
+    """A notice when the encoder's tokenizer maps much of the query to [UNK] (emoji, CJK on MiniLM)."""
+    tok = view.router.tokenizer
+    unk = getattr(tok, "unk_token_id", None)
+    if unk is None:
+        return None
+    ids = tok(query[-20_000:], add_special_tokens=False)["input_ids"]
+    if not ids:
+        return "The encoder sees no tokens in this query."
+    frac = sum(i == unk for i in ids) / len(ids)
+    if frac >= 0.2:
+        return (f"{frac:.0%} of the query's tokens are unknown to the encoder ({view.router.config.encoder}); "
+                "emoji and many Chinese characters become [UNK], so this routing is less informed.")
+    return None
+
+
+def upload_path(file: Any) -> tuple[Path, str]:
+    """``(path on disk, the user's file name)`` of an uploaded file, type-checked."""
+    if file is None:
+        raise gr.Error("No file uploaded.", print_exception=False)
+    path = Path(file if isinstance(file, str) else getattr(file, "name", file))
+    name = getattr(file, "orig_name", None) or path.name
+    if path.suffix.lower() not in UPLOAD_TYPES:
+        raise gr.Error(f"{name}: unsupported file type {path.suffix or '(none)'!r}; upload a score file "
+                       f"in one of {', '.join(UPLOAD_TYPES)} (see the README's data formats).",
+                       print_exception=False)
+    return path, name
+
+
+def load_upload(file: Any) -> list:
+    """Score sets from an uploaded file, with errors that name the user's file, not a temp path."""
+    from routerdc.data import load_scores
+
+    path, name = upload_path(file)
+    try:
+        sets = load_scores(path, missing="drop")
+    except DataError as exc:
+        raise gr.Error(clean_message(str(exc), {str(path): name}), print_exception=False) from None
+    if not sets or all(len(s) == 0 for s in sets):
+        raise gr.Error(f"{name}: the file holds no rows.", print_exception=False)
+    return sets
+
+
+# ----------------------------------------------------------------------------------- status
+def status_markdown(ctx: AppContext, key: str | None) -> str:
+    import torch
+
+    lines = ["### Status"]
+    view = ctx.routers.get(key) if key else None
+    if view is None and key:
+        try:
+            view = ctx.get_router(key)
+        except Exception as exc:  # noqa: BLE001
+            lines.append(f"- **Router**: cannot load `{key}`: {exc}")
+    if view is not None:
+        lines.append(f"- **Router**: {view.describe()}")
+        lines.append(f"- **Map**: {view.map_state}")
+    elif not key:
+        lines.append("- **Router**: none loaded. Train one in the Train tab (frozen encoder: about a "
+                     "minute on a CPU) or pick one in the list.")
+    for note in ctx.notes:
+        lines.append(f"- **Note**: {note}")
+    if torch.cuda.is_available():
+        dev = f"GPU {torch.cuda.get_device_name(0)}; routing runs on the CPU copy of the router"
+    else:
+        dev = (f"CPU ({torch.get_num_threads()} torch thread(s)); no GPU: CUDA is not available on "
+               "this machine, so fine-tuning the encoder in the Train tab is slow; frozen-encoder "
+               "training is fast")
+    lines.append(f"- **Device**: {dev}")
+    mc = ctx.settings.models_config
+    if mc:
+        exists = Path(mc).exists()
+        lines.append(f"- **Generation backend**: none running. Models config `{mc}` "
+                     f"({'found' if exists else 'not found'}) is accepted, but the generation layer "
+                     "(a separate vLLM server) is not part of this version, so answers are not generated; "
+                     "RouterBench queries show their recorded answers.")
+    else:
+        lines.append("- **Generation backend**: none configured (no models config; the serving layer "
+                     "comes later). RouterBench queries show their recorded answers.")
+    n = sum(len(e.set) for e in ctx.data.entries)
+    where = ctx.data.data_dir or "(no data directory)"
+    lines.append(f"- **Data**: {len(ctx.data.entries)} score sets, {n:,} queries from `{where}`")
+    for err in ctx.data.errors[:5]:
+        lines.append(f"  - unavailable: {err}")
+    for note in ctx.data.notes[:5]:
+        lines.append(f"  - note: {note.split(' (rows')[0]}")
+    t = ctx.training
+    lines.append(f"- **Training**: {'running, step %d/%d' % (t.step, t.steps) if t.running else 'idle'}")
+    return "\n".join(lines)
+
+
+# ----------------------------------------------------------------------------------- the map
+def _hover(view: RouterView) -> list[str]:
+    cached = getattr(view, "_hover_cache", None)
+    if cached is not None:
+        return cached
+    pool = view.pool
+    names = [plots.short_name(n) for n in view.llms]
+    out = []
+    for i, q in enumerate(pool.texts):
+        sc = pool.scores[i]
+        routed = names[int(view.pool_routed[i])]
+        scores = " · ".join(f"{names[j]} {sc[j]:.2f}" for j in np.argsort(-sc)[:4])
+        out.append(f"<b>{html.escape(pool.tasks[i])}</b> ({pool.roles[i]})<br>{plots.shorten(q, 80)}"
+                   f"<br>router → {html.escape(routed)}<br>{html.escape(scores)}")
+    view._hover_cache = out  # type: ignore[attr-defined]
+    return out
+
+
+def colour_labels(view: RouterView, colour_by: str) -> list[str]:
+    pool = view.pool
+    names = [plots.short_name(n) for n in view.llms]
+    if colour_by == "cluster":
+        return [f"cluster {c}" if c >= 0 else "no cluster id (test set)" for c in pool.clusters]
+    if colour_by == "routed LLM":
+        return [names[int(c)] for c in view.pool_routed]
+    if colour_by == "best LLM":
+        best = pool.scores.argmax(axis=1)
+        return [names[int(b)] if pool.scores[i, b] > 0 else "no LLM scored > 0" for i, b in enumerate(best)]
+    return list(pool.tasks)
+
+
+def map_figure_for(view: RouterView | None, colour_by: str, routed: Sequence[dict]):
+    """The Explore map for a session: the router's map plus the session's routed queries."""
+    if view is None:
+        return plots.message_figure("No router loaded.")
+    if view.emap is None:
+        return plots.message_figure(f"The map is {view.map_state}. Press 'Refresh map' in a moment.")
+    colour_by = colour_by if colour_by in COLOUR_BY else "task"
+    mine = [r for r in routed or [] if r.get("key") == view.key]
+    pts = []
+    if mine:
+        xy = view.emap.place(np.asarray([r["emb"] for r in mine], dtype=np.float32))
+        pts = [{"x": float(x), "y": float(y), "query": r["query"], "llm": r["llm"]} for r, (x, y) in zip(mine, xy)]
+    return plots.map_figure(view.emap.coords, colour_labels(view, colour_by), _hover(view), view.emap.llm_coords,
+                            view.llms, pts, colour_title=colour_by,
+                            title=f"{view.name}: {view.emap.method.upper()} (cosine) of {len(view.emap)} queries "
+                                  f"and {len(view.llms)} LLM embeddings")

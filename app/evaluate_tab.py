@@ -1,0 +1,122 @@
+"""The Evaluate tab: the paper's per-task table (ID / OOD with averages) for the session's router
+against every LLM, the best single LLM, random and the oracle, on shipped or uploaded sets."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import gradio as gr
+import numpy as np
+
+
+from routerdc.data import DataError
+
+from . import plots
+from .common import clean_message, guarded, load_upload
+from .resources import PAPER_ID, AppContext
+
+
+def _id_tasks(view) -> tuple[str, ...]:
+    recipe = (getattr(view.router, "meta", {}) or {}).get("recipe", {}) or {}
+    tasks = recipe.get("train_tasks") or recipe.get("id_tasks")
+    return tuple(tasks) if tasks else PAPER_ID
+
+
+def _cap(s, n: int):
+    if n and len(s) > n:
+        return s.subset(np.sort(np.random.default_rng(0).choice(len(s), n, replace=False)))
+    return s
+
+
+def set_choices(ctx: AppContext, key: str | None) -> tuple[list[tuple[str, str]], list[str]]:
+    """The test sets that fit the router ``key`` (choices, default selection)."""
+    if not key:
+        return [], []
+    try:
+        llms = set(ctx.get_router(key).llms)
+    except Exception:  # noqa: BLE001 - the status area reports load failures
+        return [], []
+    fits = [e for e in ctx.data.entries if set(e.set.llms) == llms]
+    choices = [(e.label, e.key) for e in fits]
+    return choices, [e.key for e in fits if e.role == "test"]
+
+
+def build_evaluate_tab(ctx: AppContext, router_key: gr.State) -> dict[str, Any]:
+    choices, default = set_choices(ctx, ctx.default_key)
+    with gr.Row():
+        with gr.Column(scale=3):
+            sets_box = gr.CheckboxGroup(choices, value=default, label="Score sets with this router's LLMs",
+                                        elem_id="eval-sets")
+        with gr.Column(scale=2):
+            upload = gr.File(label="…and/or an uploaded score file (.json, .jsonl, .csv)",
+                             file_types=[".json", ".jsonl", ".csv"], elem_id="eval-upload")
+            cap = gr.Number(ctx.settings.eval_max_per_task, label="rows per set (0 = all; a sample keeps it fast)",
+                            precision=0, minimum=0, elem_id="eval-cap")
+    run = gr.Button("Evaluate", variant="primary", elem_id="eval-btn")
+    summary = gr.Markdown(elem_id="eval-summary")
+    table = gr.Dataframe(label="Accuracy (%) per task", interactive=False, elem_id="eval-table", wrap=True)
+    chart = gr.Plot(label="Accuracy per task", elem_id="eval-chart")
+
+    @guarded
+    def evaluate(keys, file, n, key):
+        view = ctx.get_router(key)
+        n = int(n or 0)
+        entries = [ctx.data.by_key(k) for k in keys or []]
+        sets, memo = [], []
+        for e in entries:
+            try:
+                sets.append(_cap(e.set.align(view.llms), n))
+            except DataError as exc:
+                raise gr.Error(f"{e.label}: {clean_message(str(exc))}", print_exception=False) from None
+            memo.append(ctx.data.entries.index(e))
+        if file is not None:
+            name = getattr(file, "orig_name", None) or str(file).rsplit("/", 1)[-1]
+            for s in load_upload(file):
+                try:
+                    s = s.align(view.llms)
+                except DataError:
+                    missing = sorted(set(view.llms) - set(s.llms))
+                    extra = sorted(set(s.llms) - set(view.llms))
+                    raise gr.Error(f"{name}: its LLM names do not match the router {view.name}'s. Missing: "
+                                   f"{missing[:6]}{'…' if len(missing) > 6 else ''}; unknown to the router: "
+                                   f"{extra[:6]}{'…' if len(extra) > 6 else ''}.", print_exception=False) from None
+                task = s.task if s.task not in {x.task for x in sets} else f"{s.task} (upload)"
+                sets.append(_cap(dataclasses.replace(s, task=task), n))
+                memo.append(None)
+        if not sets:
+            raise gr.Error("Choose at least one score set or upload a file.", print_exception=False)
+        tasks = [s.task for s in sets]
+        if len(set(tasks)) != len(tasks):
+            raise gr.Error("Two chosen sets have the same task; choose one of each.", print_exception=False)
+        choices = []
+        for s, m in zip(sets, memo):
+            if m is not None and not n:
+                choices.append(view.choices(m, s, ctx.settings.cache_dir))
+            else:
+                routing = view.router.route_embeddings(view.embed_set(s, ctx.settings.cache_dir))
+                col = {name_: i for i, name_ in enumerate(sets[0].llms)}
+                choices.append(np.asarray([col[x] for x in routing.llms], dtype=np.int64))
+        label = f"RouterDC ({view.name})"
+        from routerdc.compare import comparison_table  # noqa: PLC0415 - keeps start-up light
+
+        df = comparison_table(sets, {label: choices}, id_tasks=_id_tasks(view))
+        shown = df.round(2).reset_index()
+        rows = sum(len(s) for s in sets)
+        best = [i for i in df.index if str(i).startswith("best single")]
+        note = (f"{label} on {len(sets)} set(s), {rows:,} queries"
+                + (f" (a sample of at most {n} per set)" if n else "") + ". ID tasks: "
+                + ", ".join(t for t in _id_tasks(view)) + ".")
+        return note, shown, plots.results_bars(df, highlight=[label, "oracle", *best])
+
+    run.click(evaluate, [sets_box, upload, cap, router_key], [summary, table, chart], api_name="evaluate",
+              concurrency_limit=1, concurrency_id="evaluate")
+    return {"sets": sets_box, "upload": upload, "run": run, "summary": summary, "table": table, "chart": chart}
+
+
+def sets_update(ctx: AppContext, key: str | None):
+    choices, default = set_choices(ctx, key)
+    return gr.update(choices=choices, value=default)
+
+
+__all__ = ["build_evaluate_tab", "sets_update", "set_choices"]

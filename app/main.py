@@ -1,0 +1,114 @@
+"""Build and launch the app: ``create_app(settings)`` -> ``gr.Blocks``; ``main(argv)`` for app.py."""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from typing import Sequence
+
+import gradio as gr
+
+from .common import guarded, status_markdown
+from .evaluate_tab import build_evaluate_tab, sets_update
+from .explore_tab import build_explore_tab, colour_radio
+from .resources import AppContext, Preload
+from .route_tab import build_route_tab
+from .settings import ROOT, Settings, parse_args
+from .train_tab import build_train_tab
+
+log = logging.getLogger("routerdc.app")
+
+INTRO = """# RouterDC: route each query to the best LLM
+A text encoder E maps the query to a vector, each candidate LLM t has a learned embedding k_t, and the
+router answers with the LLM of highest `softmax_t(cos(E(x), k_t) / tau)` (Chen et al., NeurIPS 2024).
+**Route** a query, **Explore** the router's embedding space, **Train** your own router, **Evaluate** it
+per task."""
+
+CSS = """
+#chosen {font-size: 1.05em}
+#status {font-size: 0.9em}
+footer {visibility: hidden}
+"""
+
+
+def create_app(settings: Settings | None = None, ctx: AppContext | None = None) -> gr.Blocks:
+    """The Gradio app over ``ctx`` (created from ``settings`` when not given)."""
+    settings = settings or Settings.from_env()
+    ctx = ctx or AppContext.create(settings)
+    with gr.Blocks(title="RouterDC demo") as demo:
+        gr.Markdown(INTRO)
+        router_key = gr.State(ctx.default_key)
+        routed = gr.State([])
+        with gr.Row():
+            picker = gr.Dropdown(ctx.router_choices(), value=ctx.default_key, label="Router", scale=3,
+                                 elem_id="router-picker", interactive=True)
+            refresh_status = gr.Button("Refresh status", scale=0, size="sm", elem_id="status-refresh")
+        with gr.Accordion("Status", open=True):
+            status = gr.Markdown(status_markdown(ctx, ctx.default_key), elem_id="status")
+        map_plot = gr.Plot(label="Embedding map", elem_id="map-plot", render=False)
+        colour = colour_radio()
+        with gr.Tabs(elem_id="tabs"):
+            with gr.Tab("Route", id="route", elem_id="tab-route"):
+                build_route_tab(ctx, router_key, routed, map_plot, colour)
+            with gr.Tab("Explore", id="explore", elem_id="tab-explore") as explore_tab:
+                explore = build_explore_tab(ctx, router_key, routed, map_plot, colour)
+            with gr.Tab("Train", id="train", elem_id="tab-train"):
+                build_train_tab(ctx, router_key, picker, status)
+            with gr.Tab("Evaluate", id="evaluate", elem_id="tab-evaluate"):
+                ev = build_evaluate_tab(ctx, router_key)
+
+        explore_tab.select(explore["explore_fn"], explore["inputs"], explore["outputs"], api_visibility="private",
+                           concurrency_id="route")
+
+        @guarded
+        def pick(key):
+            view = ctx.get_router(key)
+            ctx.ensure_map(view)
+            return key, status_markdown(ctx, key)
+
+        picker.input(pick, [picker], [router_key, status], api_name="pick_router", concurrency_id="route")
+        router_key.change(lambda k: sets_update(ctx, k), [router_key], [ev["sets"]], api_visibility="private")
+        refresh_status.click(lambda k: status_markdown(ctx, k), [router_key], [status], api_name="status",
+                             queue=False)
+        demo.load(lambda k: status_markdown(ctx, k), [router_key], [status], api_visibility="private", queue=False)
+    demo.ctx = ctx  # type: ignore[attr-defined]  # for tests and benchmarks
+    return demo
+
+
+def launch_kwargs(settings: Settings) -> dict:
+    """Server settings: upload limits, no files served beyond the app's assets, no SSR."""
+    s = settings
+    blocked = [str(p) for p in {ROOT / "runs", ROOT / "checkpoints", ROOT / "routerdc", ROOT / ".venv"}]
+    if s.data_dir:
+        blocked.append(str(s.data_dir))
+    return dict(server_name=s.host, server_port=s.port, max_file_size=s.max_file_size,
+                allowed_paths=[str(ROOT / "assets")], blocked_paths=blocked, show_error=False, ssr_mode=False,
+                footer_links=["api"], theme=gr.themes.Soft(), css=CSS)
+
+
+def launch(settings: Settings, ctx: AppContext | None = None, **kwargs) -> gr.Blocks:
+    demo = create_app(settings, ctx)
+    demo.queue(default_concurrency_limit=settings.concurrency, max_size=settings.queue_size)
+    demo.launch(**{**launch_kwargs(settings), **kwargs})
+    return demo
+
+
+def main(argv: Sequence[str] | None = None, settings: Settings | None = None, args=None,
+         preload: Preload | None = None, t0: float | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    if settings is None:
+        settings, args = parse_args(argv)
+    t0 = t0 or time.perf_counter()
+    ctx = AppContext.create(settings, background_map=not args.prepare, preload=preload)
+    log.info("loaded in %.1f s: router %s", time.perf_counter() - t0, ctx.default_key)
+    if args.prepare:
+        if not ctx.default_key:
+            print("no router to prepare a map for: " + " ".join(ctx.notes), file=sys.stderr)
+            return 2
+        view = ctx.get_router(ctx.default_key)
+        ctx.ensure_map(view, background=False)
+        print(f"{view.name}: map {view.map_state}")
+        return 0 if view.emap is not None else 1
+    launch(settings, ctx)
+    return 0

@@ -1,0 +1,510 @@
+"""Shared, process-wide resources of the app: the score data, the loaded routers and their maps.
+
+One :class:`AppContext` is created by ``create_app`` and passed to every tab builder. It holds
+only things shared by all sessions (read-mostly, guarded by locks); what a session chooses (its
+router, its routed queries) lives in ``gr.State``. Nothing here imports Gradio.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import warnings
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+
+from routerdc.data import DataError, ScoreSet, load_scores, resolve_data_dir, task_label
+
+log = logging.getLogger("routerdc.app")
+
+# The shipped score files, relative to the data directory: (family, role, path).
+SHIPPED_FILES: tuple[tuple[str, str, str], ...] = (
+    *(("routerdc", "train", f"routerdc/split2_model7_cluster/{f}") for f in (
+        "mmlu_train.json", "gsm8k-train.json", "cmmlu_train.json", "arc_challenge_train.json",
+        "humaneval_train.json")),
+    *(("routerdc", "test", f"routerdc/split2_model7/{f}") for f in (
+        "mmlu_test.json", "gsm8k-test.json", "cmmlu_test.json", "arc_challenge_test.json",
+        "humaneval_test.json", "MATH_prealgebra.json", "mbpp.json", "ceval.json")),
+    *(("routerbench", "train", f"routerbench/routerbench_cluster/{f}") for f in (
+        "arc_challenge_train.csv", "mbpp_train.csv", "winograde_train.csv")),
+    *(("routerbench", "test", f"routerbench/routerbench_zs/{f}") for f in (
+        "arc_challenge_test.csv", "mbpp_test.csv", "winograde_test.csv")),
+)
+# The paper's in-distribution tasks (the others are out-of-distribution).
+PAPER_ID = ("mmlu", "gsm8k", "cmmlu", "arc_challenge", "humaneval")
+FAMILY_LABEL = {"routerdc": "RouterDC paper data (7 open LLMs)", "routerbench": "RouterBench (11 LLMs, recorded answers)"}
+
+
+@dataclass
+class DataEntry:
+    """One loaded score set with where it came from."""
+
+    key: str  # e.g. "routerdc/train/mmlu"
+    family: str
+    role: str  # "train" | "test" | "upload"
+    set: ScoreSet
+    path: str
+
+    @property
+    def label(self) -> str:
+        fam = "RouterBench " if self.family == "routerbench" else ""
+        return f"{fam}{task_label(self.set.task)} ({self.role}, {len(self.set)})"
+
+
+class DataBank:
+    """The shipped score sets, with an index from query text to its rows."""
+
+    def __init__(self, entries: Sequence[DataEntry], errors: Sequence[str] = (), data_dir: str | None = None):
+        self.entries = list(entries)
+        self.errors = list(errors)
+        self.data_dir = data_dir
+        self.notes: list[str] = []  # e.g. rows skipped for missing scores
+        self.index: dict[str, list[tuple[int, int]]] = {}
+        for i, e in enumerate(self.entries):
+            for r, q in enumerate(e.set.queries):
+                self.index.setdefault(q.strip(), []).append((i, r))
+
+    @classmethod
+    def load(cls, data_dir: str | None, files: Sequence[tuple[str, str, str]] | None = None,
+             max_rows: int = 0) -> "DataBank":
+        errors: list[str] = []
+        notes: list[str] = []
+        try:
+            root = resolve_data_dir(data_dir)
+        except DataError as exc:
+            return cls([], [str(exc)], None)
+        entries: list[DataEntry] = []
+        for family, role, rel in (files if files is not None else SHIPPED_FILES):
+            path = root / rel
+            if not path.exists():
+                errors.append(f"{rel}: not found in {root}")
+                continue
+            try:
+                with warnings.catch_warnings(record=True) as caught:
+                    warnings.simplefilter("always")
+                    sets = load_scores(path, missing="drop")
+                notes.extend(str(w.message) for w in caught)
+            except DataError as exc:
+                errors.append(str(exc))
+                continue
+            for s in sets:
+                if max_rows and len(s) > max_rows:
+                    s = s.subset(np.arange(max_rows))
+                entries.append(DataEntry(f"{family}/{role}/{s.task}", family, role, s, str(path)))
+        bank = cls(entries, errors, str(root))
+        bank.notes = notes
+        return bank
+
+    def lookup(self, query: str) -> list[tuple[DataEntry, int]]:
+        return [(self.entries[i], r) for i, r in self.index.get(query.strip(), [])]
+
+    def matching(self, llms: Sequence[str], roles: Sequence[str] = ("train", "test")) -> list[DataEntry]:
+        """The entries whose LLM set is exactly ``llms`` (any order)."""
+        want = set(llms)
+        return [e for e in self.entries if set(e.set.llms) == want and e.role in roles]
+
+    def by_key(self, key: str) -> DataEntry:
+        for e in self.entries:
+            if e.key == key:
+                return e
+        raise KeyError(key)
+
+    def examples(self, per_task: int = 1) -> list[tuple[str, str]]:
+        """``(query, label)`` examples: the shortest-but-not-trivial query of each task, test sets
+        first, so every task (and both languages) is covered."""
+        out: list[tuple[str, str]] = []
+        seen: set[tuple[str, str]] = set()
+        for e in sorted(self.entries, key=lambda e: (e.role != "test", e.family)):
+            tag = (e.family, e.set.task)
+            if tag in seen:
+                continue
+            seen.add(tag)
+            qs = [q for q in e.set.queries if 40 <= len(q) <= 400] or list(e.set.queries)
+            qs.sort(key=len)
+            for q in qs[len(qs) // 4: len(qs) // 4 + per_task]:
+                out.append((q, e.label))
+        return out
+
+
+# ---------------------------------------------------------------------------------- routers
+def router_fingerprint(folder: Path) -> str:
+    """Identity of a saved router: its config and the sizes/times of its weight files."""
+    from routerdc.embedding_map import map_key
+
+    parts: list[str | bytes] = [str(folder.resolve())]
+    cfg = folder / "config.json"
+    parts.append(cfg.read_bytes() if cfg.exists() else b"")
+    for f in sorted(folder.glob("*.safetensors")):
+        st = f.stat()
+        parts.append(f"{f.name}:{st.st_size}:{st.st_mtime_ns}")
+    return map_key(*parts)
+
+
+@dataclass
+class Pool:
+    """The reference queries of a router's map: samples of the data sets that share its LLMs."""
+
+    texts: list[str]
+    tasks: list[str]  # display labels
+    roles: list[str]
+    clusters: np.ndarray  # (n,) -1 when unknown
+    scores: np.ndarray  # (n, T), aligned to the router's LLMs
+    entry_rows: list[tuple[int, int]]  # (entry index in the DataBank, row)
+
+
+class RouterView:
+    """A loaded router plus the derived data the UI needs (map, pool, evaluation cache)."""
+
+    def __init__(self, key: str, router, folder: Path, load_seconds: float = 0.0):
+        self.key = key
+        self.router = router
+        self.folder = folder
+        self.name = folder.name
+        self.load_seconds = load_seconds
+        self.fingerprint = router_fingerprint(folder)
+        self.pool: Pool | None = None
+        self.emap = None  # routerdc.embedding_map.EmbeddingMap once ready
+        self.pool_raw: np.ndarray | None = None  # (n, d) projected embeddings
+        self.pool_routed: np.ndarray | None = None
+        self.map_state = "not computed"
+        self.map_seconds: float | None = None
+        self._map_lock = threading.Lock()
+        self._choices: dict[tuple[int, int], np.ndarray] = {}
+        self._emb_lock = threading.Lock()
+
+    @property
+    def llms(self) -> tuple[str, ...]:
+        return tuple(self.router.config.llm_names)
+
+    def describe(self) -> str:
+        c = self.router.config
+        meta = getattr(self.router, "meta", {}) or {}
+        weights = meta.get("encoder_weights", "included")
+        enc = f"{c.encoder} ({'fine-tuned' if weights == 'included' else 'frozen, pretrained'})"
+        return (f"`{self.name}` ({self.folder}) - {len(c.llm_names)} LLMs, encoder {enc}, "
+                f"pooling {c.pooling}, similarity {c.similarity}, tau {c.temperature:g}"
+                + (", projection" if c.projection else ""))
+
+    # -- embeddings ---------------------------------------------------------------------
+    def embed(self, texts: Sequence[str]) -> np.ndarray:
+        """Projected router embeddings of ``texts`` (serialised: torch modules are not re-entrant
+        safe across threads for the tokenizer)."""
+        with self._emb_lock:
+            return self.router.embed_texts(list(texts), project=True)
+
+    def embed_set(self, s: ScoreSet, cache_dir: str | None) -> np.ndarray:
+        """Projected embeddings of a whole set, through the on-disk cache when the encoder is
+        frozen (the cache holds pre-projection vectors)."""
+        import torch
+
+        from routerdc.embed_cache import cached_embeddings, encoder_key
+
+        if encoder_key(self.router) is None:
+            return self.embed(s.queries)
+        with self._emb_lock:
+            pooled = cached_embeddings(self.router, s.queries, cache_dir=cache_dir)
+            with torch.inference_mode():
+                return self.router.project(torch.as_tensor(pooled)).float().numpy()
+
+    def choices(self, entry_id: int, s: ScoreSet, cache_dir: str | None) -> np.ndarray:
+        """The router's chosen LLM per query of ``s`` (indices into ``s.llms``), memoised."""
+        key = (entry_id, len(s))
+        if key not in self._choices:
+            routing = self.router.route_embeddings(self.embed_set(s, cache_dir))
+            col = {n: i for i, n in enumerate(s.llms)}
+            self._choices[key] = np.asarray([col[n] for n in routing.llms], dtype=np.int64)
+        return self._choices[key]
+
+    # -- the map --------------------------------------------------------------------------
+    def build_pool(self, data: DataBank, per_set: int) -> Pool:
+        texts, tasks, roles, clusters, scores, rows = [], [], [], [], [], []
+        for i, e in enumerate(data.entries):
+            if set(e.set.llms) != set(self.llms):
+                continue
+            s = e.set.align(self.llms)
+            rng = np.random.default_rng(i)
+            idx = np.sort(rng.choice(len(s), per_set, replace=False)) if len(s) > per_set else np.arange(len(s))
+            for r in idx:
+                texts.append(s.queries[r])
+                tasks.append(task_label(s.task) + (" (RB)" if e.family == "routerbench" else ""))
+                roles.append(e.role)
+                clusters.append(int(s.clusters[r]) if s.clusters is not None else -1)
+                scores.append(s.scores[r])
+                rows.append((i, int(r)))
+        T = len(self.llms)
+        return Pool(texts, tasks, roles, np.asarray(clusters, dtype=np.int64),
+                    np.asarray(scores, dtype=np.float32).reshape(-1, T), rows)
+
+    def compute_map(self, data: DataBank, *, per_set: int, method: str, cache_dir: str | None,
+                    on_state: Callable[[str], None] | None = None) -> None:
+        """Build the pool, then load the map from the disk cache or fit and store it."""
+        from routerdc.embed_cache import default_cache_dir
+        from routerdc.embedding_map import fit_map, load_map, map_key, save_map
+
+        with self._map_lock:
+            if self.emap is not None:
+                return
+            t0 = time.perf_counter()
+            try:
+                pool = self.build_pool(data, per_set)
+                if not pool.texts:
+                    self.map_state = ("unavailable: no loaded data set has this router's LLMs "
+                                      "(upload one in the Evaluate tab to score it)")
+                    self.pool = pool
+                    return
+                folder = Path(cache_dir) if cache_dir else default_cache_dir()
+                path = folder / "maps" / f"map-{map_key(self.fingerprint, method, texts=pool.texts)}.npz"
+                emap = raw = None
+                if path.exists():
+                    try:
+                        emap, extra = load_map(path)
+                        raw = extra["raw"]
+                        if len(emap) != len(pool.texts) or emap.llm_coords.shape[0] != len(self.llms):
+                            emap = None
+                    except (ValueError, KeyError) as exc:
+                        log.warning("ignoring map cache %s: %s", path, exc)
+                        emap = None
+                if emap is None:
+                    self.map_state = f"computing: embedding {len(pool.texts)} queries"
+                    raw = self._embed_pool(data, pool, cache_dir)
+                    self.map_state = f"computing: fitting {method.upper()} on {len(pool.texts)} points"
+                    llm_emb = self.router.llm_embeddings.weight.detach().float().cpu().numpy()
+                    emap = fit_map(raw, llm_emb, method=method)
+                    try:
+                        save_map(emap, path, raw=raw)
+                    except OSError as exc:
+                        log.warning("cannot write the map cache %s: %s", path, exc)
+                self.pool, self.pool_raw = pool, raw
+                self.pool_routed = self.router.route_embeddings(raw).choice
+                self.emap = emap
+                self.map_seconds = time.perf_counter() - t0
+                self.map_state = f"ready ({emap.method.upper()}, {len(pool.texts)} queries, {self.map_seconds:.1f} s)"
+            except Exception as exc:  # noqa: BLE001 - reported in the status area, app stays up
+                log.exception("map computation failed")
+                self.map_state = f"failed: {type(exc).__name__}: {exc}"
+
+    def _embed_pool(self, data: DataBank, pool: Pool, cache_dir: str | None) -> np.ndarray:
+        from routerdc.embed_cache import encoder_key
+
+        if encoder_key(self.router) is None:
+            return self.embed(pool.texts)
+        out = np.zeros((len(pool.texts), self.router.dim), dtype=np.float32)
+        by_entry: dict[int, list[tuple[int, int]]] = {}
+        for j, (i, r) in enumerate(pool.entry_rows):
+            by_entry.setdefault(i, []).append((j, r))
+        import torch
+
+        from routerdc.embed_cache import _digest, cached_embeddings, default_cache_dir
+
+        folder = Path(cache_dir) if cache_dir else default_cache_dir()
+        key = encoder_key(self.router)
+        for i, pairs in by_entry.items():
+            s = data.entries[i].set
+            if (folder / f"emb-{_digest(key, s.queries)}.npy").exists():  # the trainer cached the whole set
+                full = self.embed_set(s, cache_dir)
+                for j, r in pairs:
+                    out[j] = full[r]
+            else:  # embed (and cache) only the sampled rows
+                texts = [s.queries[r] for _, r in pairs]
+                with self._emb_lock:
+                    pooled = cached_embeddings(self.router, texts, cache_dir=cache_dir)
+                    with torch.inference_mode():
+                        proj = self.router.project(torch.as_tensor(pooled)).float().numpy()
+                for (j, _), v in zip(pairs, proj):
+                    out[j] = v
+        return out
+
+
+# ---------------------------------------------------------------------------------- start-up
+def load_data(settings) -> DataBank:
+    files = None
+    if settings.data_files is not None:
+        files = [f for f in SHIPPED_FILES if f[2] in settings.data_files]
+    return DataBank.load(settings.data_dir, files, settings.max_rows)
+
+
+def _load_view(key: str, threads: int) -> RouterView:
+    import torch
+
+    from routerdc.model import RouterDC
+
+    if threads > 0:
+        torch.set_num_threads(threads)
+    t0 = time.perf_counter()
+    router = RouterDC.from_pretrained(key)
+    return RouterView(key, router, Path(key), time.perf_counter() - t0)
+
+
+@dataclass
+class Preload:
+    """Start-up work started before Gradio is imported: the data and the default router load in
+    threads while the main thread imports Gradio (about 40% off the cold start on 2 cores)."""
+
+    key: str
+    data: Future
+    router: Future | None
+
+    @classmethod
+    def start(cls, settings) -> "Preload":
+        pool = ThreadPoolExecutor(2, thread_name_prefix="preload")
+        folder = settings.resolve(settings.checkpoint)
+        key = str(folder.resolve())
+        router = pool.submit(_load_view, key, settings.torch_threads) if (folder / "config.json").exists() else None
+        data = pool.submit(load_data, settings)
+        pool.shutdown(wait=False)
+        return cls(key, data, router)
+
+
+# ---------------------------------------------------------------------------------- context
+@dataclass
+class TrainingStatus:
+    """The one training run of this process (shared, for the status area)."""
+
+    running: bool = False
+    owner: str | None = None
+    step: int = 0
+    steps: int = 0
+    started: float = 0.0
+    output_dir: str | None = None
+
+
+@dataclass
+class AppContext:
+    settings: object  # app.settings.Settings
+    data: DataBank
+    default_key: str | None = None
+    notes: list[str] = field(default_factory=list)
+    routers: dict[str, RouterView] = field(default_factory=dict)
+    known: dict[str, str] = field(default_factory=dict)  # key -> label, for the router picker
+    train_lock: threading.Lock = field(default_factory=threading.Lock)
+    training: TrainingStatus = field(default_factory=TrainingStatus)
+    started_at: float = field(default_factory=time.time)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+    _map_threads: dict[str, threading.Thread] = field(default_factory=dict)
+    _preloaded: dict[str, Future] = field(default_factory=dict)
+
+    MAX_ROUTERS = 4
+
+    @classmethod
+    def create(cls, settings, *, load_default: bool = True, background_map: bool = True,
+               preload: "Preload | None" = None) -> "AppContext":
+        import torch
+
+        if settings.torch_threads > 0:
+            torch.set_num_threads(settings.torch_threads)
+        data = preload.data.result() if preload is not None else load_data(settings)
+        ctx = cls(settings=settings, data=data)
+        if preload is not None and preload.router is not None:
+            ctx._preloaded[preload.key] = preload.router
+        ctx._discover()
+        if not load_default:
+            return ctx
+        primary = settings.resolve(settings.checkpoint)
+        candidates = [primary]
+        if not (primary / "config.json").exists():
+            others = [Path(k) for k in ctx.known if Path(k) != primary]
+            ctx.notes.append(
+                f"The router `{settings.checkpoint}` is not there (no config.json)"
+                + (f"; using `{others[0]}` instead. Pick another router above, or train one in the Train tab."
+                   if others else "; no other router found: train one in the Train tab.")
+            )
+            candidates = others[:1]
+        for folder in candidates:
+            try:
+                view = ctx.get_router(str(folder.resolve()))
+                ctx.default_key = view.key
+                if background_map:
+                    ctx.ensure_map(view)
+                break
+            except Exception as exc:  # noqa: BLE001 - surfaced in the status area
+                ctx.notes.append(f"Cannot load the router `{folder}`: {exc}")
+        return ctx
+
+    def _discover(self) -> None:
+        """Routers that can be picked: the configured one, extra ones, runs/*, runs/app/*."""
+        s = self.settings
+        cands = [s.resolve(s.checkpoint), *(s.resolve(c) for c in s.extra_checkpoints)]
+        bases = (s.resolve("checkpoints"), s.resolve("runs"), s.runs_path) if s.discover else ()
+        for base in bases:
+            if base.is_dir():
+                cands.extend(sorted((p for p in base.iterdir() if (p / "config.json").exists()),
+                                    key=lambda p: -p.stat().st_mtime))
+        for c in cands:
+            if (c / "config.json").exists():
+                self.register(c)
+
+    def register(self, folder: Path, label: str | None = None) -> str:
+        key = str(Path(folder).resolve())
+        with self._lock:
+            self.known.setdefault(key, label or self._label(Path(key)))
+        return key
+
+    def _label(self, folder: Path) -> str:
+        try:
+            return str(folder.relative_to(self.settings.resolve(".")))
+        except ValueError:
+            return str(folder)
+
+    def router_choices(self) -> list[tuple[str, str]]:
+        with self._lock:
+            return [(label, key) for key, label in self.known.items()]
+
+    def get_router(self, key: str | None) -> RouterView:
+        """The loaded router for ``key`` (a folder), loading it on first use."""
+        from routerdc.model import RouterDC
+
+        if not key:
+            raise LookupError("No router is loaded. Train one in the Train tab or pick one above.")
+        with self._lock:
+            view = self.routers.get(key)
+            if view is not None:
+                return view
+        fut = self._preloaded.pop(key, None)
+        if fut is not None:
+            view = fut.result()
+        else:
+            t0 = time.perf_counter()
+            router = RouterDC.from_pretrained(key)
+            view = RouterView(key, router, Path(key), time.perf_counter() - t0)
+        with self._lock:
+            if key in self.routers:
+                return self.routers[key]
+            if len(self.routers) >= self.MAX_ROUTERS:
+                # Evict the oldest router that is not the default.
+                for old in list(self.routers):
+                    if old != self.default_key:
+                        del self.routers[old]
+                        break
+            self.routers[key] = view
+            self.known.setdefault(key, self._label(Path(key)))
+        return view
+
+    def ensure_map(self, view: RouterView, background: bool = True) -> None:
+        """Start (once) the computation of ``view``'s map; synchronous when not ``background``."""
+        if view.emap is not None:
+            return
+        s = self.settings
+        run = lambda: view.compute_map(self.data, per_set=s.map_per_set, method=s.map_method,  # noqa: E731
+                                       cache_dir=s.cache_dir)
+        if not background:
+            run()
+            return
+        with self._lock:
+            t = self._map_threads.get(view.key)
+            if t is not None and t.is_alive():
+                return
+            view.map_state = "computing"
+            t = threading.Thread(target=run, name=f"map-{view.name}", daemon=True)
+            self._map_threads[view.key] = t
+        t.start()
+
+    def wait_map(self, view: RouterView, timeout: float | None = None) -> bool:
+        t = self._map_threads.get(view.key)
+        if t is not None:
+            t.join(timeout)
+        return view.emap is not None

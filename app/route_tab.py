@@ -1,0 +1,190 @@
+"""The Route tab: route a query, see the probabilities, the margin, recorded scores and answers,
+and the nearest training queries."""
+
+from __future__ import annotations
+
+import html
+import time
+from typing import Any
+
+import gradio as gr
+import numpy as np
+import pandas as pd
+
+from routerdc.data import task_label
+
+from . import plots
+from .common import check_query, guarded, map_figure_for, unk_notice
+from .resources import AppContext, RouterView
+
+MAX_ROUTED_PER_SESSION = 200
+ANSWER_CHARS = 6_000
+
+
+def _margin_text(llms, probs: np.ndarray, sims: np.ndarray, temperature: float) -> str:
+    order = np.argsort(-probs)
+    top, second = int(order[0]), int(order[1]) if len(order) > 1 else int(order[0])
+    margin = float(probs[top] - probs[second])
+    return (f"**Chosen LLM: `{llms[top]}`** with probability {probs[top]:.1%} (cosine {sims[top]:.3f}).  \n"
+            f"Top-1/top-2 margin: **{margin:.1%}** over `{plots.short_name(llms[second])}` "
+            f"({probs[second]:.1%}); tau = {temperature:g}.")
+
+
+def recorded_scores(ctx: AppContext, view: RouterView, query: str, chosen: str) -> tuple[pd.DataFrame, str, tuple | None]:
+    """``(table, verdict markdown, (entry, row) of the best match)`` for a query from a score set."""
+    matches = ctx.data.lookup(query)
+    if not matches:
+        return pd.DataFrame(columns=["LLM", "recorded score", ""]), \
+            "This query is not in the loaded score sets, so there are no recorded scores to compare with.", None
+    same = [(e, r) for e, r in matches if set(e.set.llms) == set(view.llms)]
+    entry, row = (same or matches)[0]
+    s = entry.set
+    scores = s.scores[row]
+    best = float(scores.max())
+    df = pd.DataFrame({
+        "LLM": list(s.llms),
+        "recorded score": [round(float(x), 4) for x in scores],
+        "": ["← router's choice" if n == chosen else ("best" if x == best and best > 0 else "") for n, x in zip(s.llms, scores)],
+    }).sort_values("recorded score", ascending=False, kind="stable")
+    where = f"{entry.label} (`{entry.path.rsplit('/', 1)[-1]}`, row {s.rows[row]})"
+    if chosen in s.llms:
+        mine = float(scores[list(s.llms).index(chosen)])
+        ok = "a good choice" if mine >= best else ("a correct LLM, not the best" if mine > 0 else "a miss")
+        verdict = (f"This query is in {where}. The router's choice scored **{mine:.3f}**; the best recorded "
+                   f"score is {best:.3f}: {ok}. Metric: {s.metric}.")
+    else:
+        verdict = (f"This query is in {where}, scored for other LLMs than this router's; the table shows "
+                   "those models' recorded scores.")
+    return df, verdict, (entry, row)
+
+
+def answer_markdown(ctx: AppContext, match: tuple | None, chosen: str) -> str:
+    if match is not None:
+        entry, row = match
+        s = entry.set
+        if s.responses is not None and chosen in s.llms:
+            text = s.responses[row][list(s.llms).index(chosen)] or ""
+            if text.strip():
+                shown = text if len(text) <= ANSWER_CHARS else text[:ANSWER_CHARS] + "\n…(truncated)"
+                shown = shown.replace("~~~", "~ ~ ~")
+                return (f"#### Recorded answer of `{chosen}` (RouterBench, **recorded**, not generated live)\n\n"
+                        f"~~~text\n{shown}\n~~~")
+            return f"RouterBench has no recorded answer of `{chosen}` for this query."
+        if s.responses is not None:
+            return (f"RouterBench recorded answers for its own LLMs; this router chose `{chosen}`, which is "
+                    "not one of them, and no generation backend is configured yet.")
+    mc = ctx.settings.models_config
+    return (f"**No generation backend is configured yet**, so `{chosen}` cannot answer live"
+            + (f" (models config `{mc}` is accepted; the serving layer comes later)." if mc else ".")
+            + " Queries from the RouterBench sets show the chosen LLM's recorded answer.")
+
+
+def neighbours_table(view: RouterView, emb: np.ndarray, k: int = 5) -> tuple[pd.DataFrame, str]:
+    if view.emap is None or view.pool is None:
+        return pd.DataFrame(), f"Nearest training queries: unavailable while the map is {view.map_state}."
+    roles = np.asarray(view.pool.roles)
+    among = roles == "train"
+    what = "training"
+    if not among.any():
+        among, what = np.ones(len(roles), dtype=bool), "reference"
+    idx, sims = view.emap.neighbours(emb, k=k, among=among)
+    names = [plots.short_name(n) for n in view.llms]
+    rows = []
+    for i, c in zip(idx[0], sims[0]):
+        sc = view.pool.scores[i]
+        row = {"cosine": round(float(c), 3), "task": view.pool.tasks[i],
+               "best": names[int(sc.argmax())] if sc.max() > 0 else "none"}
+        row.update({n: round(float(x), 2) for n, x in zip(names, sc)})
+        row["query"] = " ".join(view.pool.texts[i].split())[:160]
+        rows.append(row)
+    return pd.DataFrame(rows), (f"Why this route: the {len(rows)} nearest {what} queries by router embedding "
+                                f"(cosine), with their recorded per-LLM scores.")
+
+
+def build_route_tab(ctx: AppContext, router_key: gr.State, routed: gr.State, map_plot: gr.Plot,
+                    colour_by: gr.Radio) -> dict[str, Any]:
+    """Build the Route tab; returns its components by name (for tests and wiring)."""
+    last = gr.State(None)  # {"key", "emb", "query"} of the session's last routed query
+    examples = ctx.data.examples()
+    with gr.Row():
+        with gr.Column(scale=3):
+            query = gr.Textbox(label="Query", lines=5, max_lines=12, elem_id="query",
+                               placeholder="Ask anything: a maths word problem, a coding task, a multiple-choice "
+                                           "question (English or Chinese)…")
+            with gr.Row():
+                route_btn = gr.Button("Route", variant="primary", elem_id="route-btn")
+                clear_btn = gr.ClearButton([query], value="Clear")
+            temperature = gr.Slider(0.05, 5.0, value=1.0, step=0.05, elem_id="temperature",
+                                    label="Temperature tau (re-renders without re-encoding)")
+            if examples:
+                gr.Examples([[q] for q, _ in examples], inputs=[query], label="Examples from the score sets "
+                            f"({len(examples)}: every task, English and Chinese)", example_labels=[
+                                f"{lab}: {q[:60]}" for q, lab in examples], examples_per_page=12)
+        with gr.Column(scale=4):
+            chosen_md = gr.Markdown("Route a query to see the router's choice.", elem_id="chosen")
+            bar = gr.Plot(label="Routing probabilities", elem_id="route-plot")
+    answer_md = gr.Markdown(elem_id="answer")
+    verdict_md = gr.Markdown(elem_id="verdict")
+    scores_df = gr.Dataframe(label="Recorded scores of this query", elem_id="scores", interactive=False,
+                             max_height=320, visible=False)
+    why_md = gr.Markdown(elem_id="why")
+    neigh_df = gr.Dataframe(label="Nearest training queries", elem_id="neighbours", interactive=False,
+                            max_height=360, wrap=True)
+    with gr.Accordion("Raw result (JSON)", open=False):
+        result_json = gr.JSON(elem_id="route-json")
+
+    @guarded
+    def do_route(q, tau, key, routed_list, colour):
+        t0 = time.perf_counter()
+        q, notices = check_query(q)
+        view = ctx.get_router(key)
+        note = unk_notice(view, q)
+        if note:
+            notices.append(note)
+        emb = view.embed([q])
+        routing = view.router.route_embeddings(emb, float(tau))
+        probs, sims = routing.probs[0], routing.similarities[0]
+        chosen = routing.llms[0]
+        fig = plots.routing_bar(view.llms, probs, sims, int(routing.choice[0]), float(tau))
+        df, verdict, match = recorded_scores(ctx, view, q, chosen)
+        neigh, why = neighbours_table(view, emb)
+        routed_list = list(routed_list or [])[-(MAX_ROUTED_PER_SESSION - 1):]
+        routed_list.append({"key": view.key, "emb": emb[0].tolist(), "query": q, "llm": chosen})
+        mapfig = map_figure_for(view, colour, routed_list)
+        for n in notices:
+            gr.Warning(n)
+        md = _margin_text(view.llms, probs, sims, float(tau))
+        if notices:
+            md += "\n\n" + "\n".join(f"> ⚠ {html.escape(n)}" for n in notices)
+        result = {"router": view.name, "llm": chosen, "temperature": float(tau),
+                  "probs": {n: float(p) for n, p in zip(view.llms, probs)},
+                  "similarities": {n: float(x) for n, x in zip(view.llms, sims)},
+                  "margin": float(np.sort(probs)[-1] - (np.sort(probs)[-2] if len(probs) > 1 else 0.0)),
+                  "query_chars": len(q), "notices": notices, "in_score_set": match is not None,
+                  "seconds": round(time.perf_counter() - t0, 4)}
+        state = {"key": view.key, "emb": emb, "query": q}
+        df = gr.update(value=df, visible=match is not None)
+        return (md, fig, answer_markdown(ctx, match, chosen), verdict, df, why, neigh, result, mapfig,
+                state, routed_list)
+
+    @guarded
+    def retemper(tau, st, key):
+        if not st:
+            raise gr.Error("Route a query first; the slider then re-renders its probabilities.", print_exception=False)
+        view = ctx.get_router(key)
+        if st["key"] != view.key:
+            raise gr.Error("The router changed since this query was routed; press Route again.", print_exception=False)
+        routing = view.router.route_embeddings(st["emb"], float(tau))
+        probs, sims = routing.probs[0], routing.similarities[0]
+        fig = plots.routing_bar(view.llms, probs, sims, int(routing.choice[0]), float(tau))
+        return _margin_text(view.llms, probs, sims, float(tau)), fig
+
+    outs = [chosen_md, bar, answer_md, verdict_md, scores_df, why_md, neigh_df, result_json, map_plot, last, routed]
+    ins = [query, temperature, router_key, routed, colour_by]
+    route_btn.click(do_route, ins, outs, api_name="route", concurrency_limit=4, concurrency_id="route")
+    query.submit(do_route, ins, outs, api_visibility="private", concurrency_id="route")
+    temperature.release(retemper, [temperature, last, router_key], [chosen_md, bar], api_name="retemper",
+                        concurrency_id="route", show_progress="hidden")
+    return {"query": query, "route_btn": route_btn, "temperature": temperature, "chosen": chosen_md, "bar": bar,
+            "answer": answer_md, "scores": scores_df, "neighbours": neigh_df, "json": result_json, "last": last,
+            "clear": clear_btn}

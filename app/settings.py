@@ -1,0 +1,109 @@
+"""The app's settings: command-line options, each with an environment variable.
+
+| option | environment variable | default |
+|---|---|---|
+| --checkpoint | ROUTERDC_CHECKPOINT | checkpoints/routerdc-minilm (the shipped router) |
+| --data-dir | ROUTERDC_DATA | ../shared/data beside the checkout |
+| --models-config | ROUTERDC_MODELS_CONFIG | none (no generation backend) |
+| --host | ROUTERDC_HOST, else GRADIO_SERVER_NAME | 127.0.0.1 |
+| --port | ROUTERDC_PORT, else GRADIO_SERVER_PORT | 7860 |
+| --cache-dir | ROUTERDC_CACHE | ~/.cache/routerdc (embeddings and maps) |
+| --runs-dir | ROUTERDC_RUNS | runs/app (routers trained in the app) |
+| --map-method | ROUTERDC_MAP_METHOD | umap (pca: no numba, for tests) |
+| --map-per-set | ROUTERDC_MAP_PER_SET | 250 queries per data set on the map |
+| --max-rows | ROUTERDC_MAX_ROWS | 0 = all rows of each data set (a cap makes tests fast) |
+| --torch-threads | ROUTERDC_TORCH_THREADS | 1 (several threads contend badly on small CPUs) |
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Sequence
+
+ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_CHECKPOINT = "checkpoints/routerdc-minilm"
+
+
+def _env(*names: str, default: str | None = None) -> str | None:
+    for n in names:
+        v = os.environ.get(n)
+        if v:
+            return v
+    return default
+
+
+@dataclass(frozen=True)
+class Settings:
+    checkpoint: str = DEFAULT_CHECKPOINT
+    data_dir: str | None = None
+    models_config: str | None = None
+    host: str = "127.0.0.1"
+    port: int = 7860
+    cache_dir: str | None = None
+    runs_dir: str = "runs/app"
+    map_method: str = "umap"
+    map_per_set: int = 250
+    max_rows: int = 0
+    torch_threads: int = 1
+    data_files: tuple[str, ...] | None = None  # None: every shipped score file
+    max_file_size: str = "20mb"
+    concurrency: int = 2
+    queue_size: int = 64
+    eval_max_per_task: int = 500
+    extra_checkpoints: tuple[str, ...] = field(default=())
+    discover: bool = True  # list the routers under checkpoints/, runs/ and the runs dir
+
+    def resolve(self, path: str) -> Path:
+        """A path relative to the project root unless absolute."""
+        p = Path(path).expanduser()
+        return p if p.is_absolute() else ROOT / p
+
+    @property
+    def runs_path(self) -> Path:
+        return self.resolve(self.runs_dir)
+
+    @classmethod
+    def from_env(cls, **overrides: object) -> "Settings":
+        s = cls(
+            checkpoint=_env("ROUTERDC_CHECKPOINT", default=DEFAULT_CHECKPOINT),  # type: ignore[arg-type]
+            data_dir=_env("ROUTERDC_DATA"),
+            models_config=_env("ROUTERDC_MODELS_CONFIG"),
+            host=_env("ROUTERDC_HOST", "GRADIO_SERVER_NAME", default="127.0.0.1"),  # type: ignore[arg-type]
+            port=int(_env("ROUTERDC_PORT", "GRADIO_SERVER_PORT", default="7860")),  # type: ignore[arg-type]
+            cache_dir=_env("ROUTERDC_CACHE"),
+            runs_dir=_env("ROUTERDC_RUNS", default="runs/app"),  # type: ignore[arg-type]
+            map_method=_env("ROUTERDC_MAP_METHOD", default="umap"),  # type: ignore[arg-type]
+            map_per_set=int(_env("ROUTERDC_MAP_PER_SET", default="250")),  # type: ignore[arg-type]
+            max_rows=int(_env("ROUTERDC_MAX_ROWS", default="0")),  # type: ignore[arg-type]
+            torch_threads=int(_env("ROUTERDC_TORCH_THREADS", default="1")),  # type: ignore[arg-type]
+        )
+        return replace(s, **overrides)  # type: ignore[arg-type]
+
+
+def parse_args(argv: Sequence[str] | None = None) -> tuple[Settings, argparse.Namespace]:
+    """Settings from the environment, overridden by command-line options."""
+    base = Settings.from_env()
+    p = argparse.ArgumentParser(prog="app.py", description="RouterDC demo (Gradio).")
+    p.add_argument("--checkpoint", default=base.checkpoint, help="router folder (default: %(default)s)")
+    p.add_argument("--data-dir", default=base.data_dir, help="score-data directory")
+    p.add_argument("--models-config", default=base.models_config,
+                   help="generation backend config (shown; generation is a later step)")
+    p.add_argument("--host", default=base.host)
+    p.add_argument("--port", type=int, default=base.port)
+    p.add_argument("--cache-dir", default=base.cache_dir)
+    p.add_argument("--runs-dir", default=base.runs_dir)
+    p.add_argument("--map-method", choices=("umap", "pca"), default=base.map_method)
+    p.add_argument("--map-per-set", type=int, default=base.map_per_set)
+    p.add_argument("--max-rows", type=int, default=base.max_rows)
+    p.add_argument("--torch-threads", type=int, default=base.torch_threads)
+    p.add_argument("--prepare", action="store_true",
+                   help="compute and cache the default router's map, then exit")
+    a = p.parse_args(argv)
+    s = replace(base, checkpoint=a.checkpoint, data_dir=a.data_dir, models_config=a.models_config,
+                host=a.host, port=a.port, cache_dir=a.cache_dir, runs_dir=a.runs_dir,
+                map_method=a.map_method, map_per_set=a.map_per_set, max_rows=a.max_rows,
+                torch_threads=a.torch_threads)
+    return s, a

@@ -1,0 +1,232 @@
+"""The Train tab: run the dual-contrastive trainer with live curves, cancel it, and switch the
+session's Route and Explore tabs to the new router."""
+
+from __future__ import annotations
+
+import queue
+import re
+import threading
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import gradio as gr
+
+from routerdc.data import DataError, check_same_llms, task_label
+
+from . import plots
+from .common import clean_message, guarded, load_upload, status_markdown
+from .resources import AppContext
+
+POLL_SECONDS = 0.5
+
+
+def _safe_name(name: str) -> str:
+    name = re.sub(r"[^A-Za-z0-9_.-]+", "-", (name or "").strip()).strip("-.")
+    return name[:40] or "router"
+
+
+def build_train_tab(ctx: AppContext, router_key: gr.State, router_picker: gr.Dropdown,
+                    status_md: gr.Markdown) -> dict[str, Any]:
+    cancels: dict[str, threading.Event] = {}  # run id -> cancel flag (shared: one run at a time)
+    train_entries = [e for e in ctx.data.entries if e.role == "train"]
+    with gr.Row():
+        with gr.Column(scale=2):
+            shipped = gr.CheckboxGroup([(e.label, e.key) for e in train_entries], label="Shipped training sets",
+                                       value=[e.key for e in train_entries if e.family == "routerdc"][:5],
+                                       elem_id="train-sets")
+            uploads = gr.File(label="…or upload score files (.json, .jsonl, .csv; all with the same LLMs)",
+                              file_count="multiple", file_types=[".json", ".jsonl", ".csv"], elem_id="train-upload")
+            name = gr.Textbox(label="Name of the new router", value="my-router", elem_id="train-name")
+        with gr.Column(scale=3):
+            with gr.Row():
+                frozen = gr.Checkbox(value=True, label="Frozen encoder (fast on CPU: train only the LLM embeddings "
+                                     "and a projection)", elem_id="train-frozen")
+                projection = gr.Checkbox(value=True, label="Projection layer")
+            with gr.Row():
+                steps = gr.Number(200, label="steps", precision=0, minimum=1, maximum=5000, elem_id="train-steps")
+                batch = gr.Number(64, label="batch", precision=0, minimum=2, maximum=512, elem_id="train-batch")
+                rows = gr.Number(500, label="rows per task", precision=0, minimum=4, maximum=5000, elem_id="train-rows")
+                eval_every = gr.Number(50, label="evaluate every", precision=0, minimum=1, maximum=5000,
+                                       elem_id="train-eval-every")
+            with gr.Row():
+                lr = gr.Number(5e-5, label="lr (encoder)", minimum=1e-7, maximum=1.0)
+                head_lr = gr.Number(1e-2, label="lr (LLM embeddings)", minimum=1e-6, maximum=10.0)
+                tau = gr.Number(1.0, label="tau", minimum=0.01, maximum=100.0)
+                lam = gr.Number(1.0, label="lambda", minimum=0.0, maximum=100.0)
+            with gr.Row():
+                k_pos = gr.Number(3, label="K+", precision=0, minimum=1, maximum=50)
+                k_neg = gr.Number(3, label="K-", precision=0, minimum=1, maximum=50)
+                n_neg = gr.Number(3, label="H (negatives)", precision=0, minimum=1, maximum=50)
+                n_clusters = gr.Number(5, label="n clusters", precision=0, minimum=1, maximum=100)
+                recluster = gr.Checkbox(False, label="re-cluster")
+    with gr.Row():
+        start = gr.Button("Start training", variant="primary", elem_id="train-start")
+        cancel = gr.Button("Cancel", variant="stop", elem_id="train-cancel")
+        use = gr.Button("Use this router in Route & Explore", interactive=False, elem_id="train-use")
+    progress_md = gr.Markdown("No training run yet.", elem_id="train-progress")
+    with gr.Row():
+        loss_plot = gr.Plot(label="Losses", elem_id="train-loss")
+        acc_plot = gr.Plot(label="Per-task accuracy", elem_id="train-acc")
+    run_id = gr.State(None)
+    trained_key = gr.State(None)
+
+    def _gather(shipped_keys, files):
+        sets, names = [], []
+        for key in shipped_keys or []:
+            e = ctx.data.by_key(key)
+            sets.append(e.set)
+            names.append(e.label)
+        for f in files or []:
+            got = load_upload(f)
+            sets.extend(got)
+            names.append(getattr(f, "orig_name", None) or Path(str(f)).name)
+        if not sets:
+            raise gr.Error("Choose at least one shipped training set or upload a score file.", print_exception=False)
+        try:
+            llms = check_same_llms(sets)
+        except DataError as exc:
+            raise gr.Error("The chosen sets do not share the same LLMs: " + clean_message(str(exc)),
+                           print_exception=False) from None
+        tasks = [s.task for s in sets]
+        if len(set(tasks)) != len(tasks):
+            raise gr.Error(f"Two chosen sets have the same task {sorted(t for t in tasks if tasks.count(t) > 1)}; "
+                           "choose one of each.", print_exception=False)
+        return sets, llms, names
+
+    def train(shipped_keys, files, name_, frozen_, proj_, steps_, batch_, rows_, eval_every_, lr_, head_lr_, tau_,
+              lam_, k_pos_, k_neg_, n_neg_, n_clusters_, recluster_, progress=gr.Progress()):
+        from routerdc.trainer import TrainConfig, Trainer
+
+        try:
+            sets, llms, names = _gather(shipped_keys, files)
+            nums = dict(steps=steps_, batch=batch_, rows=rows_, eval_every=eval_every_, lr=lr_, head_lr=head_lr_,
+                        tau=tau_, lam=lam_, k_pos=k_pos_, k_neg=k_neg_, n_neg=n_neg_, n_clusters=n_clusters_)
+            missing = [k for k, v in nums.items() if v is None]
+            if missing:
+                raise gr.Error(f"Fill in {', '.join(missing)}.", print_exception=False)
+            if int(k_pos_) + int(k_neg_) > len(llms):
+                raise gr.Error(f"K+ + K- = {int(k_pos_) + int(k_neg_)} exceeds the {len(llms)} LLMs of the data.",
+                               print_exception=False)
+            test_sets = []
+            fams = {e.family for e in ctx.data.entries if e.key in (shipped_keys or [])}
+            test_sets = [e.set for e in ctx.data.entries if e.role == "test" and e.family in fams
+                         and set(e.set.llms) == set(llms)]
+            out_dir = ctx.settings.runs_path / f"{_safe_name(name_)}-{time.strftime('%Y%m%d-%H%M%S')}"
+            cfg = TrainConfig(
+                output_dir=str(out_dir), samples_per_task=int(rows_), freeze_encoder=bool(frozen_),
+                projection=bool(proj_), steps=int(steps_), batch_size=int(batch_), lr=float(lr_),
+                head_lr=float(head_lr_), temperature=float(tau_), lam=float(lam_), k_pos=int(k_pos_),
+                k_neg=int(k_neg_), n_neg=int(n_neg_), n_clusters=int(n_clusters_), recluster=bool(recluster_),
+                eval_every=int(eval_every_), eval_max_per_task=ctx.settings.eval_max_per_task,
+                id_tasks=tuple(t for t in (s.task for s in sets)), cache_dir=ctx.settings.cache_dir,
+                device="cpu", length_window=4,
+            )
+        except gr.Error:
+            raise
+        except (ValueError, DataError, LookupError) as exc:
+            raise gr.Error(clean_message(str(exc)), print_exception=False) from None
+        if not ctx.train_lock.acquire(blocking=False):
+            t = ctx.training
+            raise gr.Error(f"Another training run is in progress (step {t.step}/{t.steps}); one run at a time. "
+                           "Routing keeps working meanwhile; try again when it finishes.", print_exception=False)
+        rid = uuid.uuid4().hex
+        cancel_evt = threading.Event()
+        cancels[rid] = cancel_evt
+        events: queue.Queue = queue.Queue()
+        box: dict[str, Any] = {}
+        history: list[dict[str, Any]] = []
+        labels = {s.task: task_label(s.task) for s in sets + test_sets}
+
+        def on_step(step, losses, metrics):
+            events.put({"step": step, **losses, **(metrics or {})})
+
+        def work():
+            try:
+                box["result"] = Trainer(cfg, train_sets=sets, test_sets=test_sets, on_step=on_step,
+                                        cancel=cancel_evt).run()
+            except Exception as exc:  # noqa: BLE001 - shown in the UI
+                box["error"] = exc
+
+        t0 = time.perf_counter()
+        ctx.training.running, ctx.training.step, ctx.training.steps = True, 0, cfg.steps
+        ctx.training.started, ctx.training.output_dir, ctx.training.owner = time.time(), str(out_dir), rid
+        thread = threading.Thread(target=work, name="train", daemon=True)
+        try:
+            thread.start()
+            yield (f"Starting: {len(sets)} set(s) ({', '.join(names)}), {len(llms)} LLMs, "
+                   f"{'frozen' if frozen_ else 'fine-tuned'} encoder; embedding the queries first…",
+                   plots.loss_figure([]), plots.accuracy_figure([]), rid, None, gr.update(interactive=False))
+            last_yield = 0.0
+            while thread.is_alive() or not events.empty():
+                thread.join(POLL_SECONDS)
+                changed = False
+                while not events.empty():
+                    history.append(events.get())
+                    changed = True
+                step = history[-1]["step"] if history else 0
+                ctx.training.step = step
+                if step:
+                    progress((step, cfg.steps), desc="training", unit="steps")
+                if changed and time.perf_counter() - last_yield >= POLL_SECONDS:
+                    last_yield = time.perf_counter()
+                    h = history[-1]
+                    msg = (f"Step {step}/{cfg.steps}: loss {h['total']:.4f} (sample-LLM {h['sample_llm']:.4f}, "
+                           f"sample-sample {h['sample_sample']:.4f}); {time.perf_counter() - t0:.0f} s")
+                    yield (msg, plots.loss_figure(history), plots.accuracy_figure(history, labels), rid, None,
+                           gr.update(interactive=False))
+            if "error" in box:
+                exc = box["error"]
+                raise gr.Error(f"Training failed: {clean_message(str(exc)) or type(exc).__name__}",
+                               print_exception=False)
+            res = box["result"]
+            secs = time.perf_counter() - t0
+            if res.output_dir is None:
+                msg = (f"Cancelled at step {res.steps_done}/{cfg.steps} after {secs:.0f} s, before the first "
+                       "evaluation: nothing was saved." if res.cancelled else "Finished, but nothing was saved.")
+                key = None
+            else:
+                key = ctx.register(res.output_dir)
+                best = res.best_metrics
+                summary = ", ".join(f"{k} {v:.1f}" for k, v in best.items() if k.endswith("avg"))
+                msg = (("Cancelled" if res.cancelled else "Finished") +
+                       f" at step {res.steps_done}/{cfg.steps} in {secs:.0f} s. Saved the best router (step "
+                       f"{res.best_step}; {summary}) to `{res.output_dir}`. Press **Use this router** to route "
+                       "and explore with it.")
+            yield (msg, plots.loss_figure(history), plots.accuracy_figure(history, labels), None, key,
+                   gr.update(interactive=key is not None))
+        finally:
+            cancel_evt.set()  # a closed generator (the user left) stops the thread too
+            thread.join(timeout=60)
+            cancels.pop(rid, None)
+            ctx.training.running = False
+            ctx.training.owner = None
+            ctx.train_lock.release()
+
+    def do_cancel(rid):
+        evt = cancels.get(rid) if rid else None
+        if evt is None:
+            gr.Warning("No training run of yours is in progress.")
+            return "No training run of yours is in progress."
+        evt.set()
+        return "Cancelling: the run stops after the current step and keeps its last saved checkpoint…"
+
+    @guarded
+    def do_use(key):
+        if not key:
+            raise gr.Error("Train a router first (or pick one in the router list).", print_exception=False)
+        view = ctx.get_router(key)
+        ctx.ensure_map(view)
+        gr.Info(f"Route and Explore now use {view.name}. Its map is being computed in the background.")
+        return (key, gr.update(choices=ctx.router_choices(), value=key), status_markdown(ctx, key))
+
+    ins = [shipped, uploads, name, frozen, projection, steps, batch, rows, eval_every, lr, head_lr, tau, lam,
+           k_pos, k_neg, n_neg, n_clusters, recluster]
+    start.click(train, ins, [progress_md, loss_plot, acc_plot, run_id, trained_key, use], api_name="train",
+                concurrency_limit=2, concurrency_id="train")  # the 2nd gets the "one run at a time" message
+    cancel.click(do_cancel, [run_id], [progress_md], api_name="cancel_training", queue=False)
+    use.click(do_use, [trained_key], [router_key, router_picker, status_md], api_name="use_trained",
+              concurrency_id="route")
+    return {"start": start, "cancel": cancel, "use": use, "progress": progress_md, "loss": loss_plot,
+            "acc": acc_plot, "trained_key": trained_key}

@@ -1,0 +1,1 @@
+"""Helpers of the app tests: one launched app per test process, small data, a tiny router."""

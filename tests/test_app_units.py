@@ -1,0 +1,140 @@
+"""Pure parts of the app: the embedding map (fit, placement, cache file), figure functions,
+query checks and settings. No server, no browser."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from routerdc.embedding_map import EmbeddingMap, fit_map, load_map, map_key, nearest, place, save_map
+
+
+def _clusters(n=60, d=16, seed=0):
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(3, d)) * 4
+    labels = np.arange(n) % 3
+    return centres[labels] + rng.normal(size=(n, d)) * 0.3, labels, centres
+
+
+def test_pca_map_places_a_known_query_on_itself_and_keeps_clusters_apart(tmp_path):
+    x, labels, centres = _clusters()
+    m = fit_map(x, centres, method="pca")
+    assert m.method == "pca" and m.coords.shape == (60, 2) and m.llm_coords.shape == (3, 2)
+    xy = m.place(x[:5])
+    assert np.allclose(xy, m.coords[:5], atol=1e-3)
+    idx, sims = m.neighbours(x[7], k=4)
+    assert idx.shape == (1, 4) and (labels[idx[0]] == labels[7]).all() and sims[0, 0] > 0.99
+    path = save_map(m, tmp_path / "m.npz", raw=x)
+    m2, extra = load_map(path)
+    assert np.array_equal(m2.coords, m.coords) and np.array_equal(extra["raw"], x) and m2.method == "pca"
+
+
+def test_nearest_respects_a_mask_and_place_is_fast():
+    x, labels, centres = _clusters(n=3000, d=384)
+    m = fit_map(x, centres, method="pca")
+    mask = labels == 1
+    idx, _ = nearest(x[:2], m.embeddings, k=5, among=mask)
+    assert mask[idx].all()
+    import time
+
+    t = time.perf_counter()
+    for _ in range(20):
+        place(x[:1], m.embeddings, m.coords)
+    assert (time.perf_counter() - t) / 20 < 0.1  # the 100 ms budget, with room
+
+
+def test_map_validation_and_keys(tmp_path):
+    with pytest.raises(ValueError):
+        fit_map(np.zeros((0, 4)), np.ones((2, 4)), method="pca")
+    with pytest.raises(ValueError):
+        fit_map(np.ones((3, 4)), np.ones((2, 4)), method="tsne")
+    with pytest.raises(ValueError):
+        EmbeddingMap(np.ones((3, 4)), np.ones((2, 2)), np.ones((1, 2)), "pca")
+    (tmp_path / "bad.npz").write_bytes(b"not a zip")
+    with pytest.raises(ValueError, match="unreadable"):
+        load_map(tmp_path / "bad.npz")
+    assert map_key("a", texts=["x"]) != map_key("a", texts=["y"]) and len(map_key("a")) == 24
+
+
+@pytest.mark.slow
+def test_umap_map_on_real_router_geometry():
+    pytest.importorskip("umap")
+    x, labels, centres = _clusters(n=150, d=32)
+    m = fit_map(x, centres, method="umap")
+    assert m.method == "umap" and np.isfinite(m.coords).all()
+    # each point's map neighbour is mostly of its own cluster
+    d = ((m.coords[:, None] - m.coords[None]) ** 2).sum(-1) + np.eye(len(x)) * 1e9
+    assert (labels[d.argmin(1)] == labels).mean() > 0.9
+
+
+def test_figures():
+    from app import plots
+
+    llms = ["org/a", "org/b", "c"]
+    fig = plots.routing_bar(llms, np.array([0.2, 0.5, 0.3]), np.array([0.1, 0.4, 0.2]), 1, 1.0)
+    assert fig.data[0].marker.color[1] == plots.CHOSEN and list(fig.data[0].x) == ["a", "b", "c"]
+    m = plots.map_figure(np.zeros((4, 2)), ["t1", "t1", "t2", "t2"], ["<b>q</b>"] * 4, np.ones((3, 2)), llms,
+                         [{"x": 0.0, "y": 1.0, "query": "<script>", "llm": "org/a"}])
+    names = [t.name for t in m.data]
+    assert names == ["t1", "t2", "LLM embeddings", "your queries"]
+    assert "<script>" not in m.data[-1].hovertext[0]
+    hist = [{"step": 1, "total": 2.0, "sample_llm": 1.5, "sample_sample": 0.5},
+            {"step": 2, "total": 1.8, "sample_llm": 1.4, "sample_sample": 0.4, "test/mmlu": 55.0, "test/avg": 55.0}]
+    assert len(plots.loss_figure(hist).data) == 3
+    acc = plots.accuracy_figure(hist, {"mmlu": "MMLU"})
+    assert [t.name for t in acc.data] == ["MMLU", "average"]
+    table = pd.DataFrame({"MMLU": [50.0, 60.0], "ID avg": [50.0, 60.0]}, index=["org/a", "oracle"])
+    bars = plots.results_bars(table, highlight=["oracle"])
+    assert bars.layout.barmode == "group" and len(bars.data) == 2
+
+
+def test_check_query():
+    import gradio as gr
+
+    from app.common import check_query
+
+    for bad in (None, "", "  \n", "\x00\x01"):
+        with pytest.raises(gr.Error):
+            check_query(bad)
+    with pytest.raises(gr.Error, match="limit"):
+        check_query("a" * 100_001)
+    q, notes = check_query("hi\x07 there")
+    assert q == "hi  there" and "control" in notes[0]
+    q, notes = check_query("b" * 100_000)
+    assert len(q) == 100_000 and "Long query" in notes[0]
+    assert check_query("你好 😀") == ("你好 😀", [])
+
+
+def test_settings_from_env_and_args(monkeypatch):
+    from app.settings import DEFAULT_CHECKPOINT, parse_args
+
+    monkeypatch.setenv("ROUTERDC_PORT", "9999")
+    monkeypatch.setenv("ROUTERDC_MODELS_CONFIG", "models.yaml")
+    monkeypatch.delenv("ROUTERDC_CHECKPOINT", raising=False)
+    s, _ = parse_args([])
+    assert s.port == 9999 and s.models_config == "models.yaml" and s.checkpoint == DEFAULT_CHECKPOINT
+    s, a = parse_args(["--port", "7000", "--checkpoint", "x", "--host", "0.0.0.0", "--prepare"])
+    assert (s.port, s.checkpoint, s.host, a.prepare) == (7000, "x", "0.0.0.0", True)
+
+
+def test_missing_checkpoint_falls_back_with_a_message(tmp_path, data_dir):
+    from app.resources import AppContext
+    from app.settings import Settings
+
+    s = Settings(checkpoint=str(tmp_path / "absent"), data_dir=str(data_dir), data_files=(), discover=False)
+    ctx = AppContext.create(s)
+    assert ctx.default_key is None and "not there" in ctx.notes[0] and "Train tab" in ctx.notes[0]
+    from app.common import status_markdown
+
+    md = status_markdown(ctx, None)
+    assert "none loaded" in md and "Generation backend" in md
+
+
+def test_app_import_is_light():
+    import subprocess
+    import sys
+
+    code = "import sys, app; print(int('gradio' in sys.modules), int('torch' in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert out == ["0", "0"]
