@@ -1,4 +1,4 @@
-"""Command line: ``python -m routerdc {cluster,train,evaluate,route}``.
+"""Command line: ``python -m routerdc {cluster,train,evaluate,route,serve}``.
 
 Every command takes ``--data-dir`` (else ``$ROUTERDC_DATA``, else ``../shared/data``); data
 files may be given relative to it.
@@ -142,6 +142,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=64, help="queries per forward pass (default: 64)")
     p.add_argument("--temperature", type=float, help="override the router's tau")
     p.add_argument("--device", default="cpu", help="cpu, cuda, ...")
+
+    from .serving.server import add_serve_arguments  # light: argparse only
+
+    add_serve_arguments(sub.add_parser("serve", help="the routed OpenAI-compatible API (/v1/chat/completions)"))
     return parser
 
 
@@ -265,6 +269,10 @@ def cmd_route(args: argparse.Namespace) -> int:
 
     queries = read_queries(args.input)
     router = RouterDC.from_pretrained(args.checkpoint, device=args.device)
+    if args.int8:
+        from .quantize import quantize_int8
+
+        router = quantize_int8(router)
     routing = router.route(queries, batch_size=args.batch_size, temperature=args.temperature)
     out = Path(args.output)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -277,7 +285,14 @@ def cmd_route(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"cluster": cmd_cluster, "train": cmd_train, "evaluate": cmd_evaluate, "route": cmd_route}
+def cmd_serve(args: argparse.Namespace) -> int:
+    from .serving.server import cmd_serve as serve
+
+    return serve(args)
+
+
+COMMANDS = {"cluster": cmd_cluster, "train": cmd_train, "evaluate": cmd_evaluate, "route": cmd_route,
+            "serve": cmd_serve}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
