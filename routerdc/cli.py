@@ -142,6 +142,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=64, help="queries per forward pass (default: 64)")
     p.add_argument("--temperature", type=float, help="override the router's tau")
     p.add_argument("--device", default="cpu", help="cpu, cuda, ...")
+    p.add_argument("--int8", action="store_true",
+                   help="CPU only: int8 dynamic quantization of the encoder (about 1.4x faster; "
+                        "routing agreement with fp32 0.97 on the benchmark, see README)")
 
     from .serving.server import add_serve_arguments  # light: argparse only
 

@@ -129,3 +129,14 @@ def test_aggregate_seeds_hand_values():
     assert list(values.index) == ["ours", "other"]
     assert values.at["ours", "A"] == 20.0 and spread.at["ours", "A"] == 10.0
     assert np.isnan(spread.at["other", "A"])
+
+
+def test_route_int8_matches_fp32_format(frozen_checkpoint, tmp_path):
+    src = tmp_path / "q.txt"
+    src.write_text("Solve 12 * 7.\nWrite a Python function that sorts a list.\n", encoding="utf-8")
+    out = tmp_path / "int8.jsonl"
+    assert main(["route", "--checkpoint", str(frozen_checkpoint), "--input", str(src), "--output", str(out),
+                 "--int8"]) == 0
+    lines = [json.loads(x) for x in out.read_text(encoding="utf-8").splitlines()]
+    assert [x["query"] for x in lines] == ["Solve 12 * 7.", "Write a Python function that sorts a list."]
+    assert all(sum(x["probs"].values()) == pytest.approx(1.0, abs=1e-5) for x in lines)
