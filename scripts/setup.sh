@@ -13,7 +13,14 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   echo "[setup] installing into $VENV (CPU torch first)" >&2
   "$VENV/bin/python" -m pip install -q --upgrade pip >/dev/null 2>&1 || true
   "$VENV/bin/python" -m pip install -q "torch==2.13.0"
-  "$VENV/bin/python" -m pip install -q -r requirements-dev.txt
-  "$VENV/bin/python" -m pip install -q --no-deps -e .
+  # requirements.txt carries the Space's CPU-index line and torch pin: drop them here.
+  reqs="$(mktemp)"
+  grep -vE '^(--extra-index-url|torch==)' requirements.txt > "$reqs"
+  grep -vE '^-r ' requirements-dev.txt >> "$reqs"
+  "$VENV/bin/python" -m pip install -q -r "$reqs"
+  rm -f "$reqs"
+  log="$(mktemp)"  # the editable build is chatty; show its output only when it fails
+  "$VENV/bin/python" -m pip install -q --no-deps -e . >"$log" 2>&1 || { cat "$log" >&2; exit 1; }
+  rm -f "$log"
   echo "$want" > "$stamp"
 fi
