@@ -11,7 +11,6 @@ import gradio as gr
 import numpy as np
 import pandas as pd
 
-from routerdc.data import task_label
 
 from . import plots
 from .common import check_query, guarded, map_figure_for, unk_notice

@@ -93,7 +93,6 @@ def main(argv: Sequence[str] | None = None) -> dict:
         proc.wait(30)
 
     # Map placement, in-process on the same cached map.
-    import numpy as np
 
     from app.resources import AppContext
     from app.settings import Settings

@@ -25,7 +25,6 @@ import argparse
 import datetime as _dt
 import json
 import os
-import platform
 import statistics
 import sys
 import time
@@ -43,34 +42,14 @@ from routerdc.evaluate import accuracy  # noqa: E402
 from routerdc.model import RouterDC, Routing  # noqa: E402
 from routerdc.quantize import SCHEME, quantize_int8  # noqa: E402
 
+from machine import machine_info  # noqa: E402  (bench/machine.py; the script's folder is on sys.path)
+
 DEFAULT_OUTPUT = Path(__file__).resolve().parent / "results" / "route_speed.json"
 TARGET_P50_MS = 15.0
 TARGET_QPS = 100.0
 RANDOM_LLMS = tuple(f"llm-{i}" for i in range(7))  # as many as the paper's candidate LLMs
 
 RouteFn = Callable[[Sequence[str]], "tuple[np.ndarray, Routing]"]
-
-
-def machine_info() -> dict[str, Any]:
-    """Torch version, threads, CPU count and model, load average."""
-    cpu_model = platform.processor() or ""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu_model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    try:
-        affinity = len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        affinity = os.cpu_count()
-    return {
-        "torch": torch.__version__, "python": platform.python_version(), "platform": platform.platform(),
-        "cpu_model": cpu_model, "cpu_count": os.cpu_count(), "cpus_usable": affinity,
-        "torch_threads": torch.get_num_threads(), "quantized_engine": torch.backends.quantized.engine,
-        "load_average": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
-    }
 
 
 def sample_queries(n_per_task: int, seed: int, data_dir: str | None = None

@@ -28,13 +28,14 @@ import argparse
 import datetime as _dt
 import json
 import os
-import platform
 import resource
 import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import Any, Sequence
+
+from machine import machine_info  # bench/machine.py; the script's folder is on sys.path
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -140,23 +141,6 @@ def child(variant: str, args: argparse.Namespace) -> dict[str, Any]:
         "rss_after_setup_mb": rss_setup, "rss_peak_mb": _maxrss_mb(resource.RUSAGE_SELF),
         "torch_threads": torch.get_num_threads(), "steps": steps,
     }
-
-
-def machine_info() -> dict[str, Any]:
-    import torch
-
-    cpu_model = platform.processor() or ""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu_model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return {"torch": torch.__version__, "python": platform.python_version(), "platform": platform.platform(),
-            "cpu_model": cpu_model, "cpu_count": os.cpu_count(),
-            "torch_threads": torch.get_num_threads(),
-            "load_average": list(os.getloadavg()) if hasattr(os, "getloadavg") else None}
 
 
 def run_child(variant: str, args: argparse.Namespace) -> dict[str, Any]:
