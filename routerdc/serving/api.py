@@ -1,0 +1,254 @@
+"""The router as an OpenAI-compatible service: ``POST /v1/chat/completions``, ``GET /v1/models``.
+
+The model ``routerdc`` routes the last user message with the router and forwards the request
+to the chosen candidate; a candidate's own name is also accepted (then the router's opinion is
+still reported, with ``routed: false``). Every answer carries the routing decision:
+
+- in the body (and in the final stream chunk) as ``"routerdc": {"llm", "routed", "router_choice",
+  "probs": {llm: p}, "source"}``;
+- in the headers ``X-RouterDC-LLM``, ``X-RouterDC-Probs`` (compact JSON), ``X-RouterDC-Source``.
+
+Errors use the OpenAI shape ``{"error": {"message", "type", "code"}}`` plus the ``routerdc``
+field when a decision was made: 400 for a bad request or a prompt that does not fit, 502/503
+for a backend that fails or is down. A client that disconnects cancels the generation.
+``create_api(router, registry)`` returns a FastAPI app that the Gradio app can mount.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+import uuid
+from typing import Any, AsyncIterator, Iterator, Literal
+
+import anyio
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, StreamingResponse
+from pydantic import BaseModel, ConfigDict, Field
+
+from .backends import Backend, BackendError, SamplingParams
+from .registry import Registry
+
+ROUTED_MODEL = "routerdc"
+
+
+class ChatMessage(BaseModel):
+    """One chat message; only plain-text content."""
+
+    model_config = ConfigDict(extra="forbid")
+    role: Literal["system", "user", "assistant"]
+    content: str
+    name: str | None = None
+
+
+class StreamOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    include_usage: bool = False
+
+
+class ChatRequest(BaseModel):
+    """The accepted subset of OpenAI's chat-completions request; any other field is an error.
+
+    ``n`` is clamped to 1, ``max_tokens`` to the server's bound and the context left by the
+    prompt, ``temperature`` to [0, 2] and ``top_p`` to (0, 1].
+    """
+
+    model_config = ConfigDict(extra="forbid")
+    model: str
+    messages: list[ChatMessage] = Field(min_length=1)
+    stream: bool = False
+    stream_options: StreamOptions | None = None
+    max_tokens: int | None = Field(None, ge=1)
+    max_completion_tokens: int | None = Field(None, ge=1)
+    temperature: float | None = None
+    top_p: float | None = None
+    n: int | None = None
+    seed: int | None = None
+    stop: str | list[str] | None = None
+    user: str | None = None
+
+
+def _error(status: int, message: str, kind: str, routing: dict[str, Any] | None = None,
+           headers: dict[str, str] | None = None) -> JSONResponse:
+    body: dict[str, Any] = {"error": {"message": message, "type": kind, "code": status}}
+    if routing is not None:
+        body["routerdc"] = routing
+    return JSONResponse(body, status_code=status, headers=headers)
+
+
+def _headers(routing: dict[str, Any]) -> dict[str, str]:
+    return {"X-RouterDC-LLM": routing["llm"], "X-RouterDC-Source": routing["source"],
+            "X-RouterDC-Probs": json.dumps({k: round(v, 6) for k, v in routing["probs"].items()},
+                                           separators=(",", ":"), ensure_ascii=True)}
+
+
+class _GenerationResponse(StreamingResponse):
+    """An SSE response that cancels its backend generation however the response ends."""
+
+    def __init__(self, body: AsyncIterator[str], cancel: threading.Event, chunks: Iterator[str],
+                 headers: dict[str, str]) -> None:
+        super().__init__(body, media_type="text/event-stream",
+                         headers={**headers, "Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+        self.cancel = cancel
+        self.chunks = chunks
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self.cancel.set()
+            close = getattr(self.chunks, "close", None)
+            if close is not None:
+                with anyio.CancelScope(shield=True):
+                    await anyio.to_thread.run_sync(close)
+
+
+_END = object()
+
+
+def _next(it: Iterator[str]) -> Any:
+    return next(it, _END)
+
+
+def create_api(router: Any, registry: Registry, *, check: bool = True) -> FastAPI:
+    """The routed OpenAI-compatible API.
+
+    Args:
+        router: a :class:`routerdc.model.RouterDC`.
+        registry: the candidates' backends.
+        check: verify that the models config names exactly the router's LLMs.
+    """
+    llm_names = tuple(router.config.llm_names)
+    if check:
+        registry.check_router(llm_names)
+    route_lock = threading.Lock()
+    app = FastAPI(title="RouterDC", description=__doc__)
+    app.state.router = router
+    app.state.registry = registry
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        parts = []
+        for err in exc.errors():
+            loc = ".".join(str(x) for x in err["loc"] if x != "body")
+            msg = "unknown field; it is not forwarded" if err["type"] == "extra_forbidden" else err["msg"]
+            parts.append(f"{loc}: {msg}")
+        return _error(400, "invalid request: " + "; ".join(parts), "invalid_request_error")
+
+    def decide(model: str, query: str) -> dict[str, Any]:
+        with route_lock:
+            r = router.route([query])
+        probs = {n: float(p) for n, p in zip(llm_names, r.probs[0])}
+        choice = llm_names[int(r.probs[0].argmax())]
+        routed = model == ROUTED_MODEL
+        llm = choice if routed else model
+        backend = registry.get(llm)
+        return {"llm": llm, "routed": routed, "router_choice": choice, "probs": probs,
+                "source": getattr(backend, "source", "generated")}
+
+    @app.get("/health")
+    async def health() -> dict[str, Any]:
+        return {"status": "ok", "active": registry.active()}
+
+    @app.get("/v1/routerdc/status")
+    async def status() -> dict[str, Any]:
+        """Generations in flight (in-process backends) and the candidates."""
+        return {"active": registry.active(), "llms": list(llm_names)}
+
+    @app.get("/v1/models")
+    async def models() -> dict[str, Any]:
+        now = int(time.time())
+        data = [{"id": ROUTED_MODEL, "object": "model", "created": now, "owned_by": "routerdc"}]
+        for name in registry.names:
+            spec = registry.config.get(name)
+            data.append({"id": name, "object": "model", "created": now, "owned_by": f"routerdc:{spec.backend}",
+                         "max_model_len": spec.max_context})
+        return {"object": "list", "data": data}
+
+    @app.post("/v1/chat/completions")
+    async def chat(req: ChatRequest, request: Request) -> Any:
+        if req.model != ROUTED_MODEL and req.model not in registry.names:
+            return _error(404, f"unknown model {req.model!r}; use {ROUTED_MODEL!r} or one of "
+                               f"{list(registry.names)}", "invalid_request_error")
+        users = [m.content for m in req.messages if m.role == "user"]
+        if not users:
+            return _error(400, "messages: need at least one user message to route", "invalid_request_error")
+        routing = await anyio.to_thread.run_sync(decide, req.model, users[-1])
+        headers = _headers(routing)
+        backend: Backend = registry.get(routing["llm"])
+        spec = registry.config.get(routing["llm"])
+        stop = [req.stop] if isinstance(req.stop, str) else list(req.stop or [])
+        params = SamplingParams.clamp(spec, registry.config.limits,
+                                      max_tokens=req.max_completion_tokens or req.max_tokens,
+                                      temperature=req.temperature, top_p=req.top_p, seed=req.seed, stop=stop)
+        messages = [{"role": m.role, "content": m.content} for m in req.messages]
+        cancel = threading.Event()
+        cid, created = f"chatcmpl-{uuid.uuid4().hex[:24]}", int(time.time())
+        chunks = backend.stream(messages, params, cancel)
+        try:  # the first chunk before any byte is sent: a failing backend gives a plain HTTP error
+            first = await anyio.to_thread.run_sync(_next, chunks)
+        except BackendError as exc:
+            return _error(exc.status, str(exc), "backend_error", routing, headers)
+
+        def usage(text: str) -> dict[str, int]:
+            p, c = backend.count_tokens(messages), backend.count_tokens(text) if text else 0
+            return {"prompt_tokens": p, "completion_tokens": c, "total_tokens": p + c}
+
+        def finish(text: str) -> str:
+            if routing["source"] == "recorded":  # a recorded answer is served whole
+                return "stop"
+            return "length" if text and backend.count_tokens(text) >= params.max_tokens else "stop"
+
+        if not req.stream:
+            parts = [] if first is _END else [first]
+            try:
+                while first is not _END:
+                    if await request.is_disconnected():
+                        cancel.set()
+                        break
+                    piece = await anyio.to_thread.run_sync(_next, chunks)
+                    if piece is _END:
+                        break
+                    parts.append(piece)
+            except BackendError as exc:
+                return _error(exc.status, str(exc), "backend_error", routing, headers)
+            finally:
+                cancel.set()
+            text = "".join(parts)
+            body = {"id": cid, "object": "chat.completion", "created": created, "model": routing["llm"],
+                    "choices": [{"index": 0, "message": {"role": "assistant", "content": text},
+                                 "finish_reason": finish(text)}],
+                    "usage": await anyio.to_thread.run_sync(usage, text), "routerdc": routing}
+            return JSONResponse(body, headers=headers)
+
+        def event(delta: dict[str, Any], finish_reason: str | None = None, **extra: Any) -> str:
+            obj = {"id": cid, "object": "chat.completion.chunk", "created": created, "model": routing["llm"],
+                   "choices": [{"index": 0, "delta": delta, "finish_reason": finish_reason}], **extra}
+            return f"data: {json.dumps(obj, ensure_ascii=False)}\n\n"
+
+        async def body() -> AsyncIterator[str]:
+            parts: list[str] = []
+            yield event({"role": "assistant", "content": ""})
+            piece = first
+            try:
+                while piece is not _END:
+                    parts.append(piece)
+                    yield event({"content": piece})
+                    piece = await anyio.to_thread.run_sync(_next, chunks)
+            except BackendError as exc:
+                err = {"error": {"message": str(exc), "type": "backend_error", "code": exc.status},
+                       "routerdc": routing}
+                yield f"data: {json.dumps(err)}\n\n"
+                return
+            text = "".join(parts)
+            extra: dict[str, Any] = {"routerdc": routing}
+            if req.stream_options and req.stream_options.include_usage:
+                extra["usage"] = await anyio.to_thread.run_sync(usage, text)
+            yield event({}, finish(text), **extra)
+            yield "data: [DONE]\n\n"
+
+        return _GenerationResponse(body(), cancel, chunks, headers)
+
+    return app

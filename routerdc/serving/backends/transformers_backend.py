@@ -1,0 +1,122 @@
+"""In-process generation with transformers (CPU or a small GPU), streamed token by token.
+
+``model.generate`` runs on a worker thread and feeds a ``TextIteratorStreamer``; a
+``StoppingCriteria`` that reads the cancel ``Event`` stops it at the next token. Generations on
+one model are serialised by a lock.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any, Iterator, Sequence
+
+from ..config import ModelSpec
+from .base import BackendError, BackendUnavailable, Message, SamplingParams, check_fits
+from .tokens import PromptCounter
+
+
+class _EventStop:
+    """A StoppingCriteria that stops generation once ``event`` is set."""
+
+    def __init__(self, event: threading.Event) -> None:
+        self.event = event
+
+    def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
+        import torch
+
+        return torch.full((input_ids.shape[0],), self.event.is_set(), dtype=torch.bool, device=input_ids.device)
+
+
+class TransformersBackend:
+    """A causal LM loaded from a hub id or folder (``spec.model``)."""
+
+    def __init__(self, spec: ModelSpec) -> None:
+        self.spec = spec
+        self._model: Any = None
+        self._load_lock = threading.Lock()
+        self._gen_lock = threading.Lock()
+        self._counter = PromptCounter(spec)
+        self._active_lock = threading.Lock()
+        self.active = 0  # generations in flight
+
+    # ------------------------------------------------------------------ loading
+    def _load(self) -> Any:
+        if self._model is None:
+            with self._load_lock:
+                if self._model is None:
+                    from transformers import AutoModelForCausalLM
+
+                    try:
+                        model = AutoModelForCausalLM.from_pretrained(self.spec.model)
+                    except Exception as exc:
+                        raise BackendUnavailable(self.spec.name, f"cannot load {self.spec.model!r}: {exc}") from exc
+                    self._model = model.to(self.spec.device).eval()
+        return self._model
+
+    def health(self) -> bool:
+        try:
+            self._load()
+            return self._counter.tokenizer is not None
+        except BackendError:
+            return False
+
+    def count_tokens(self, text: str | Sequence[Message]) -> int:
+        return self._counter.count(text)
+
+    # ------------------------------------------------------------------ generation
+    def stream(self, messages: Sequence[Message], params: SamplingParams,
+               cancel: threading.Event | None = None) -> Iterator[str]:
+        import torch
+        from transformers import StoppingCriteriaList, TextIteratorStreamer
+
+        cancel = cancel or threading.Event()
+        prompt = self._counter.render(messages)
+        tok = self._counter.tokenizer
+        ids = tok(prompt, return_tensors="pt", add_special_tokens=self.spec.prompt_format == "completion")
+        params = check_fits(self.spec, int(ids["input_ids"].shape[1]), params)
+        model = self._load()
+        streamer = TextIteratorStreamer(tok, skip_prompt=True, skip_special_tokens=True, timeout=60.0)
+        kwargs: dict[str, Any] = dict(
+            **{k: v.to(model.device) for k, v in ids.items()}, streamer=streamer,
+            max_new_tokens=params.max_tokens, stopping_criteria=StoppingCriteriaList([_EventStop(cancel)]),
+            pad_token_id=tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id,
+        )
+        if params.temperature > 0:
+            kwargs.update(do_sample=True, temperature=params.temperature, top_p=params.top_p)
+        else:
+            kwargs.update(do_sample=False, temperature=None, top_p=None)
+        if params.stop:
+            kwargs.update(stop_strings=list(params.stop), tokenizer=tok)
+        errors: list[BaseException] = []
+
+        def run() -> None:
+            with self._gen_lock:
+                try:
+                    if params.seed is not None:
+                        torch.manual_seed(params.seed)
+                    with torch.inference_mode():
+                        model.generate(**kwargs)
+                except BaseException as exc:  # surfaced in the consumer thread
+                    errors.append(exc)
+                    streamer.end()
+
+        with self._active_lock:
+            self.active += 1
+        worker = threading.Thread(target=run, name=f"generate-{self.spec.name}", daemon=True)
+        worker.start()
+        try:
+            for chunk in streamer:
+                if cancel.is_set():
+                    break
+                if chunk:
+                    yield chunk
+            if errors:
+                raise BackendError(self.spec.name, f"generation failed: {errors[0]}") from errors[0]
+        finally:
+            cancel.set()  # also when the consumer stops early or closes the generator
+            worker.join(timeout=5.0)
+            with self._active_lock:
+                self.active -= 1
+
+    def close(self) -> None:
+        self._model = None

