@@ -1,4 +1,4 @@
-"""Command line: ``python -m routerdc {cluster,train,evaluate,route,serve}``.
+"""Command line: ``python -m routerdc {cluster,train,evaluate,route,serve,serve-llms}``.
 
 Every command takes ``--data-dir`` (else ``$ROUTERDC_DATA``, else ``../shared/data``); data
 files may be given relative to it.
@@ -134,6 +134,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", help="write the table as JSON here")
     p.add_argument("--markdown", help="write the table as markdown here")
 
+    p = sub.add_parser("export", help="re-save a router, e.g. as fp16 safetensors shards (to ship or upload)")
+    p.add_argument("--checkpoint", required=True, help="router folder to read")
+    p.add_argument("--output", required=True, help="router folder to write (atomically)")
+    p.add_argument("--dtype", default="float16", choices=("float16", "bfloat16", "float32"),
+                   help="weight dtype (default: float16, half the size)")
+    p.add_argument("--max-shard-size", default="15MB", help="largest safetensors shard (default: 15MB)")
+    p.add_argument("--train-config", help="a train.json to store beside the weights (default: the router's recipe)")
+
     p = sub.add_parser("route", help="route queries in batch; one JSON line per query, in input order")
     common(p)
     p.add_argument("--checkpoint", default=str(DEFAULT_CHECKPOINT), help="router folder")
@@ -149,6 +157,9 @@ def build_parser() -> argparse.ArgumentParser:
     from .serving.server import add_serve_arguments  # light: argparse only
 
     add_serve_arguments(sub.add_parser("serve", help="the routed OpenAI-compatible API (/v1/chat/completions)"))
+    from .serving.launcher import add_serve_llms_arguments
+
+    add_serve_llms_arguments(sub.add_parser("serve-llms", help="launch a vLLM server per 'vllm' candidate"))
     return parser
 
 
@@ -266,6 +277,25 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    import torch
+
+    from .model import RouterDC
+
+    router = RouterDC.from_pretrained(args.checkpoint)
+    meta = router.meta
+    recipe = dict(meta.get("recipe", {}))
+    train_json = json.loads(Path(args.train_config).read_text(encoding="utf-8")) if args.train_config else {
+        k: v for k, v in recipe.items() if k != "train_tasks"}
+    folder = router.save_pretrained(
+        args.output, include_encoder=meta.get("encoder_weights", "included") == "included", recipe=recipe,
+        metrics=meta.get("metrics", {}), dtype=getattr(torch, args.dtype), max_shard_size=args.max_shard_size,
+        extra_json={"train.json": train_json} if train_json else None)
+    size = sum(f.stat().st_size for f in Path(folder).rglob("*") if f.is_file())
+    print(f"wrote {folder} ({size / 2**20:.1f} MiB, {args.dtype})")
+    return 0
+
+
 def cmd_route(args: argparse.Namespace) -> int:
     from .data import read_queries
     from .model import RouterDC
@@ -294,8 +324,15 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return serve(args)
 
 
-COMMANDS = {"cluster": cmd_cluster, "train": cmd_train, "evaluate": cmd_evaluate, "route": cmd_route,
-            "serve": cmd_serve}
+def cmd_serve_llms(args: argparse.Namespace) -> int:
+    from .serving.launcher import cmd_serve_llms as serve_llms
+
+    return serve_llms(args)
+
+
+COMMANDS = {"cluster": cmd_cluster, "train": cmd_train, "evaluate": cmd_evaluate, "export": cmd_export,
+            "route": cmd_route,
+            "serve": cmd_serve, "serve-llms": cmd_serve_llms}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -140,3 +140,21 @@ def test_route_int8_matches_fp32_format(frozen_checkpoint, tmp_path):
     lines = [json.loads(x) for x in out.read_text(encoding="utf-8").splitlines()]
     assert [x["query"] for x in lines] == ["Solve 12 * 7.", "Write a Python function that sorts a list."]
     assert all(sum(x["probs"].values()) == pytest.approx(1.0, abs=1e-5) for x in lines)
+
+
+def test_export_fp16_sharded(minilm_router, tmp_path):
+    from routerdc.model import RouterDC
+
+    src = minilm_router.save_pretrained(tmp_path / "fp32", recipe={"steps": 5, "train_tasks": ["mmlu"]},
+                                        metrics={"train/avg": 50.0})
+    out = tmp_path / "fp16"
+    assert main(["export", "--checkpoint", str(src), "--output", str(out), "--max-shard-size", "15MB"]) == 0
+    shards = sorted(out.glob("model-*.safetensors"))
+    # Tensors are never split: only the shard holding the 30522 x 384 word embeddings (23 MB) is larger.
+    assert len(shards) >= 3 and sum(f.stat().st_size > 16 * 2**20 for f in shards) <= 1
+    assert sum(f.stat().st_size for f in out.rglob("*") if f.is_file()) < 50 * 2**20
+    assert json.loads((out / "train.json").read_text()) == {"steps": 5}
+    half = RouterDC.from_pretrained(out)
+    assert half.meta["dtype"] == "float16" and half.meta["metrics"] == {"train/avg": 50.0}
+    queries = ["Solve 3 * 9.", "中国的首都是哪里？"]
+    np.testing.assert_allclose(half.route(queries).probs, minilm_router.route(queries).probs, atol=2e-3)
