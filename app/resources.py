@@ -200,16 +200,10 @@ class RouterView:
     def embed_set(self, s: ScoreSet, cache_dir: str | None) -> np.ndarray:
         """Projected embeddings of a whole set, through the on-disk cache when the encoder is
         frozen (the cache holds pre-projection vectors)."""
-        import torch
+        from routerdc.embed_cache import router_embeddings
 
-        from routerdc.embed_cache import cached_embeddings, encoder_key
-
-        if encoder_key(self.router) is None:
-            return self.embed(s.queries)
         with self._emb_lock:
-            pooled = cached_embeddings(self.router, s.queries, cache_dir=cache_dir)
-            with torch.inference_mode():
-                return self.router.project(torch.as_tensor(pooled)).float().numpy()
+            return router_embeddings(self.router, s.queries, cache_dir=cache_dir)
 
     def choices(self, entry_id: int, s: ScoreSet, cache_dir: str | None) -> np.ndarray:
         """The router's chosen LLM per query of ``s`` (indices into ``s.llms``), memoised."""
@@ -289,7 +283,7 @@ class RouterView:
                 self.map_state = f"failed: {type(exc).__name__}: {exc}"
 
     def _embed_pool(self, data: DataBank, pool: Pool, cache_dir: str | None) -> np.ndarray:
-        from routerdc.embed_cache import encoder_key
+        from routerdc.embed_cache import cache_path, encoder_key, router_embeddings
 
         if encoder_key(self.router) is None:
             return self.embed(pool.texts)
@@ -297,24 +291,15 @@ class RouterView:
         by_entry: dict[int, list[tuple[int, int]]] = {}
         for j, (i, r) in enumerate(pool.entry_rows):
             by_entry.setdefault(i, []).append((j, r))
-        import torch
-
-        from routerdc.embed_cache import _digest, cached_embeddings, default_cache_dir
-
-        folder = Path(cache_dir) if cache_dir else default_cache_dir()
-        key = encoder_key(self.router)
         for i, pairs in by_entry.items():
             s = data.entries[i].set
-            if (folder / f"emb-{_digest(key, s.queries)}.npy").exists():  # the trainer cached the whole set
+            if cache_path(self.router, s.queries, cache_dir).exists():  # the trainer cached the whole set
                 full = self.embed_set(s, cache_dir)
                 for j, r in pairs:
                     out[j] = full[r]
             else:  # embed (and cache) only the sampled rows
-                texts = [s.queries[r] for _, r in pairs]
                 with self._emb_lock:
-                    pooled = cached_embeddings(self.router, texts, cache_dir=cache_dir)
-                    with torch.inference_mode():
-                        proj = self.router.project(torch.as_tensor(pooled)).float().numpy()
+                    proj = router_embeddings(self.router, [s.queries[r] for _, r in pairs], cache_dir=cache_dir)
                 for (j, _), v in zip(pairs, proj):
                     out[j] = v
         return out

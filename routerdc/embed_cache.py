@@ -62,7 +62,7 @@ def cached_embeddings(
     if key is None:
         return model.embed_texts(texts, batch_size=batch_size, project=False)
     folder = Path(cache_dir) if cache_dir is not None else default_cache_dir()
-    path = folder / f"emb-{_digest(key, texts)}.npy"
+    path = folder / f"emb-{_digest(key, texts)}.npy"  # as cache_path(), for an explicit key
     if path.exists():
         try:
             arr = np.load(path, allow_pickle=False)
@@ -80,3 +80,27 @@ def cached_embeddings(
     except OSError:
         pass  # a read-only cache is not an error
     return arr
+
+
+def cache_path(model: "RouterDC", texts: Sequence[str], cache_dir: str | os.PathLike | None = None) -> Path | None:
+    """Where :func:`cached_embeddings` keeps ``texts``' vectors (None when the encoder has no key)."""
+    key = encoder_key(model)
+    if key is None:
+        return None
+    folder = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    return folder / f"emb-{_digest(key, texts)}.npy"
+
+
+def router_embeddings(
+    model: "RouterDC", texts: Sequence[str], *, cache_dir: str | os.PathLike | None = None, batch_size: int = 64,
+) -> np.ndarray:
+    """Router embeddings ``(n, d)`` after the optional projection, through the cache when it applies."""
+    if encoder_key(model) is None:
+        return model.embed_texts(texts, batch_size=batch_size, project=True)
+    pooled = cached_embeddings(model, texts, cache_dir=cache_dir, batch_size=batch_size)
+    if model.projection is None:
+        return pooled
+    import torch
+
+    with torch.inference_mode():
+        return model.project(torch.as_tensor(pooled, device=model.device)).float().cpu().numpy()

@@ -123,6 +123,12 @@ class TrainConfig:
             return self.head_lr
         return 1e-2 if self.freeze_encoder else self.lr
 
+    def router_options(self) -> dict[str, Any]:
+        """The :class:`~routerdc.model.RouterConfig` fields this recipe sets (for ``RouterDC.build``)."""
+        return {"pooling": self.pooling, "similarity": self.similarity, "temperature": self.temperature,
+                "max_length": self.max_length, "projection": self.projection,
+                "normalization": self.normalization}
+
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
         for key in ("train_files", "test_files", "id_tasks"):

@@ -123,10 +123,8 @@ class Trainer:
     # ------------------------------------------------------------------ set-up
     def _build(self) -> tuple[RouterDC, list[ScoreSet], np.ndarray]:
         cfg = self.config
-        model = RouterDC.build(self.llms, encoder=cfg.encoder, seed=cfg.seed, pooling=cfg.pooling,
-                               similarity=cfg.similarity, temperature=cfg.temperature,
-                               max_length=cfg.max_length, projection=cfg.projection,
-                               normalization=cfg.normalization).to(self.device)
+        model = RouterDC.build(self.llms, encoder=cfg.encoder, seed=cfg.seed,
+                               **cfg.router_options()).to(self.device)
         sets = balance(self.train_sets, cfg.samples_per_task)
         if cfg.group_by == "task":
             groups = np.concatenate([np.full(len(s), i) for i, s in enumerate(sets)])

@@ -144,3 +144,14 @@ def test_saved_history_includes_the_saved_step(small_sets, tmp_path):
     result = train(cfg, train_sets=train_sets)
     saved = json.loads((result.output_dir / "history.json").read_text())
     assert saved[-1]["step"] == result.best_step and "train/avg" in saved[-1]
+
+
+def test_router_options_cover_the_router_config():
+    import dataclasses
+
+    from routerdc.model import RouterConfig
+
+    fields = {f.name for f in dataclasses.fields(RouterConfig)} - {"llm_names", "encoder", "init_std"}
+    cfg = TrainConfig(normalization="anyascii", projection=True)
+    assert set(cfg.router_options()) == fields
+    assert RouterConfig(llm_names=("a",), **cfg.router_options()).normalization == "anyascii"
