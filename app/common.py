@@ -151,16 +151,12 @@ def status_markdown(ctx: AppContext, key: str | None) -> str:
                "this machine, so fine-tuning the encoder in the Train tab is slow; frozen-encoder "
                "training is fast")
     lines.append(f"- **Device**: {dev}")
-    mc = ctx.settings.models_config
-    if mc:
-        exists = Path(mc).exists()
-        lines.append(f"- **Generation backend**: none running. Models config `{mc}` "
-                     f"({'found' if exists else 'not found'}) is accepted, but the generation layer "
-                     "(a separate vLLM server) is not part of this version, so answers are not generated; "
-                     "RouterBench queries show their recorded answers.")
+    gen = ctx.generation
+    if gen is not None:
+        lines.extend(gen.status_lines(view.llms if view is not None else ()))
     else:
-        lines.append("- **Generation backend**: none configured (no models config; the serving layer "
-                     "comes later). RouterBench queries show their recorded answers.")
+        lines.append("- **Generation backend**: none configured (start with `--models-config`, see README); "
+                     "RouterBench queries show their recorded answers.")
     n = sum(len(e.set) for e in ctx.data.entries)
     where = ctx.data.data_dir or "(no data directory)"
     lines.append(f"- **Data**: {len(ctx.data.entries)} score sets, {n:,} queries from `{where}`")

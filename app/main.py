@@ -87,10 +87,63 @@ def launch_kwargs(settings: Settings) -> dict:
                 footer_links=["api"], theme=gr.themes.Soft(), css=CSS)
 
 
+def routed_api(ctx: AppContext):
+    """The routed OpenAI-compatible API over the default router and the app's backends, or None
+    (no models config, no router, or names that do not match: said in the status area)."""
+    gen = ctx.generation
+    if gen is None or gen.registry is None or not ctx.default_key:
+        return None
+    view = ctx.get_router(ctx.default_key)
+    why = gen.mismatch(view.llms)
+    if why:
+        ctx.notes.append(f"The routed API is not mounted: {why}")
+        return None
+    from routerdc.serving import create_api
+
+    return create_api(view.router, gen.registry, check=False)
+
+
+def _serve(api, demo: gr.Blocks, settings: Settings, *, prevent_thread_lock: bool = False,
+           quiet: bool = False, **kwargs) -> None:
+    """Serve the Gradio app mounted on the routed API's FastAPI app, under uvicorn."""
+    import uvicorn
+
+    opts = launch_kwargs(settings)
+    host, port = opts.pop("server_name"), opts.pop("server_port")
+    opts.update({k: v for k, v in kwargs.items() if k in opts})
+    gr.mount_gradio_app(api, demo, path="/", server_name=host, server_port=port, **opts)
+    server = uvicorn.Server(uvicorn.Config(api, host=host, port=port, log_level="warning" if quiet else "info"))
+    demo.uvicorn_server = server  # type: ignore[attr-defined]  # for close()
+    close = demo.close
+
+    def close_all(*a, **k):
+        server.should_exit = True
+        return close(*a, **k)
+
+    demo.close = close_all  # type: ignore[method-assign]
+    if not prevent_thread_lock:
+        server.run()
+        return
+    import threading
+
+    threading.Thread(target=server.run, name="uvicorn", daemon=True).start()
+    deadline = time.monotonic() + 60
+    while not server.started and time.monotonic() < deadline:
+        time.sleep(0.05)
+    if not server.started:
+        raise RuntimeError(f"the app server did not start on {host}:{port}")
+    log.info("app and routed API on http://%s:%d (UI at /, API at /v1)", host, port)
+
+
 def launch(settings: Settings, ctx: AppContext | None = None, **kwargs) -> gr.Blocks:
+    """Launch the app; with a usable models config, the routed API is served beside it (``/v1/...``)."""
     demo = create_app(settings, ctx)
     demo.queue(default_concurrency_limit=settings.concurrency, max_size=settings.queue_size)
-    demo.launch(**{**launch_kwargs(settings), **kwargs})
+    api = routed_api(demo.ctx)  # type: ignore[attr-defined]
+    if api is None:
+        demo.launch(**{**launch_kwargs(settings), **kwargs})
+    else:
+        _serve(api, demo, settings, **kwargs)
     return demo
 
 

@@ -369,6 +369,7 @@ class AppContext:
     train_lock: threading.Lock = field(default_factory=threading.Lock)
     training: TrainingStatus = field(default_factory=TrainingStatus)
     started_at: float = field(default_factory=time.time)
+    generation: object | None = None  # app.generation.Generation, with a models config
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _map_threads: dict[str, threading.Thread] = field(default_factory=dict)
     _preloaded: dict[str, Future] = field(default_factory=dict)
@@ -384,6 +385,10 @@ class AppContext:
             torch.set_num_threads(settings.torch_threads)
         data = preload.data.result() if preload is not None else load_data(settings)
         ctx = cls(settings=settings, data=data)
+        if settings.models_config:
+            from .generation import Generation
+
+            ctx.generation = Generation.load(str(settings.resolve(settings.models_config)))
         if preload is not None and preload.router is not None:
             ctx._preloaded[preload.key] = preload.router
         ctx._discover()

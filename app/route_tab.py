@@ -4,6 +4,7 @@ and the nearest training queries."""
 from __future__ import annotations
 
 import html
+import threading
 import time
 from typing import Any
 
@@ -17,7 +18,7 @@ from .common import check_query, guarded, map_figure_for, unk_notice
 from .resources import AppContext, RouterView
 
 MAX_ROUTED_PER_SESSION = 200
-ANSWER_CHARS = 6_000
+ANSWER_CHARS = 6_000  # recorded answers from the data sets
 
 
 def _margin_text(llms, probs: np.ndarray, sims: np.ndarray, temperature: float) -> str:
@@ -57,7 +58,15 @@ def recorded_scores(ctx: AppContext, view: RouterView, query: str, chosen: str) 
     return df, verdict, (entry, row)
 
 
+def live_backend(ctx: AppContext, llm: str) -> bool:
+    """Whether the models config has a candidate that can answer as ``llm``."""
+    gen = ctx.generation
+    return gen is not None and gen.registry is not None and llm in gen.names
+
+
 def answer_markdown(ctx: AppContext, match: tuple | None, chosen: str) -> str:
+    if live_backend(ctx, chosen):
+        return f"#### Answer of `{chosen}`\n\n*waiting for the generation backend…*"
     if match is not None:
         entry, row = match
         s = entry.set
@@ -71,11 +80,15 @@ def answer_markdown(ctx: AppContext, match: tuple | None, chosen: str) -> str:
             return f"RouterBench has no recorded answer of `{chosen}` for this query."
         if s.responses is not None:
             return (f"RouterBench recorded answers for its own LLMs; this router chose `{chosen}`, which is "
-                    "not one of them, and no generation backend is configured yet.")
-    mc = ctx.settings.models_config
-    return (f"**No generation backend is configured yet**, so `{chosen}` cannot answer live"
-            + (f" (models config `{mc}` is accepted; the serving layer comes later)." if mc else ".")
-            + " Queries from the RouterBench sets show the chosen LLM's recorded answer.")
+                    "not one of them, and no generation backend serves it.")
+    gen = ctx.generation
+    if gen is None:
+        return (f"**No generation backend is configured**, so `{chosen}` cannot answer live (start the app "
+                "with `--models-config`, see README). Queries from the RouterBench sets show the chosen LLM's "
+                "recorded answer.")
+    if gen.registry is None:
+        return f"**The models config cannot be used**, so `{chosen}` cannot answer: {html.escape(str(gen.error))}"
+    return f"The models config `{gen.path}` has no candidate `{chosen}`, so it cannot answer live."
 
 
 def neighbours_table(view: RouterView, emb: np.ndarray, k: int = 5) -> tuple[pd.DataFrame, str]:
@@ -129,6 +142,7 @@ def build_route_tab(ctx: AppContext, router_key: gr.State, routed: gr.State, map
     why_md = gr.Markdown(elem_id="why")
     neigh_df = gr.Dataframe(label="Nearest training queries", elem_id="neighbours", interactive=False,
                             max_height=360, wrap=True)
+    stop_btn = gr.Button("Stop the answer", size="sm", elem_id="stop-answer", visible=ctx.generation is not None)
     with gr.Accordion("Raw result (JSON)", open=False):
         result_json = gr.JSON(elem_id="route-json")
 
@@ -161,7 +175,7 @@ def build_route_tab(ctx: AppContext, router_key: gr.State, routed: gr.State, map
                   "margin": float(np.sort(probs)[-1] - (np.sort(probs)[-2] if len(probs) > 1 else 0.0)),
                   "query_chars": len(q), "notices": notices, "in_score_set": match is not None,
                   "seconds": round(time.perf_counter() - t0, 4)}
-        state = {"key": view.key, "emb": emb, "query": q}
+        state = {"key": view.key, "emb": emb, "query": q, "llm": chosen}
         df = gr.update(value=df, visible=match is not None)
         return (md, fig, answer_markdown(ctx, match, chosen), verdict, df, why, neigh, result, mapfig,
                 state, routed_list)
@@ -178,12 +192,32 @@ def build_route_tab(ctx: AppContext, router_key: gr.State, routed: gr.State, map
         fig = plots.routing_bar(view.llms, probs, sims, int(routing.choice[0]), float(tau))
         return _margin_text(view.llms, probs, sims, float(tau)), fig
 
+    def answer(st):
+        """Stream the chosen LLM's answer into the answer box (a no-op without a backend for it)."""
+        if not st or not live_backend(ctx, st.get("llm", "")):
+            yield gr.skip()
+            return
+        from .generation import stream_answer
+
+        cancel = threading.Event()
+        try:
+            yield from stream_answer(ctx.generation, st["llm"], st["query"], cancel)
+        except Exception as exc:  # noqa: BLE001 - the routing stands; the app stays up
+            yield f"**The answer failed** ({type(exc).__name__}): {html.escape(str(exc))}"
+        finally:
+            cancel.set()
+
     outs = [chosen_md, bar, answer_md, verdict_md, scores_df, why_md, neigh_df, result_json, map_plot, last, routed]
     ins = [query, temperature, router_key, routed, colour_by]
-    route_btn.click(do_route, ins, outs, api_name="route", concurrency_limit=4, concurrency_id="route")
-    query.submit(do_route, ins, outs, api_visibility="private", concurrency_id="route")
+    routed_evt = route_btn.click(do_route, ins, outs, api_name="route", concurrency_limit=4, concurrency_id="route")
+    answer_evt = routed_evt.success(answer, [last], [answer_md], api_name="answer", concurrency_limit=2,
+                                    concurrency_id="answer", show_progress="minimal")
+    submit_evt = query.submit(do_route, ins, outs, api_visibility="private", concurrency_id="route")
+    answer_evt2 = submit_evt.success(answer, [last], [answer_md], api_visibility="private", concurrency_id="answer",
+                                     show_progress="minimal")
+    stop_btn.click(None, None, None, cancels=[answer_evt, answer_evt2], api_visibility="private")
     temperature.release(retemper, [temperature, last, router_key], [chosen_md, bar], api_name="retemper",
                         concurrency_id="route", show_progress="hidden")
     return {"query": query, "route_btn": route_btn, "temperature": temperature, "chosen": chosen_md, "bar": bar,
-            "answer": answer_md, "scores": scores_df, "neighbours": neigh_df, "json": result_json, "last": last,
+            "answer": answer_md, "stop": stop_btn, "scores": scores_df, "neighbours": neigh_df, "json": result_json, "last": last,
             "clear": clear_btn}

@@ -53,7 +53,7 @@ def test_route_returns_chart_choice_margin_and_map_point(client, server):
     colours = fig["data"][0]["marker"]["color"]
     assert sorted(set(colours)) == sorted({"#d62728", "#9bb7d4"}) and colours.count("#d62728") == 1
     assert "cosine" in fig["data"][0]["hovertemplate"]
-    assert "No generation backend is configured yet" in answer
+    assert "No generation backend is configured" in answer
     assert "not in the loaded score sets" in verdict
     names = [t.get("name") for t in plot_json(mapfig)["data"]]
     assert "your queries" in names and "LLM embeddings" in names

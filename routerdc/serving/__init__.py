@@ -11,12 +11,17 @@ Nothing heavy is imported here.
 
 from typing import Any
 
-__all__ = ["ConfigError", "ModelSpec", "ModelsConfig", "load_models_config"]
+_WHERE = {
+    "ConfigError": "config", "ModelSpec": "config", "ModelsConfig": "config", "load_models_config": "config",
+    "Registry": "registry", "create_api": "api",
+    "Backend": "backends", "BackendError": "backends", "SamplingParams": "backends",
+}
+__all__ = sorted(_WHERE)
 
 
 def __getattr__(name: str) -> Any:  # lazy, so `python -m routerdc --help` stays light
-    if name in __all__:
-        from . import config
+    if name in _WHERE:
+        from importlib import import_module
 
-        return getattr(config, name)
+        return getattr(import_module(f".{_WHERE[name]}", __name__), name)
     raise AttributeError(name)
