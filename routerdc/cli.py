@@ -130,6 +130,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="a router row (repeatable); several folders (seeds) show as mean ± std; "
                         "replaces --checkpoint")
     p.add_argument("--paper-row", action="store_true", help="add the paper's reported RouterDC row")
+    p.add_argument("--no-cache", action="store_true",
+                   help="do not cache the routers' test-query embeddings (keyed by the weights' SHA-256) "
+                        "in $ROUTERDC_CACHE or ~/.cache/routerdc")
     p.add_argument("--missing", default="error", choices=("error", "drop", "zero"), help="rows with absent scores")
     p.add_argument("--output", help="write the table as JSON here")
     p.add_argument("--markdown", help="write the table as markdown here")
@@ -229,6 +232,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from .compare import (add_paper_row, aggregate_seeds, baseline_choices, comparison_table,
                           router_choices, to_markdown_pm)
     from .data import load_many, paper_files, resolve_file
+    from .embed_cache import checkpoint_key
     from .evaluate import to_json
     from .model import RouterDC
 
@@ -249,7 +253,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         for d in dirs:
             router = first if d == first_dir else RouterDC.from_pretrained(d)
             key = label if len(dirs) == 1 else f"{label} [{Path(d).name}]"
-            routers[key] = router_choices(router, test_sets)
+            ckey = None if args.no_cache else checkpoint_key(d)
+            routers[key] = router_choices(router, test_sets, key=ckey)
             groups[label].append(key)
     if args.baselines:
         train_files = ([resolve_file(f, args.data_dir) for f in args.train_files] if args.train_files

@@ -40,11 +40,21 @@ def baseline_choices(
     }
 
 
-def router_choices(router: RouterDC, test_sets: Sequence[ScoreSet]) -> list[np.ndarray]:
-    """The router's chosen LLM index per query, aligned to ``test_sets``' column order."""
+def router_choices(router: RouterDC, test_sets: Sequence[ScoreSet], *, key: str | None = None,
+                   cache_dir: str | None = None) -> list[np.ndarray]:
+    """The router's chosen LLM index per query, aligned to ``test_sets``' column order.
+
+    With ``key`` (e.g. :func:`~routerdc.embed_cache.checkpoint_key` of the router's folder) the
+    query embeddings are cached on disk, so evaluating the same router again is cheap.
+    """
+    from .embed_cache import router_embeddings
+
     out = []
     for s in test_sets:
-        routing = router.route(s.queries)
+        if key is None:
+            routing = router.route(s.queries)
+        else:
+            routing = router.route_embeddings(router_embeddings(router, s.queries, key=key, cache_dir=cache_dir))
         names = [router.config.llm_names[c] for c in routing.choice]
         col = {n: i for i, n in enumerate(test_sets[0].llms)}
         out.append(np.asarray([col[n] for n in names], dtype=np.int64))

@@ -39,6 +39,24 @@ def encoder_key(model: "RouterDC") -> str | None:
     return key if c.normalization == "none" else f"{key}|norm={c.normalization}"
 
 
+def checkpoint_key(folder: str | os.PathLike) -> str:
+    """A content identity of a saved router (its config and every weight file's bytes).
+
+    Unlike :func:`encoder_key` it identifies fine-tuned encoders too, so the embeddings of a
+    trained router can be cached (e.g. by ``python -m routerdc evaluate``); a copy of the folder
+    has the same key, and any change to its weights gives a new one.
+    """
+    folder = Path(folder)
+    h = hashlib.sha256()
+    for f in [folder / "config.json", *sorted(folder.rglob("*.safetensors"))]:
+        if f.exists():
+            h.update(str(f.relative_to(folder)).encode())
+            with f.open("rb") as fh:
+                for block in iter(lambda: fh.read(1 << 22), b""):
+                    h.update(block)
+    return f"checkpoint:{h.hexdigest()}"
+
+
 def _digest(key: str, texts: Sequence[str]) -> str:
     h = hashlib.sha256(key.encode("utf-8"))
     for t in texts:
@@ -93,11 +111,14 @@ def cache_path(model: "RouterDC", texts: Sequence[str], cache_dir: str | os.Path
 
 def router_embeddings(
     model: "RouterDC", texts: Sequence[str], *, cache_dir: str | os.PathLike | None = None, batch_size: int = 64,
+    key: str | None = None,
 ) -> np.ndarray:
-    """Router embeddings ``(n, d)`` after the optional projection, through the cache when it applies."""
-    if encoder_key(model) is None:
+    """Router embeddings ``(n, d)`` after the optional projection, through the cache when it applies
+    (a pretrained encoder, or any router given its ``key``, e.g. :func:`checkpoint_key`)."""
+    key = key if key is not None else encoder_key(model)
+    if key is None:
         return model.embed_texts(texts, batch_size=batch_size, project=True)
-    pooled = cached_embeddings(model, texts, cache_dir=cache_dir, batch_size=batch_size)
+    pooled = cached_embeddings(model, texts, cache_dir=cache_dir, batch_size=batch_size, key=key)
     if model.projection is None:
         return pooled
     import torch

@@ -147,6 +147,38 @@ def test_embedding_cache_round_trip(minilm_router, tmp_path):
     assert len(list(tmp_path.glob("emb-*.npy"))) == 2
 
 
+def test_trained_router_embeddings_are_cached_by_content(tmp_path):
+    """A fine-tuned router has no encoder_key; checkpoint_key identifies it by its bytes."""
+    import shutil
+
+    import torch
+
+    from routerdc.compare import router_choices
+    from routerdc.data import ScoreSet
+    from routerdc.embed_cache import checkpoint_key, encoder_key
+    from routerdc.model import RouterDC
+
+    torch.manual_seed(0)
+    router = RouterDC.build(["a", "b", "c"])
+    folder = router.save_pretrained(tmp_path / "r")
+    loaded = RouterDC.from_pretrained(folder)
+    assert encoder_key(loaded) is None
+    key = checkpoint_key(folder)
+    shutil.copytree(folder, tmp_path / "copy")
+    assert checkpoint_key(tmp_path / "copy") == key
+    s = ScoreSet(task="t", metric="probability", queries=tuple(QUERIES), llms=("a", "b", "c"),
+                 scores=np.random.default_rng(0).random((len(QUERIES), 3)))
+    plain = router_choices(loaded, [s])
+    cached = router_choices(loaded, [s], key=key, cache_dir=str(tmp_path / "cache"))
+    assert len(list((tmp_path / "cache").glob("emb-*.npy"))) == 1
+    np.testing.assert_array_equal(plain[0], cached[0])
+    np.testing.assert_array_equal(router_choices(loaded, [s], key=key, cache_dir=str(tmp_path / "cache"))[0], plain[0])
+    with torch.no_grad():  # new weights, new key
+        loaded.encoder.embeddings.word_embeddings.weight[0, 0] += 1.0
+    loaded.save_pretrained(tmp_path / "r2")
+    assert checkpoint_key(tmp_path / "r2") != key
+
+
 def test_text_normalization_modes(minilm_router):
     from routerdc.encoder import normalize_texts
 
