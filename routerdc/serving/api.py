@@ -112,13 +112,16 @@ def _next(it: Iterator[str]) -> Any:
     return next(it, _END)
 
 
-def create_api(router: Any, registry: Registry, *, check: bool = True) -> FastAPI:
+def create_api(router: Any, registry: Registry, *, check: bool = True, sleep_mode: bool = False) -> FastAPI:
     """The routed OpenAI-compatible API.
 
     Args:
         router: a :class:`routerdc.model.RouterDC`.
         registry: the candidates' backends.
         check: verify that the models config names exactly the router's LLMs.
+        sleep_mode: also serve vLLM's sleep-mode routes (``POST /sleep?level=1``, ``POST /wake_up``,
+            ``GET /is_sleeping``) for the in-process backends, so that this server can be swapped
+            on a GPU like a vLLM server (see :mod:`routerdc.serving.swap`).
     """
     llm_names = tuple(router.config.llm_names)
     if check:
@@ -156,6 +159,30 @@ def create_api(router: Any, registry: Registry, *, check: bool = True) -> FastAP
     async def status() -> dict[str, Any]:
         """Generations in flight (in-process backends) and the candidates."""
         return {"active": registry.active(), "llms": list(llm_names)}
+
+    if sleep_mode:
+        def sleepers() -> list[Any]:
+            return [b for b in (registry.get(n) for n in registry.names) if hasattr(b, "sleep")]
+
+        @app.post("/sleep")
+        async def sleep(level: int = 1) -> Any:
+            if level != 1:
+                return _error(400, f"sleep level {level} is not supported here; level 1 offloads the weights",
+                              "invalid_request_error")
+            for b in sleepers():
+                await anyio.to_thread.run_sync(b.sleep)
+            return {"status": "sleeping", "level": level}
+
+        @app.post("/wake_up")
+        async def wake_up() -> dict[str, Any]:
+            for b in sleepers():
+                await anyio.to_thread.run_sync(b.wake_up)
+            return {"status": "awake", "tags": None}
+
+        @app.get("/is_sleeping")
+        async def is_sleeping() -> dict[str, Any]:
+            bs = sleepers()
+            return {"is_sleeping": bool(bs) and all(b.sleeping for b in bs)}
 
     @app.get("/v1/models")
     async def models() -> dict[str, Any]:

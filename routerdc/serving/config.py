@@ -21,6 +21,10 @@ and may name ``api_key_env`` (an environment variable holding the key); ``vllm``
 and ``gpu_memory_utilization`` (it is served over the OpenAI protocol at
 ``http://127.0.0.1:<port>/v1``); ``recorded`` reads ``data_files`` (RouterBench CSVs).
 
+A top-level ``gpu`` section (:class:`GpuPlan`: ``memory_budget``, ``sleep_mode``,
+``swap_timeout_s``) says how ``vllm`` candidates share one GPU; when their shares do not fit,
+vLLM's sleep mode swaps them.
+
 Unknown fields are errors, so a typo never passes silently. :meth:`ModelsConfig.check_router`
 checks the names against a router's LLMs.
 """
@@ -106,12 +110,29 @@ class ModelSpec(_Strict):
         return None
 
 
+class GpuPlan(_Strict):
+    """How the ``vllm`` candidates share one GPU.
+
+    Each ``vllm`` candidate asks for ``gpu_memory_utilization`` (a fraction of the GPU). When the
+    shares add up to more than ``memory_budget``, the candidates cannot all be awake at once and
+    vLLM's sleep mode swaps them (``sleep_mode: auto``): the launcher starts each server with
+    ``--enable-sleep-mode`` and puts it to sleep once loaded (level 1: weights offloaded to CPU
+    memory, KV cache freed); the router service wakes the chosen candidate before forwarding a
+    request, first putting idle awake candidates to sleep until the awake shares fit the budget.
+    """
+
+    memory_budget: float = Field(0.9, gt=0.0, le=1.0, description="GPU fraction all awake vllm servers may use")
+    sleep_mode: Literal["auto", "always", "never"] = "auto"
+    swap_timeout_s: float = Field(300.0, gt=0, description="how long a request waits for a busy GPU")
+
+
 class ModelsConfig(_Strict):
     """All candidates behind a router."""
 
     models: tuple[ModelSpec, ...] = Field(min_length=1)
     data_dir: str | None = None
     limits: Limits = Limits()
+    gpu: GpuPlan = GpuPlan()
 
     @model_validator(mode="after")
     def _unique(self) -> "ModelsConfig":
@@ -119,7 +140,34 @@ class ModelsConfig(_Strict):
         dup = sorted({n for n in names if names.count(n) > 1})
         if dup:
             raise ValueError(f"model names appear more than once: {dup}")
+        budget = self.gpu.memory_budget
+        big = [m.name for m in self.vllm_models if self.gpu_share(m) > budget + 1e-9]
+        if big:
+            raise ValueError(f"vllm candidates {big} ask for more than gpu.memory_budget={budget:g} on their own")
+        if self.gpu.sleep_mode == "never" and self.vllm_share_total > budget + 1e-9:
+            raise ValueError(f"the vllm candidates' gpu_memory_utilization add up to {self.vllm_share_total:g} > "
+                             f"gpu.memory_budget={budget:g}, and gpu.sleep_mode is 'never': lower the shares "
+                             "or allow sleep mode to swap them")
         return self
+
+    @property
+    def vllm_models(self) -> tuple[ModelSpec, ...]:
+        return tuple(m for m in self.models if m.backend == "vllm")
+
+    def gpu_share(self, spec: ModelSpec) -> float:
+        """A vllm candidate's GPU fraction (vLLM's default 0.9 when unset)."""
+        return spec.gpu_memory_utilization or 0.9
+
+    @property
+    def vllm_share_total(self) -> float:
+        return sum(self.gpu_share(m) for m in self.vllm_models)
+
+    @property
+    def uses_sleep_mode(self) -> bool:
+        """Whether the vllm candidates are swapped with vLLM's sleep mode (see :class:`GpuPlan`)."""
+        if not self.vllm_models or self.gpu.sleep_mode == "never":
+            return False
+        return self.gpu.sleep_mode == "always" or self.vllm_share_total > self.gpu.memory_budget + 1e-9
 
     @property
     def names(self) -> tuple[str, ...]:

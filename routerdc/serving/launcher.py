@@ -10,7 +10,11 @@
 - restarts a server that dies (up to ``max_restarts`` times, with backoff);
 - stops them all on exit (SIGTERM to each process group, then SIGKILL), leaving no orphans.
 
-Not done: swapping models with vLLM's sleep mode when they do not fit one GPU (refused on CPU).
+- when the candidates' GPU shares do not fit the config's ``gpu.memory_budget``, swaps them with
+  vLLM's sleep mode: each server gets ``--enable-sleep-mode`` (and ``VLLM_SERVER_DEV_MODE=1``),
+  the servers start one after another, and each is put to sleep once healthy so that the next
+  one finds the memory free; the router service then wakes the chosen one per request
+  (:mod:`routerdc.serving.swap`). vLLM on CPU refuses sleep mode.
 """
 
 from __future__ import annotations
@@ -73,9 +77,10 @@ class LaunchOptions:
 class ManagedServer:
     """One server process: start, health, stop (its whole process group)."""
 
-    def __init__(self, spec: ModelSpec, options: LaunchOptions) -> None:
+    def __init__(self, spec: ModelSpec, options: LaunchOptions, sleep_mode: bool = False) -> None:
         self.spec = spec
         self.options = options
+        self.sleep_mode = sleep_mode
         self.proc: subprocess.Popen | None = None
         self.restarts = 0
         self.url = f"http://127.0.0.1:{spec.port}"
@@ -87,7 +92,24 @@ class ManagedServer:
         cmd = [str(part).format(**values) for part in o.command]
         if o.gpu and s.gpu_memory_utilization:
             cmd += ["--gpu-memory-utilization", str(s.gpu_memory_utilization)]
+        if self.sleep_mode:
+            cmd.append("--enable-sleep-mode")
         return cmd + list(o.extra_args)
+
+    def env(self) -> dict[str, str]:
+        extra = {"VLLM_SERVER_DEV_MODE": "1"} if self.sleep_mode else {}  # exposes /sleep and /wake_up
+        return {**os.environ, **extra, **self.options.env}
+
+    def put_to_sleep(self, timeout: float = 300.0) -> None:
+        """``POST /sleep?level=1``: offload the weights and free the KV cache."""
+        req = urllib.request.Request(self.url + "/sleep?level=1", method="POST", data=b"")
+        try:
+            with urllib.request.urlopen(req, timeout=timeout) as r:
+                if r.status != 200:
+                    raise LaunchError(f"{self.spec.name}: /sleep answered HTTP {r.status}")
+        except OSError as exc:
+            raise LaunchError(f"{self.spec.name}: cannot put the server on port {self.spec.port} to sleep: {exc}") \
+                from exc
 
     def start(self) -> None:
         log = subprocess.DEVNULL
@@ -96,7 +118,7 @@ class ManagedServer:
             log = open(Path(self.options.log_dir) / f"{self.spec.port}.log", "ab")
         try:
             self.proc = subprocess.Popen(self.command(), stdout=log, stderr=subprocess.STDOUT,
-                                         env={**os.environ, **self.options.env}, start_new_session=True)
+                                         env=self.env(), start_new_session=True)
         except OSError as exc:
             raise LaunchError(f"{self.spec.name}: cannot start {self.command()[0]!r}: {exc}") from exc
         finally:
@@ -157,7 +179,8 @@ class Launcher:
 
     def __init__(self, config: ModelsConfig, options: LaunchOptions | None = None) -> None:
         self.options = options or LaunchOptions()
-        self.servers = [ManagedServer(m, self.options) for m in config.models if m.backend == "vllm"]
+        self.sleep_mode = config.uses_sleep_mode
+        self.servers = [ManagedServer(m, self.options, self.sleep_mode) for m in config.models if m.backend == "vllm"]
         if not self.servers:
             raise LaunchError("the models config has no 'vllm' candidates to launch")
         ports = [s.spec.port for s in self.servers]
@@ -169,16 +192,24 @@ class Launcher:
         self.events: list[str] = []  # restarts and give-ups, for logs and tests
 
     def start(self, wait: bool = True) -> "Launcher":
-        """Start every server (in parallel), wait for their health, then watch them."""
-        for s in self.servers:
-            s.start()
-        if wait:
-            try:
+        """Start every server (in parallel; one after another, each put to sleep once healthy, in
+        sleep mode), wait for their health, then watch them."""
+        try:
+            if self.sleep_mode:
                 for s in self.servers:
+                    s.start()
                     s.wait_healthy(self.options.health_timeout_s)
-            except BaseException:
-                self.stop()
-                raise
+                    s.put_to_sleep()
+                    self.events.append(f"{s.spec.name}: loaded and put to sleep")
+            else:
+                for s in self.servers:
+                    s.start()
+                if wait:
+                    for s in self.servers:
+                        s.wait_healthy(self.options.health_timeout_s)
+        except BaseException:
+            self.stop()
+            raise
         self._watch = threading.Thread(target=self._watch_loop, name="vllm-watch", daemon=True)
         self._watch.start()
         return self
@@ -204,6 +235,8 @@ class Launcher:
                             return
                         s.start()
                     s.wait_healthy(self.options.health_timeout_s)
+                    if self.sleep_mode:  # back within the budget; the router wakes it when chosen
+                        s.put_to_sleep()
                     self.events.append(f"{s.spec.name}: healthy again")
                 except LaunchError as exc:
                     self.events.append(str(exc))

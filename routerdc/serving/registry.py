@@ -22,6 +22,11 @@ class Registry:
         self.config = config
         self._backends: dict[str, Backend] = dict(backends or {})
         self._lock = threading.Lock()
+        self.swapper = None
+        if config.uses_sleep_mode:  # vllm candidates that do not fit the GPU together
+            from .swap import SleepSwapper
+
+            self.swapper = SleepSwapper(config)
 
     @property
     def names(self) -> tuple[str, ...]:
@@ -36,7 +41,12 @@ class Registry:
         spec = self.config.get(name)
         with self._lock:
             if name not in self._backends:
-                self._backends[name] = make_backend(spec, self.config)
+                backend = make_backend(spec, self.config)
+                if self.swapper is not None and spec.backend == "vllm":
+                    from .swap import SwappedBackend
+
+                    backend = SwappedBackend(backend, self.swapper)
+                self._backends[name] = backend
             return self._backends[name]
 
     def active(self) -> int:
@@ -48,3 +58,5 @@ class Registry:
             for b in self._backends.values():
                 b.close()
             self._backends.clear()
+            if self.swapper is not None:
+                self.swapper.close()

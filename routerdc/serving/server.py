@@ -17,9 +17,13 @@ def add_serve_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--preload", action="store_true",
                    help="load every candidate's backend (weights, tokenizers) before accepting requests")
     p.add_argument("--log-level", default="info", help="uvicorn log level (default: info)")
+    p.add_argument("--enable-sleep-mode", action="store_true",
+                   help="serve vLLM's sleep-mode routes (/sleep, /wake_up, /is_sleeping) for the in-process "
+                        "models, so that a launcher or router can swap this server like a vLLM server")
 
 
-def build_app(checkpoint: str, models_config: str, *, device: str = "cpu", preload: bool = False) -> Any:
+def build_app(checkpoint: str, models_config: str, *, device: str = "cpu", preload: bool = False,
+              sleep_mode: bool = False) -> Any:
     """Load the router and the config, check that they match, and return the FastAPI app."""
     from ..model import RouterDC
     from .api import create_api
@@ -34,13 +38,14 @@ def build_app(checkpoint: str, models_config: str, *, device: str = "cpu", prelo
         for name in registry.names:
             ok = registry.get(name).health()
             print(f"{name}: {'ready' if ok else 'NOT healthy'}", file=sys.stderr, flush=True)
-    return create_api(router, registry)
+    return create_api(router, registry, sleep_mode=sleep_mode)
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
     """Run the API until interrupted."""
     import uvicorn
 
-    app = build_app(args.checkpoint, args.models_config, device=args.device, preload=args.preload)
+    app = build_app(args.checkpoint, args.models_config, device=args.device, preload=args.preload,
+                    sleep_mode=args.enable_sleep_mode)
     uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level)
     return 0

@@ -56,6 +56,8 @@ class OpenAIBackend:
                 body = body.get("message") or body.get("error", body)
                 if isinstance(body, dict):
                     body = body.get("message", body)
+            if exc.status_code == 503:  # down, overloaded or asleep: the caller may retry elsewhere
+                return BackendUnavailable(name, f"{url} answered HTTP 503: {body}")
             status = 400 if exc.status_code in (400, 413, 422) else 502
             return BackendError(name, f"{url} answered HTTP {exc.status_code}: {body}", status=status)
         return BackendError(name, f"connection to {url} broke mid-answer: {type(exc).__name__}: {exc}")

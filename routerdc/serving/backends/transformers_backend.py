@@ -38,6 +38,26 @@ class TransformersBackend:
         self._counter = PromptCounter(spec)
         self._active_lock = threading.Lock()
         self.active = 0  # generations in flight
+        self.sleeping = False
+
+    # ------------------------------------------------------------------ sleep mode (as vLLM's, level 1)
+    def sleep(self) -> None:
+        """Offload the weights to CPU memory (freeing the GPU) and refuse generation until woken."""
+        self.sleeping = True
+        with self._gen_lock:  # after the generation in flight, if any
+            if self._model is not None and self.spec.device != "cpu":
+                import torch
+
+                self._model.to("cpu")
+                if torch.cuda.is_available():
+                    torch.cuda.empty_cache()
+
+    def wake_up(self) -> None:
+        """Move the weights back to the candidate's device and accept generation again."""
+        with self._gen_lock:
+            if self._model is not None and self.spec.device != "cpu":
+                self._model.to(self.spec.device)
+        self.sleeping = False
 
     # ------------------------------------------------------------------ loading
     def _load(self) -> Any:
@@ -70,6 +90,8 @@ class TransformersBackend:
         from transformers import StoppingCriteriaList, TextIteratorStreamer
 
         cancel = cancel or threading.Event()
+        if self.sleeping:
+            raise BackendUnavailable(self.spec.name, "the model is asleep (sleep mode); wake it up first")
         prompt = self._counter.render(messages)
         tok = self._counter.tokenizer
         ids = tok(prompt, return_tensors="pt", add_special_tokens=self.spec.prompt_format == "completion")
