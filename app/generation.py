@@ -28,11 +28,17 @@ class Generation:
     registry: object | None = None  # routerdc.serving.Registry
     error: str | None = None
     health: dict[str, str] = field(default_factory=dict)  # name -> "ready" | "unavailable: why" | "checking"
+    launcher: object | None = None  # routerdc.serving.launcher.Launcher, with --launch-llms
+    launch_state: str | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     @classmethod
-    def load(cls, path: str, *, check_health: bool = True) -> "Generation":
-        """Load the config; a bad file becomes ``error`` (shown in the status area), never a crash."""
+    def load(cls, path: str, *, check_health: bool = True, launch: bool = False) -> "Generation":
+        """Load the config; a bad file becomes ``error`` (shown in the status area), never a crash.
+
+        With ``launch``, the ``vllm`` candidates' servers are started in the background (the app
+        does not wait for them; their health shows in the status area) and stopped by :meth:`close`.
+        """
         from routerdc.serving import ConfigError, Registry, load_models_config
 
         try:
@@ -41,9 +47,25 @@ class Generation:
             return cls(path, error=str(exc))
         gen = cls(path, registry=Registry(config))
         gen.health = {n: "checking" for n in config.names}
-        if check_health:
+        if launch:
+            gen.launch_state = "starting"
+            threading.Thread(target=gen._launch, args=(check_health,), name="launch-llms", daemon=True).start()
+        elif check_health:
             threading.Thread(target=gen.check_health, name="health", daemon=True).start()
         return gen
+
+    def _launch(self, check_health: bool) -> None:
+        from routerdc.serving.launcher import LaunchError, Launcher
+
+        try:
+            self.launcher = Launcher(self.registry.config)  # type: ignore[union-attr]
+            self.launcher.start()  # type: ignore[attr-defined]
+            self.launch_state = f"{len(self.launcher.servers)} vLLM server(s) up"  # type: ignore[attr-defined]
+        except (LaunchError, OSError) as exc:
+            self.launch_state = f"failed: {exc}"
+            log.warning("launching the vLLM servers failed: %s", exc)
+        if check_health:
+            self.check_health()
 
     @property
     def names(self) -> tuple[str, ...]:
@@ -75,6 +97,11 @@ class Generation:
         kinds = sorted({self.spec(n).backend for n in self.names})
         lines = [f"- **Generation backend**: models config `{self.path}` with {len(self.names)} candidates "
                  f"({', '.join(kinds)}); the routed OpenAI-compatible API is at `/v1/chat/completions`."]
+        if self.launch_state:
+            lines.append(f"  - vLLM servers launched by the app: {html.escape(self.launch_state)}")
+        if self.registry.swapper is not None:  # type: ignore[attr-defined]
+            lines.append("  - the vllm candidates do not fit the GPU together: vLLM's sleep mode swaps them "
+                         "(the first answer of a sleeping LLM waits for it to wake)")
         missing = [n for n in llms if n not in self.names]
         if missing:
             lines.append(f"  - no candidate for {len(missing)} of this router's LLMs, which therefore cannot answer: "
@@ -86,6 +113,8 @@ class Generation:
         return lines
 
     def close(self) -> None:
+        if self.launcher is not None:
+            self.launcher.stop()  # type: ignore[attr-defined]
         if self.registry is not None:
             self.registry.close()  # type: ignore[attr-defined]
 

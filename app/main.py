@@ -154,6 +154,10 @@ def main(argv: Sequence[str] | None = None, settings: Settings | None = None, ar
         settings, args = parse_args(argv)
     t0 = t0 or time.perf_counter()
     ctx = AppContext.create(settings, background_map=not args.prepare, preload=preload)
+    if ctx.generation is not None:
+        import atexit
+
+        atexit.register(ctx.generation.close)  # stops the vLLM servers launched by the app
     log.info("loaded in %.1f s: router %s", time.perf_counter() - t0, ctx.default_key)
     if args.prepare:
         if not ctx.default_key:

@@ -388,7 +388,8 @@ class AppContext:
         if settings.models_config:
             from .generation import Generation
 
-            ctx.generation = Generation.load(str(settings.resolve(settings.models_config)))
+            ctx.generation = Generation.load(str(settings.resolve(settings.models_config)),
+                                             launch=settings.launch_llms)
         if preload is not None and preload.router is not None:
             ctx._preloaded[preload.key] = preload.router
         ctx._discover()

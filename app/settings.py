@@ -4,7 +4,8 @@
 |---|---|---|
 | --checkpoint | ROUTERDC_CHECKPOINT | checkpoints/routerdc-minilm (the shipped router) |
 | --data-dir | ROUTERDC_DATA | ../shared/data beside the checkout |
-| --models-config | ROUTERDC_MODELS_CONFIG | none (no generation backend) |
+| --models-config | ROUTERDC_MODELS_CONFIG | none (no generation backend; answers only from recorded data) |
+| --launch-llms | ROUTERDC_LAUNCH_LLMS=1 | off: start a `vllm serve` process per `vllm` candidate (vLLM's venv: ROUTERDC_VLLM_PYTHON) |
 | --host | ROUTERDC_HOST, else GRADIO_SERVER_NAME | 127.0.0.1 |
 | --port | ROUTERDC_PORT, else GRADIO_SERVER_PORT | 7860 |
 | --cache-dir | ROUTERDC_CACHE | ~/.cache/routerdc (embeddings and maps) |
@@ -40,6 +41,7 @@ class Settings:
     checkpoint: str = DEFAULT_CHECKPOINT
     data_dir: str | None = None
     models_config: str | None = None
+    launch_llms: bool = False
     host: str = "127.0.0.1"
     port: int = 7860
     cache_dir: str | None = None
@@ -71,6 +73,7 @@ class Settings:
             checkpoint=_env("ROUTERDC_CHECKPOINT", default=DEFAULT_CHECKPOINT),  # type: ignore[arg-type]
             data_dir=_env("ROUTERDC_DATA"),
             models_config=_env("ROUTERDC_MODELS_CONFIG"),
+            launch_llms=_env("ROUTERDC_LAUNCH_LLMS", default="0") not in ("0", "", "false", "no"),
             host=_env("ROUTERDC_HOST", "GRADIO_SERVER_NAME", default="127.0.0.1"),  # type: ignore[arg-type]
             port=int(_env("ROUTERDC_PORT", "GRADIO_SERVER_PORT", default="7860")),  # type: ignore[arg-type]
             cache_dir=_env("ROUTERDC_CACHE"),
@@ -90,7 +93,10 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[Settings, argparse.Na
     p.add_argument("--checkpoint", default=base.checkpoint, help="router folder (default: %(default)s)")
     p.add_argument("--data-dir", default=base.data_dir, help="score-data directory")
     p.add_argument("--models-config", default=base.models_config,
-                   help="generation backend config (shown; generation is a later step)")
+                   help="models config of the candidate LLMs (answers are streamed from them, and the routed "
+                        "OpenAI-compatible API is served at /v1)")
+    p.add_argument("--launch-llms", action="store_true", default=base.launch_llms,
+                   help="also start a vLLM server per 'vllm' candidate of the models config (and stop them on exit)")
     p.add_argument("--host", default=base.host)
     p.add_argument("--port", type=int, default=base.port)
     p.add_argument("--cache-dir", default=base.cache_dir)
@@ -103,6 +109,7 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[Settings, argparse.Na
                    help="compute and cache the default router's map, then exit")
     a = p.parse_args(argv)
     s = replace(base, checkpoint=a.checkpoint, data_dir=a.data_dir, models_config=a.models_config,
+                launch_llms=a.launch_llms,
                 host=a.host, port=a.port, cache_dir=a.cache_dir, runs_dir=a.runs_dir,
                 map_method=a.map_method, map_per_set=a.map_per_set, max_rows=a.max_rows,
                 torch_threads=a.torch_threads)

@@ -130,3 +130,16 @@ def test_models_config_problems_are_reported_not_raised(tmp_path):
     gen = Generation.load(str(cfg), check_health=False)
     assert gen.mismatch(["a", "b"]) and gen.check_health()["a"].startswith("unavailable: no weights reachable")
     assert any("no candidate for 1" in line for line in gen.status_lines(["a", "b"]))
+
+
+def test_launch_llms_failure_is_shown_not_raised(tmp_path, monkeypatch):
+    from app.generation import Generation
+
+    monkeypatch.setenv("ROUTERDC_VLLM_PYTHON", str(tmp_path / "no-such-python"))
+    cfg = write_config(tmp_path / "m.json", [{"name": "v", "backend": "vllm", "model": "some/model",
+                                              "tokenizer": str(tiny_llms()["tiny-a"]), "port": free_port()}])
+    gen = Generation.load(str(cfg), launch=True)
+    assert _wait(lambda: (gen.launch_state or "").startswith("failed"), 30), gen.launch_state
+    assert "cannot start" in gen.launch_state and "no-such-python" in gen.launch_state
+    assert any("vLLM servers launched by the app: failed" in line for line in gen.status_lines(["v"]))
+    gen.close()
