@@ -41,6 +41,8 @@ TRAIN_HELP: dict[str, str] = {
     "k_pos": "K+: top-scoring LLMs pulled towards the query",
     "k_neg": "K-: bottom-scoring LLMs pushed away",
     "neg_threshold": "ignore negatives scoring above this",
+    "tie_break": "order of LLMs with equal scores when picking positives/negatives: index (column order, "
+                 "biased towards the first columns) or random (a fresh permutation per query)",
     "lam": "lambda, weight of the sample-sample loss (0 disables it)",
     "n_neg": "H: out-group negatives per query in the sample-sample loss",
     "ss_temperature": "temperature of the sample-sample loss",

@@ -31,12 +31,17 @@ def sample_llm_loss(
     k_pos: int = 3,
     k_neg: int = 3,
     neg_threshold: float = 0.5,
+    tie_break: str = "index",
+    generator: torch.Generator | None = None,
 ) -> torch.Tensor:
     r"""Sample-LLM contrastive loss (RouterDC eq. 3).
 
-    Each row of ``scores`` is sorted once, descending and stable (ties keep index order);
-    the first k_pos LLMs of that order are the positives P(x), the last k_neg the
-    negatives N(x) (k_pos, k_neg are clamped to T). With s_t = sim(E(x), k_t) / tau given as
+    Each row of ``scores`` is sorted once, descending; the first k_pos LLMs of that order are
+    the positives P(x), the last k_neg the negatives N(x) (k_pos, k_neg are clamped to T).
+    Equal scores (frequent: pass rates in tenths, many zeros) are ordered by ``tie_break``:
+    ``"index"`` keeps column order (a stable sort: deterministic, but it systematically
+    prefers the first columns as positives and the last ones as negatives), ``"random"``
+    orders them by a fresh uniform permutation per row (drawn on CPU with ``generator``). With s_t = sim(E(x), k_t) / tau given as
     ``logits``::
 
         term(x, p) = -log( e^{s_p} / (e^{s_p} + \sum_{n \in N(x), score_n <= thr, n != p} e^{s_n}) )
@@ -51,6 +56,8 @@ def sample_llm_loss(
         k_pos: number of positive LLMs per query.
         k_neg: number of negative LLMs per query.
         neg_threshold: negatives with a score above this are ignored.
+        tie_break: ``"index"`` or ``"random"`` (see above).
+        generator: a CPU ``torch.Generator`` for ``"random"``; the global one when None.
 
     Returns:
         A scalar tensor, differentiable w.r.t. ``logits``.
@@ -65,7 +72,13 @@ def sample_llm_loss(
     if logits.shape[0] == 0 or kp == 0:
         return logits.sum() * 0.0
     scores = scores.to(device=logits.device)
-    order = torch.sort(scores, dim=1, descending=True, stable=True).indices
+    if tie_break == "index":
+        order = torch.sort(scores, dim=1, descending=True, stable=True).indices
+    elif tie_break == "random":  # a stable sort of randomly permuted columns: ties in random order
+        perm = torch.rand(scores.shape, generator=generator, device="cpu").argsort(dim=1).to(scores.device)
+        order = perm.gather(1, torch.sort(scores.gather(1, perm), dim=1, descending=True, stable=True).indices)
+    else:
+        raise ValueError(f"tie_break must be 'index' or 'random'; got {tie_break!r}")
     pos_idx, neg_idx = order[:, :kp], order[:, n_llms - kn:]             # (B, kp), (B, kn)
     pos_logit = logits.gather(1, pos_idx)                                # (B, kp)
     pos_keep = scores.gather(1, pos_idx) > 0                             # (B, kp)
@@ -189,6 +202,7 @@ def router_loss(
     lam: float = 1.0,
     n_neg: int = 3,
     ss_temperature: float = 1.0,
+    tie_break: str = "index",
     generator: torch.Generator | None = None,
 ) -> RouterLoss:
     """RouterDC loss: L = L_sLLM + lam * L_ss (RouterDC eq. 6).
@@ -196,7 +210,8 @@ def router_loss(
     ``groups`` may be None only when ``lam == 0``; then L_ss is not computed and reported as
     a zero tensor. See :func:`sample_llm_loss` and :func:`sample_sample_loss` for the parts.
     """
-    sllm = sample_llm_loss(logits, scores, k_pos=k_pos, k_neg=k_neg, neg_threshold=neg_threshold)
+    sllm = sample_llm_loss(logits, scores, k_pos=k_pos, k_neg=k_neg, neg_threshold=neg_threshold,
+                           tie_break=tie_break, generator=generator)
     if lam == 0:
         ss = torch.zeros((), dtype=sllm.dtype, device=sllm.device)
         return RouterLoss(total=sllm, sample_llm=sllm, sample_sample=ss)

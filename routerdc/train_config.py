@@ -27,7 +27,8 @@ class TrainConfig:
             ``recluster``).
     Model: encoder, pooling, similarity, temperature (tau), max_length, projection,
         normalization (text normalisation: none, anyascii, translit-unk).
-    Losses: k_pos, k_neg, neg_threshold, lam (lambda), n_neg (H), ss_temperature.
+    Losses: k_pos, k_neg, neg_threshold, tie_break (how equal scores are ordered when picking
+    positives and negatives: "index" or "random"), lam (lambda), n_neg (H), ss_temperature.
     Optimiser: lr, weight_decay, batch_size, grad_accum (micro-batches per step), steps.
     Speed: length_window (1 = random batches), bf16 (autocast on CUDA), freeze_encoder (cache the
         embeddings once, on disk under ``cache_dir`` (default ``$ROUTERDC_CACHE`` or
@@ -62,6 +63,7 @@ class TrainConfig:
     k_pos: int = 3
     k_neg: int = 3
     neg_threshold: float = 0.5
+    tie_break: str = "index"
     lam: float = 1.0
     n_neg: int = 3
     ss_temperature: float = 1.0
@@ -103,6 +105,7 @@ class TrainConfig:
             (self.k_pos >= 1 and self.k_neg >= 1, "k_pos and k_neg must be >= 1"),
             (self.n_neg >= 1, "n_neg (H) must be >= 1"),
             (self.lam >= 0, "lam must be >= 0"),
+            (self.tie_break in ("index", "random"), "tie_break must be 'index' or 'random'"),
             (self.temperature > 0 and self.ss_temperature > 0, "temperatures must be positive"),
             (self.group_by in ("cluster", "task"), "group_by must be 'cluster' or 'task'"),
             (self.select_by in ("train", "val"), "select_by must be 'train' or 'val'"),

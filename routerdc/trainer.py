@@ -246,7 +246,7 @@ class Trainer:
                 loss = router_loss(logits.float(), scores[idx].to(self.device), emb.float(), g,
                                    k_pos=cfg.k_pos, k_neg=cfg.k_neg, neg_threshold=cfg.neg_threshold,
                                    lam=cfg.lam, n_neg=cfg.n_neg, ss_temperature=cfg.ss_temperature,
-                                   generator=gen)
+                                   tie_break=cfg.tie_break, generator=gen)
                 (loss.total / cfg.grad_accum).backward()
                 for k, v in (("total", loss.total), ("sample_llm", loss.sample_llm),
                              ("sample_sample", loss.sample_sample)):

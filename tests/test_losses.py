@@ -104,6 +104,38 @@ def test_sllm_ties_ordered_by_index():
     assert got.item() == pytest.approx(expected, abs=1e-12)
 
 
+def _roles(scores, tie_break, gen, k_pos=3, k_neg=3):
+    """(positive mask, negative mask) of one row, read from the gradient of the loss at zero logits."""
+    logits = torch.zeros(1, scores.shape[0], requires_grad=True)
+    sample_llm_loss(logits, scores[None], k_pos, k_neg, tie_break=tie_break, generator=gen).backward()
+    return logits.grad[0] < 0, logits.grad[0] > 0
+
+
+def test_sllm_random_tie_break_is_unbiased_and_reproducible():
+    tied_top = torch.tensor([1.0, 1.0, 1.0, 1.0, 0.0, 0.0, 0.0])  # 4 tied positives for 3 slots
+    tied_bottom = torch.tensor([1.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0])  # 6 tied negatives for 3 slots
+    gen = torch.Generator().manual_seed(0)
+    pos, _ = _roles(tied_top, "index", gen)
+    assert pos.tolist() == [True, True, True, False, False, False, False]  # column order wins ties
+    _, neg = _roles(tied_bottom, "index", gen)
+    assert neg.tolist() == [False, False, False, False, True, True, True]  # the last columns are pushed away
+    draws = 400
+    pos_counts = torch.stack([_roles(tied_top, "random", gen)[0] for _ in range(draws)]).float().mean(0)
+    neg_counts = torch.stack([_roles(tied_bottom, "random", gen)[1] for _ in range(draws)]).float().mean(0)
+    assert ((pos_counts[:4] - 0.75).abs() < 0.1).all() and (pos_counts[4:] == 0).all()  # each tied LLM 3/4
+    assert neg_counts[0] == 0 and ((neg_counts[1:] - 0.5).abs() < 0.1).all()  # each tied LLM 3/6
+    # without ties the two modes agree exactly; with a seed, "random" is reproducible
+    scores = torch.tensor([[0.9, 0.1, 0.5, 0.3], [0.2, 0.8, 0.0, 0.6]])
+    logits = torch.randn(2, 4)
+    assert torch.equal(sample_llm_loss(logits, scores, 2, 2), sample_llm_loss(logits, scores, 2, 2, tie_break="random"))
+    tied_logits = torch.randn(8, 7)
+    runs = [sample_llm_loss(tied_logits, tied_top.expand(8, 7), tie_break="random",
+                            generator=torch.Generator().manual_seed(s)) for s in (3, 3, 4)]
+    assert torch.equal(runs[0], runs[1]) and not torch.equal(runs[0], runs[2])
+    with pytest.raises(ValueError, match="tie_break"):
+        sample_llm_loss(logits, scores, tie_break="first")
+
+
 def test_sllm_overlap_excludes_self_negative():
     logits, scores = _t([[1.0, 0.4, -0.2]]), _t([[1.0, 0.4, 0.0]])
     # T=3 < k_pos + k_neg: positives 0,1; negatives 1,2; for positive 1, negative 1 is dropped
