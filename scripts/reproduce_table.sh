@@ -8,23 +8,49 @@
 #   TRAIN_EXTRA="--device cuda"      extra options for every training run
 #   EVAL_EXTRA=""                    extra options for the evaluation (e.g. --test-files ...)
 #   RESULTS=results/paper_table      output prefix (.json and .md)
-# On a CPU the paper's recipe takes hours per run; on one GPU about a minute.
+#   SKIP_TRAINED=1                   keep routers already in $OUT (e.g. to re-run only the evaluation)
+# On a CPU the paper's recipe takes hours per run; on one GPU about a minute. The shipped table was
+# made on the 2-core CPU with RECIPE=configs/train_cpu.json (about 15 min per run).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 export ROUTERDC_DATA="${ROUTERDC_DATA:-$(cd .. && pwd)/shared/data}" HF_HUB_OFFLINE="${HF_HUB_OFFLINE:-1}"
 RECIPE="${RECIPE:-configs/train_paper.json}" OUT="${OUT:-runs/table}" RESULTS="${RESULTS:-results/paper_table}"
 PY=.venv/bin/python
-train() { echo "[reproduce] train $*" >&2; "$PY" -m routerdc train --config "$RECIPE" --save-dtype float32 ${TRAIN_EXTRA:-} "$@"; }
-for seed in 0 1 2; do train --seed "$seed" --output-dir "$OUT/seed$seed"; done
-train --lam 0 --output-dir "$OUT/lam0"
-train --group-by task --output-dir "$OUT/task"
+train() {  # train OUTPUT_DIR [options]
+  local out="$1"; shift
+  if [ "${SKIP_TRAINED:-0}" = 1 ] && [ -f "$out/config.json" ]; then echo "[reproduce] keep $out" >&2; return; fi
+  echo "[reproduce] train $out $*" >&2
+  "$PY" -m routerdc train --config "$RECIPE" --save-dtype float32 ${TRAIN_EXTRA:-} --output-dir "$out" "$@"
+}
+for seed in 0 1 2; do train "$OUT/seed$seed" --seed "$seed"; done
+train "$OUT/lam0" --lam 0
+train "$OUT/task" --group-by task
 mkdir -p "$(dirname "$RESULTS")"
 "$PY" -m routerdc evaluate \
   --router "RouterDC (ours)=$OUT/seed0,$OUT/seed1,$OUT/seed2" \
   --router "RouterDC, lambda=0 (no sample-sample loss)=$OUT/lam0" \
   --router "RouterDC, task ids instead of clusters=$OUT/task" \
   --baselines --paper-row --output "$RESULTS.json" --markdown "$RESULTS.md" ${EVAL_EXTRA:-}
-# The shipped router: seed 0, as fp16 safetensors shards (the recipe's own output_dir and dtype).
-"$PY" -m routerdc export --checkpoint "$OUT/seed0" --output "${SHIP:-checkpoints/routerdc-minilm}" \
+# The study (STUDY=0 skips it), seed 0 each: MiniLM reads about half of the Chinese characters as
+# [UNK], so one run transliterates those characters to pinyin; another breaks score ties at
+# random instead of by column order.
+if [ "${STUDY:-1}" = 1 ]; then
+  train "$OUT/norm-translit-unk" --normalization translit-unk
+  train "$OUT/tie0" --tie-break random
+  "$PY" scripts/unk_stats.py --output "$(dirname "$RESULTS")/unk_stats.json"
+  "$PY" -m routerdc evaluate \
+    --router "RouterDC, raw text (seed 0)=$OUT/seed0" \
+    --router "RouterDC, unknown Chinese characters to pinyin (translit-unk, seed 0)=$OUT/norm-translit-unk" \
+    --router "RouterDC, random tie-breaking (seed 0)=$OUT/tie0" \
+    --output "$(dirname "$RESULTS")/study.json" --markdown "$(dirname "$RESULTS")/study.md" ${EVAL_EXTRA:-}
+fi
+# The shipped router: seed 0, as fp16 safetensors shards (the recipe's own output_dir and dtype),
+# evaluated as shipped, with its model card written from these results.
+SHIP="${SHIP:-checkpoints/routerdc-minilm}"
+"$PY" -m routerdc export --checkpoint "$OUT/seed0" --output "$SHIP" \
   --dtype float16 --max-shard-size 15MB --train-config "$RECIPE"
+"$PY" -m routerdc evaluate --checkpoint "$SHIP" --output "$(dirname "$RESULTS")/shipped_fp16.json" \
+  --markdown "$(dirname "$RESULTS")/shipped_fp16.md" ${EVAL_EXTRA:-}
+"$PY" scripts/model_card.py --checkpoint "$SHIP" --table "$RESULTS.json" \
+  --shipped "$(dirname "$RESULTS")/shipped_fp16.json" --unk "$(dirname "$RESULTS")/unk_stats.json"
