@@ -138,3 +138,46 @@ def test_real_vllm_end_to_end(tiny, tmp_path):
         assert _gone(old)
         groups = [s.proc.pid for s in launcher.servers]
     assert all(_wait(lambda g=g: _gone(g), 15) for g in groups)  # no orphans, vLLM's children included
+
+
+@pytest.mark.vllm
+def test_real_vllm_sleep_mode_protocol(tiny, tmp_path):
+    """The swapper's sleep / wake-up calls against real vLLM servers (CPU build).
+
+    vLLM on CPU refuses ``--enable-sleep-mode``, but with ``VLLM_SERVER_DEV_MODE=1`` it serves the
+    same ``/sleep``, ``/wake_up`` and ``/is_sleeping`` routes (freeing nothing), so the protocol
+    of :mod:`routerdc.serving.swap` is checked here against vLLM's own implementation.
+    """
+    py = os.environ.get("ROUTERDC_VLLM_PYTHON")
+    if not py:
+        pytest.skip("opt-in: set ROUTERDC_VLLM_PYTHON to the Python of a vLLM venv")
+    import httpx
+
+    from routerdc.serving.backends import SamplingParams
+    from routerdc.serving.registry import Registry
+
+    tmp = tmp_path / "vllm-tmp"
+    tmp.mkdir()
+    env = {"VLLM_CPU_KVCACHE_SPACE": "1", "VLLM_CACHE_ROOT": str(tmp / "vllm"), "VLLM_SERVER_DEV_MODE": "1",
+           "TORCHINDUCTOR_CACHE_DIR": str(tmp / "inductor"), "TMPDIR": str(tmp)}
+    models = [{"name": n, "backend": "vllm", "model": str(tiny[n]), "tokenizer": str(tiny[n]), "port": free_port(),
+               "max_context": 512, "sampling": {"max_tokens": 8, "temperature": 0.0}} for n in TINY_NAMES]
+    launched = parse_models_config({"models": models, "gpu": {"sleep_mode": "never", "memory_budget": 1.0},
+                                    "limits": {"max_tokens": 64, "max_retries": 0}})
+    swapped = parse_models_config({"models": [{**m, "gpu_memory_utilization": 0.6} for m in models],
+                                   "gpu": {"sleep_mode": "always"}, "limits": {"max_tokens": 64, "max_retries": 0}})
+    opts = LaunchOptions(python=py, extra_args=("--enforce-eager",), env=env, gpu=False, health_timeout_s=300,
+                         log_dir=str(tmp_path / "logs"))
+    a, b = TINY_NAMES
+    with Launcher(launched, opts):
+        registry = Registry(swapped)
+        try:
+            params = SamplingParams.clamp(swapped.get(a), swapped.limits)
+            assert "".join(registry.get(a).stream(USER, params))
+            assert "".join(registry.get(b).stream(USER, params))
+            assert "".join(registry.get(a).stream(USER, params))
+            assert registry.swapper.events == [f"sleep {b}", f"sleep {a}", f"wake {b}", f"sleep {b}", f"wake {a}"]
+            states = {n: httpx.get(f"http://127.0.0.1:{swapped.get(n).port}/is_sleeping").json() for n in TINY_NAMES}
+            print("vLLM /is_sleeping after the swaps:", states)
+        finally:
+            registry.close()
