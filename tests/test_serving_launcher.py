@@ -162,7 +162,8 @@ def test_real_vllm_sleep_mode_protocol(tiny, tmp_path):
            "TORCHINDUCTOR_CACHE_DIR": str(tmp / "inductor"), "TMPDIR": str(tmp)}
     models = [{"name": n, "backend": "vllm", "model": str(tiny[n]), "tokenizer": str(tiny[n]), "port": free_port(),
                "max_context": 512, "sampling": {"max_tokens": 8, "temperature": 0.0}} for n in TINY_NAMES]
-    launched = parse_models_config({"models": models, "gpu": {"sleep_mode": "never", "memory_budget": 1.0},
+    launched = parse_models_config({"models": [{**m, "gpu_memory_utilization": 0.4} for m in models],
+                                    "gpu": {"sleep_mode": "never"},
                                     "limits": {"max_tokens": 64, "max_retries": 0}})
     swapped = parse_models_config({"models": [{**m, "gpu_memory_utilization": 0.6} for m in models],
                                    "gpu": {"sleep_mode": "always"}, "limits": {"max_tokens": 64, "max_retries": 0}})
