@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import json
 import pickle
 
@@ -126,6 +128,10 @@ def test_atomic_dir_keeps_previous_on_failure(tmp_path):
             raise RuntimeError("cancelled mid-write")
     assert (final / "a.txt").read_text() == "good"
     assert [p.name for p in tmp_path.iterdir()] == ["ckpt"]  # no temp leftovers
+    umask = os.umask(0)
+    os.umask(umask)
+    assert (final.stat().st_mode & 0o777) == (0o777 & ~umask)  # not mkdtemp's 0700
+    assert ((final / "a.txt").stat().st_mode & 0o777) == (0o666 & ~umask)
     with atomic_dir(final) as d:
         (d / "b.txt").write_text("new")
     assert sorted(p.name for p in final.iterdir()) == ["b.txt"]
