@@ -33,6 +33,9 @@ def test_gpu_plan_decides_when_to_swap():
     two = [_vllm("a", 9001, "t", 0.5), _vllm("b", 9002, "t", 0.5)]
     assert not parse_models_config({"models": two, "gpu": {"memory_budget": 1.0}}).uses_sleep_mode
     assert parse_models_config({"models": two}).uses_sleep_mode  # 1.0 > 0.9
+    no_plan = [{k: v for k, v in m.items() if k != "gpu_memory_utilization"} for m in two]
+    assert not parse_models_config({"models": no_plan}).uses_sleep_mode  # no shares declared: no GPU plan
+    assert not parse_models_config({"models": no_plan, "gpu": {"sleep_mode": "never"}}).uses_sleep_mode
     assert parse_models_config({"models": two, "gpu": {"memory_budget": 1.0, "sleep_mode": "always"}}).uses_sleep_mode
     with pytest.raises(ConfigError, match="add up to 1 > gpu.memory_budget=0.9.*'never'"):
         parse_models_config({"models": two, "gpu": {"sleep_mode": "never"}})

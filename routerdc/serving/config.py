@@ -144,7 +144,7 @@ class ModelsConfig(_Strict):
         big = [m.name for m in self.vllm_models if self.gpu_share(m) > budget + 1e-9]
         if big:
             raise ValueError(f"vllm candidates {big} ask for more than gpu.memory_budget={budget:g} on their own")
-        if self.gpu.sleep_mode == "never" and self.vllm_share_total > budget + 1e-9:
+        if self.gpu.sleep_mode == "never" and self._declares_shares and self.vllm_share_total > budget + 1e-9:
             raise ValueError(f"the vllm candidates' gpu_memory_utilization add up to {self.vllm_share_total:g} > "
                              f"gpu.memory_budget={budget:g}, and gpu.sleep_mode is 'never': lower the shares "
                              "or allow sleep mode to swap them")
@@ -163,11 +163,22 @@ class ModelsConfig(_Strict):
         return sum(self.gpu_share(m) for m in self.vllm_models)
 
     @property
+    def _declares_shares(self) -> bool:
+        return any(m.gpu_memory_utilization for m in self.vllm_models)
+
+    @property
     def uses_sleep_mode(self) -> bool:
-        """Whether the vllm candidates are swapped with vLLM's sleep mode (see :class:`GpuPlan`)."""
+        """Whether the vllm candidates are swapped with vLLM's sleep mode (see :class:`GpuPlan`).
+
+        ``auto`` applies when the config plans the GPU, i.e. some vllm candidate declares its
+        ``gpu_memory_utilization`` (a candidate without one counts as vLLM's default 0.9); a
+        config without shares (e.g. vLLM on CPU) is never swapped unless ``sleep_mode: always``.
+        """
         if not self.vllm_models or self.gpu.sleep_mode == "never":
             return False
-        return self.gpu.sleep_mode == "always" or self.vllm_share_total > self.gpu.memory_budget + 1e-9
+        if self.gpu.sleep_mode == "always":
+            return True
+        return self._declares_shares and self.vllm_share_total > self.gpu.memory_budget + 1e-9
 
     @property
     def names(self) -> tuple[str, ...]:
