@@ -44,6 +44,18 @@ def _gone(pgid: int) -> bool:
     return True
 
 
+def _short_tmp() -> Path:
+    """A temp folder with a short path: vLLM binds IPC sockets under TMPDIR, and a socket path
+    may not exceed 107 characters (pytest's tmp_path can)."""
+    import atexit
+    import shutil
+    import tempfile
+
+    d = Path(tempfile.mkdtemp(prefix="rdc-vllm-", dir="/tmp"))
+    atexit.register(shutil.rmtree, d, True)
+    return d
+
+
 def _wait(cond, timeout: float) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -105,8 +117,7 @@ def test_real_vllm_end_to_end(tiny, tmp_path):
     from routerdc.serving.api import create_api
     from routerdc.serving.registry import Registry
 
-    tmp = tmp_path / "vllm-tmp"
-    tmp.mkdir()
+    tmp = _short_tmp()
     env = {"VLLM_CPU_KVCACHE_SPACE": "1", "VLLM_CACHE_ROOT": str(tmp / "vllm"),
            "TORCHINDUCTOR_CACHE_DIR": str(tmp / "inductor"), "TMPDIR": str(tmp)}
     cfg = parse_models_config({
@@ -156,8 +167,7 @@ def test_real_vllm_sleep_mode_protocol(tiny, tmp_path):
     from routerdc.serving.backends import SamplingParams
     from routerdc.serving.registry import Registry
 
-    tmp = tmp_path / "vllm-tmp"
-    tmp.mkdir()
+    tmp = _short_tmp()
     env = {"VLLM_CPU_KVCACHE_SPACE": "1", "VLLM_CACHE_ROOT": str(tmp / "vllm"), "VLLM_SERVER_DEV_MODE": "1",
            "TORCHINDUCTOR_CACHE_DIR": str(tmp / "inductor"), "TMPDIR": str(tmp)}
     models = [{"name": n, "backend": "vllm", "model": str(tiny[n]), "tokenizer": str(tiny[n]), "port": free_port(),
