@@ -199,13 +199,10 @@ def build_route_tab(ctx: AppContext, router_key: gr.State, routed: gr.State, map
             return
         from .generation import stream_answer
 
-        cancel = threading.Event()
-        try:
-            yield from stream_answer(ctx.generation, st["llm"], st["query"], cancel)
+        try:  # stream_answer sets its cancel event however it ends (Stop closes this generator)
+            yield from stream_answer(ctx.generation, st["llm"], st["query"], threading.Event())
         except Exception as exc:  # noqa: BLE001 - the routing stands; the app stays up
             yield f"**The answer failed** ({type(exc).__name__}): {html.escape(str(exc))}"
-        finally:
-            cancel.set()
 
     outs = [chosen_md, bar, answer_md, verdict_md, scores_df, why_md, neigh_df, result_json, map_plot, last, routed]
     ins = [query, temperature, router_key, routed, colour_by]

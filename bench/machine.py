@@ -1,7 +1,9 @@
-"""Shared by the benchmarks: a description of the machine the figures were measured on."""
+"""Shared by the benchmarks: a description of the machine the figures were measured on, and the
+results file they write."""
 
 from __future__ import annotations
 
+import json
 import os
 import platform
 from pathlib import Path
@@ -30,3 +32,12 @@ def machine_info() -> dict[str, Any]:
         "torch_threads": torch.get_num_threads(), "quantized_engine": torch.backends.quantized.engine,
         "load_average": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
     }
+
+
+def write_report(report: dict[str, Any], path: str | os.PathLike) -> Path:
+    """Write a benchmark's ``report`` as indented JSON to ``path`` (folders created) and say so."""
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    print(f"wrote {out}")
+    return out

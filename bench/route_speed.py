@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as _dt
-import json
 import os
 import statistics
 import sys
@@ -42,7 +41,7 @@ from routerdc.evaluate import accuracy  # noqa: E402
 from routerdc.model import RouterDC, Routing  # noqa: E402
 from routerdc.quantize import SCHEME, quantize_int8  # noqa: E402
 
-from machine import machine_info  # noqa: E402  (bench/machine.py; the script's folder is on sys.path)
+from machine import machine_info, write_report  # noqa: E402  (bench/machine.py; the script's folder is on sys.path)
 
 DEFAULT_OUTPUT = Path(__file__).resolve().parent / "results" / "route_speed.json"
 TARGET_P50_MS = 15.0
@@ -300,9 +299,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
     report = run(args)
     print_report(report)
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
-    print(f"wrote {args.output}")
+    write_report(report, args.output)
     return report
 
 

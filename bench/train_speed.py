@@ -35,7 +35,7 @@ import time
 from pathlib import Path
 from typing import Any, Sequence
 
-from machine import machine_info  # bench/machine.py; the script's folder is on sys.path
+from machine import machine_info, write_report  # bench/machine.py; the script's folder is on sys.path
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -239,9 +239,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any] | None:
         return None
     report = run(args)
     print_report(report)
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
-    print(f"wrote {args.output}")
+    write_report(report, args.output)
     return report
 
 

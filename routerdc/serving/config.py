@@ -135,7 +135,8 @@ class ModelsConfig(_Strict):
     gpu: GpuPlan = GpuPlan()
 
     @model_validator(mode="after")
-    def _unique(self) -> "ModelsConfig":
+    def _check(self) -> "ModelsConfig":
+        """Unique names, and GPU shares that fit the plan."""
         names = [m.name for m in self.models]
         dup = sorted({n for n in names if names.count(n) > 1})
         if dup:

@@ -111,11 +111,11 @@ class SleepSwapper:
                     self._sleep(idle[0])
                     continue
                 left = deadline - time.monotonic()
-                if left <= 0 or not self._cond.wait(timeout=left):
-                    if deadline - time.monotonic() <= 0:
-                        raise BackendUnavailable(name, f"the GPU is busy: {others} are answering and {name!r} "
-                                                       f"cannot be woken within gpu.memory_budget={self.budget:g} "
-                                                       f"(waited {self.timeout_s:g} s)")
+                if left <= 0:
+                    raise BackendUnavailable(name, f"the GPU is busy: {others} are answering and {name!r} "
+                                                   f"cannot be woken within gpu.memory_budget={self.budget:g} "
+                                                   f"(waited {self.timeout_s:g} s)")
+                self._cond.wait(timeout=left)  # until a candidate finishes a request
             self._inflight[name] += 1
             self._last_used[name] = time.monotonic()
 
