@@ -25,6 +25,9 @@ TRAIN_HELP: dict[str, str] = {
     "samples_per_task": "truncate or repeat each training task to N rows (0: keep as is)",
     "missing": "rows with absent scores: error, drop or zero",
     "cost_rate": "train on score - cost_rate * cost (RouterBench files carry costs)",
+    "train_scores": "scores the losses see: raw (the paper: the files' scores; multiple choice as the probability "
+                    "of the right answer) or metric (as the test metric counts them: multiple choice as "
+                    "correct/wrong, pass rates as is)",
     "group_by": "groups of the sample-sample loss: cluster ids or task ids",
     "n_clusters": "k-means clusters when the data carry no cluster ids (or with --recluster)",
     "cluster_reduce": "reduction before k-means: none, pca or tsne (the paper's)",

@@ -22,6 +22,9 @@ class TrainConfig:
         samples_per_task: each training task truncated or repeated to this many rows (0: as is).
         missing: rows with absent scores: ``error``, ``drop`` or ``zero``.
         cost_rate: train on ``score - cost_rate * cost`` (RouterBench); 0 ignores costs.
+        train_scores: ``raw`` (the paper: the files' scores; for multiple choice, the probability
+            of the correct answer, 0 when wrong) or ``metric`` (the test metric's view: multiple
+            choice binarised to correct/wrong, pass rates as is).
         group_by: groups of the sample-sample loss: ``cluster`` ids or ``task`` ids.
         n_clusters / cluster_reduce: k-means used when the files carry no cluster ids (or
             ``recluster``).
@@ -46,6 +49,7 @@ class TrainConfig:
     samples_per_task: int = 1000
     missing: str = "error"
     cost_rate: float = 0.0
+    train_scores: str = "raw"
     group_by: str = "cluster"
     n_clusters: int = 5
     cluster_reduce: str = "none"
@@ -106,6 +110,7 @@ class TrainConfig:
             (self.n_neg >= 1, "n_neg (H) must be >= 1"),
             (self.lam >= 0, "lam must be >= 0"),
             (self.tie_break in ("index", "random"), "tie_break must be 'index' or 'random'"),
+            (self.train_scores in ("raw", "metric"), "train_scores must be 'raw' or 'metric'"),
             (self.temperature > 0 and self.ss_temperature > 0, "temperatures must be positive"),
             (self.group_by in ("cluster", "task"), "group_by must be 'cluster' or 'task'"),
             (self.select_by in ("train", "val"), "select_by must be 'train' or 'val'"),

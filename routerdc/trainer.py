@@ -112,6 +112,8 @@ class Trainer:
                          for s in load_many([resolve_file(f, cfg.data_dir)], missing=cfg.missing)]
         self.test_sets = [s.align(self.llms) for s in test_sets]
         self._full_sets = list(train_sets) + self.test_sets  # whole files, for the embedding cache
+        if cfg.train_scores == "metric":
+            train_sets = [s.metric_scores() for s in train_sets]
         if cfg.cost_rate:
             train_sets = [s.cost_adjusted(cfg.cost_rate) for s in train_sets]
         self.val_sets: list[ScoreSet] = []

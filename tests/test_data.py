@@ -215,6 +215,14 @@ def test_scoreset_rejects_inconsistent_arrays():
         ScoreSet("t", "accuracy", ("a",), ("q",), np.zeros((1, 1)))  # type: ignore[arg-type]
 
 
+def test_metric_scores_binarise_multiple_choice_only():
+    mc = ScoreSet("mmlu", "probability", ("a", "b", "c"), ("q1", "q2"), np.array([[0.0, 0.31, 0.9], [0.26, 0.0, 0.0]]))
+    assert mc.metric_scores().scores.tolist() == [[0.0, 1.0, 1.0], [1.0, 0.0, 0.0]]
+    assert mc.scores[0, 1] == np.float32(0.31)  # the original is untouched
+    gen = ScoreSet("gsm8k", "multi_attempt", ("a", "b"), ("q",), np.array([[0.3, 0.0]]))
+    assert gen.metric_scores() is gen
+
+
 # ----------------------------------------------------------------------------- balancing
 def test_balance_truncates_and_repeats(tiny_set):
     small, big = balance([tiny_set.subset([0, 1, 2]), tiny_set], n=5)

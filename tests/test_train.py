@@ -92,6 +92,19 @@ def test_frozen_mode_trains_only_the_head(small_sets, tmp_path):
     assert result.history[-1]["total"] < result.history[0]["total"]
 
 
+def test_metric_train_scores_reach_the_losses(small_sets, tmp_path):
+    train_sets, _ = small_sets
+    cfg = TrainConfig(output_dir=str(tmp_path / "m"), steps=1, batch_size=8, freeze_encoder=True,
+                      samples_per_task=8, eval_every=0, train_scores="metric", tie_break="random")
+    trainer = Trainer(cfg, train_sets=train_sets)
+    mmlu = next(s for s in trainer.train_sets if s.task == "mmlu")
+    raw = next(s for s in train_sets if s.task == "mmlu")
+    assert set(np.unique(mmlu.scores)) <= {0.0, 1.0} and not set(np.unique(raw.scores)) <= {0.0, 1.0}
+    assert np.array_equal(mmlu.scores > 0, raw.scores > 0)
+    gsm = next(s for s in trainer.train_sets if s.task == "gsm8k")
+    assert np.array_equal(gsm.scores, next(s for s in train_sets if s.task == "gsm8k").scores)
+
+
 def test_grad_accum_and_val_selection(small_sets, tmp_path):
     train_sets, _ = small_sets
     cfg = TrainConfig(output_dir=str(tmp_path / "g"), steps=2, batch_size=8, grad_accum=2, max_length=32,
@@ -105,6 +118,8 @@ def test_config_validation_and_json(tmp_path):
         TrainConfig(batch_size=10, grad_accum=3)
     with pytest.raises(ValueError, match="group_by"):
         TrainConfig(group_by="llm")
+    with pytest.raises(ValueError, match="train_scores must be 'raw' or 'metric'"):
+        TrainConfig(train_scores="binary")
     cfg = TrainConfig(train_files=("a.json",), steps=7)
     path = tmp_path / "train.json"
     import json

@@ -140,6 +140,13 @@ class ScoreSet:
         """A copy with ``clusters`` as the cluster ids."""
         return replace(self, clusters=np.asarray(clusters, dtype=np.int64))
 
+    def metric_scores(self) -> "ScoreSet":
+        """Scores as the test metric counts them: ``probability`` tasks become 1 where the LLM
+        answered correctly (score > 0) and 0 elsewhere; ``multi_attempt`` pass rates stay as is."""
+        if self.metric != "probability":
+            return self
+        return replace(self, scores=(self.scores > 0).astype(np.float32))
+
     def cost_adjusted(self, cost_rate: float) -> "ScoreSet":
         """Scores ``score - cost_rate * cost`` (the RouterDC authors' cost-aware RouterBench run)."""
         if self.costs is None:
