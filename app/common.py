@@ -6,6 +6,7 @@ import functools
 import html
 import logging
 import re
+import sys
 import unicodedata
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -84,16 +85,11 @@ def check_query(query: Any) -> tuple[str, list[str]]:
 
 def unk_notice(view: RouterView, query: str) -> str | None:
     """A notice when the encoder's tokenizer maps much of the query to [UNK] (emoji, CJK on MiniLM)."""
-    tok = view.router.tokenizer
-    unk = getattr(tok, "unk_token_id", None)
-    if unk is None:
+    frac = view.unk_fraction(query[-20_000:])
+    if frac is None:
         return None
-    ids = tok(query[-20_000:], add_special_tokens=False)["input_ids"]
-    if not ids:
-        return "The encoder sees no tokens in this query."
-    frac = sum(i == unk for i in ids) / len(ids)
     if frac >= 0.2:
-        return (f"{frac:.0%} of the query's tokens are unknown to the encoder ({view.router.config.encoder}); "
+        return (f"{frac:.0%} of the query's tokens are unknown to the encoder ({view.config.encoder}); "
                 "emoji and many Chinese characters become [UNK], so this routing is less informed.")
     return None
 
@@ -126,9 +122,22 @@ def load_upload(file: Any) -> list:
 
 
 # ----------------------------------------------------------------------------------- status
-def status_markdown(ctx: AppContext, key: str | None) -> str:
-    import torch
+def device_line() -> str:
+    """The device, without importing torch when it is not loaded yet (the ONNX engine routes
+    without it; it loads for training and evaluation)."""
+    torch = sys.modules.get("torch")
+    slow = "fine-tuning the encoder in the Train tab is slow; frozen-encoder training is fast"
+    if torch is None:
+        if Path("/proc/driver/nvidia/version").exists():
+            return "an NVIDIA driver is present; torch (and CUDA) load with the first training or evaluation"
+        return f"CPU; no GPU: no NVIDIA driver on this machine, so {slow}"
+    if torch.cuda.is_available():
+        return f"GPU {torch.cuda.get_device_name(0)}; routing runs on the CPU copy of the router"
+    return (f"CPU ({torch.get_num_threads()} torch thread(s)); no GPU: CUDA is not available on "
+            f"this machine, so {slow}")
 
+
+def status_markdown(ctx: AppContext, key: str | None) -> str:
     lines = ["### Status"]
     view = ctx.routers.get(key) if key else None
     if view is None and key:
@@ -144,13 +153,7 @@ def status_markdown(ctx: AppContext, key: str | None) -> str:
                      "minute on a CPU) or pick one in the list.")
     for note in ctx.notes:
         lines.append(f"- **Note**: {note}")
-    if torch.cuda.is_available():
-        dev = f"GPU {torch.cuda.get_device_name(0)}; routing runs on the CPU copy of the router"
-    else:
-        dev = (f"CPU ({torch.get_num_threads()} torch thread(s)); no GPU: CUDA is not available on "
-               "this machine, so fine-tuning the encoder in the Train tab is slow; frozen-encoder "
-               "training is fast")
-    lines.append(f"- **Device**: {dev}")
+    lines.append(f"- **Device**: {device_line()}")
     gen = ctx.generation
     if gen is not None:
         lines.extend(gen.status_lines(view.llms if view is not None else ()))

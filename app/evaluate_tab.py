@@ -18,7 +18,7 @@ from .resources import PAPER_ID, AppContext
 
 
 def _id_tasks(view) -> tuple[str, ...]:
-    recipe = (getattr(view.router, "meta", {}) or {}).get("recipe", {}) or {}
+    recipe = view.meta.get("recipe", {}) or {}
     tasks = recipe.get("train_tasks") or recipe.get("id_tasks")
     return tuple(tasks) if tasks else PAPER_ID
 
@@ -94,7 +94,7 @@ def build_evaluate_tab(ctx: AppContext, router_key: gr.State) -> dict[str, Any]:
             if m is not None and not n:
                 choices.append(view.choices(m, s, ctx.settings.cache_dir))
             else:
-                routing = view.router.route_embeddings(view.embed_set(s, ctx.settings.cache_dir))
+                routing = view.route_embeddings(view.embed_set(s, ctx.settings.cache_dir))
                 col = {name_: i for i, name_ in enumerate(sets[0].llms)}
                 choices.append(np.asarray([col[x] for x in routing.llms], dtype=np.int64))
         label = f"RouterDC ({view.name})"

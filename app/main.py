@@ -165,7 +165,7 @@ def main(argv: Sequence[str] | None = None, settings: Settings | None = None, ar
             return 2
         view = ctx.get_router(ctx.default_key)
         ctx.ensure_map(view, background=False)
-        print(f"{view.name}: map {view.map_state}")
+        print(f"{view.name}: map {view.map_state}; routing on {view.engine_name}")
         return 0 if view.emap is not None else 1
     launch(settings, ctx)
     return 0

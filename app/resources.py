@@ -158,14 +158,24 @@ class Pool:
 
 
 class RouterView:
-    """A loaded router plus the derived data the UI needs (map, pool, evaluation cache)."""
+    """A loaded router plus the derived data the UI needs (map, pool, evaluation cache).
 
-    def __init__(self, key: str, router, folder: Path, load_seconds: float = 0.0):
+    Routing runs on ``engine`` (the router's ONNX form, :class:`routerdc.onnx_engine.OnnxRouter`:
+    no torch, no transformers) when one was prepared, else on the torch router. The torch router
+    (``router``) is loaded on first use: training, evaluation, new maps and the routed API need it.
+    """
+
+    def __init__(self, key: str, router, folder: Path, load_seconds: float = 0.0, *, engine=None,
+                 torch_threads: int = 1):
+        if router is None and engine is None:
+            raise ValueError("a RouterView needs a torch router or an ONNX engine")
         self.key = key
-        self.router = router
+        self._router = router
+        self.engine = engine
         self.folder = folder
         self.name = folder.name
         self.load_seconds = load_seconds
+        self.torch_threads = torch_threads
         self.fingerprint = router_fingerprint(folder)
         self.pool: Pool | None = None
         self.emap = None  # routerdc.embedding_map.EmbeddingMap once ready
@@ -176,24 +186,80 @@ class RouterView:
         self._map_lock = threading.Lock()
         self._choices: dict[tuple[int, int], np.ndarray] = {}
         self._emb_lock = threading.Lock()
+        self._load_lock = threading.Lock()
+
+    @property
+    def router(self):
+        """The torch :class:`~routerdc.model.RouterDC`, loaded on first use."""
+        if self._router is None:
+            with self._load_lock:
+                if self._router is None:
+                    self._router = _load_torch_router(self.key, self.torch_threads)
+        return self._router
+
+    @property
+    def config(self):
+        return (self.engine if self.engine is not None else self.router).config
+
+    @property
+    def meta(self) -> dict:
+        src = self.engine if self.engine is not None else self.router
+        return getattr(src, "meta", {}) or {}
 
     @property
     def llms(self) -> tuple[str, ...]:
-        return tuple(self.router.config.llm_names)
+        return tuple(self.config.llm_names)
+
+    @property
+    def llm_keys(self) -> np.ndarray:
+        """The LLM embeddings ``(T, d)``, float32."""
+        if self.engine is not None:
+            return self.engine.keys
+        keys = getattr(self, "_keys", None)
+        if keys is None:
+            keys = self._keys = self.router.llm_embeddings.weight.detach().float().cpu().numpy()
+        return keys
+
+    @property
+    def dim(self) -> int:
+        return int(self.llm_keys.shape[1])
+
+    @property
+    def engine_name(self) -> str:
+        return "ONNX Runtime" if self.engine is not None else "torch"
 
     def describe(self) -> str:
-        c = self.router.config
-        meta = getattr(self.router, "meta", {}) or {}
-        weights = meta.get("encoder_weights", "included")
+        c = self.config
+        weights = self.meta.get("encoder_weights", "included")
         enc = f"{c.encoder} ({'fine-tuned' if weights == 'included' else 'frozen, pretrained'})"
         return (f"`{self.name}` ({self.folder}) - {len(c.llm_names)} LLMs, encoder {enc}, "
                 f"pooling {c.pooling}, similarity {c.similarity}, tau {c.temperature:g}"
-                + (", projection" if c.projection else ""))
+                + (", projection" if c.projection else "") + f"; routing on {self.engine_name}")
+
+    def route_embeddings(self, emb: np.ndarray, temperature: float | None = None):
+        """:class:`~routerdc.routing.Routing` for query embeddings (as :meth:`embed` returns)."""
+        from routerdc.routing import route_embeddings
+
+        return route_embeddings(emb, self.llm_keys, self.config, temperature)
+
+    def unk_fraction(self, text: str) -> float | None:
+        """Share of ``text``'s tokens the encoder maps to [UNK] (None: no unknown token)."""
+        if self.engine is not None:
+            unk, ids = self.engine.unk_token_id, self.engine.token_ids(text)
+        else:
+            tok = self.router.tokenizer
+            unk = getattr(tok, "unk_token_id", None)
+            ids = tok(text, add_special_tokens=False)["input_ids"] if unk is not None else []
+        if unk is None:
+            return None
+        return sum(i == unk for i in ids) / len(ids) if ids else 0.0
 
     # -- embeddings ---------------------------------------------------------------------
     def embed(self, texts: Sequence[str]) -> np.ndarray:
-        """Projected router embeddings of ``texts`` (serialised: torch modules are not re-entrant
-        safe across threads for the tokenizer)."""
+        """Projected router embeddings of ``texts``: on the ONNX engine (thread-safe) when there is
+        one, else on torch (serialised: the tokenizer is not safe across threads)."""
+        if self.engine is not None:
+            return self.engine.embed_texts(list(texts))
         with self._emb_lock:
             return self.router.embed_texts(list(texts), project=True)
 
@@ -209,7 +275,7 @@ class RouterView:
         """The router's chosen LLM per query of ``s`` (indices into ``s.llms``), memoised."""
         key = (entry_id, len(s))
         if key not in self._choices:
-            routing = self.router.route_embeddings(self.embed_set(s, cache_dir))
+            routing = self.route_embeddings(self.embed_set(s, cache_dir))
             col = {n: i for i, n in enumerate(s.llms)}
             self._choices[key] = np.asarray([col[n] for n in routing.llms], dtype=np.int64)
         return self._choices[key]
@@ -267,14 +333,13 @@ class RouterView:
                     self.map_state = f"computing: embedding {len(pool.texts)} queries"
                     raw = self._embed_pool(data, pool, cache_dir)
                     self.map_state = f"computing: fitting {method.upper()} on {len(pool.texts)} points"
-                    llm_emb = self.router.llm_embeddings.weight.detach().float().cpu().numpy()
-                    emap = fit_map(raw, llm_emb, method=method)
+                    emap = fit_map(raw, self.llm_keys, method=method)
                     try:
                         save_map(emap, path, raw=raw)
                     except OSError as exc:
                         log.warning("cannot write the map cache %s: %s", path, exc)
                 self.pool, self.pool_raw = pool, raw
-                self.pool_routed = self.router.route_embeddings(raw).choice
+                self.pool_routed = self.route_embeddings(raw).choice
                 self.emap = emap
                 self.map_seconds = time.perf_counter() - t0
                 self.map_state = f"ready ({emap.method.upper()}, {len(pool.texts)} queries, {self.map_seconds:.1f} s)"
@@ -287,7 +352,7 @@ class RouterView:
 
         if encoder_key(self.router) is None:
             return self.embed(pool.texts)
-        out = np.zeros((len(pool.texts), self.router.dim), dtype=np.float32)
+        out = np.zeros((len(pool.texts), self.dim), dtype=np.float32)
         by_entry: dict[int, list[tuple[int, int]]] = {}
         for j, (i, r) in enumerate(pool.entry_rows):
             by_entry.setdefault(i, []).append((j, r))
@@ -313,16 +378,58 @@ def load_data(settings) -> DataBank:
     return DataBank.load(settings.data_dir, files, settings.max_rows)
 
 
-def _load_view(key: str, threads: int) -> RouterView:
+def _load_torch_router(key: str, threads: int):
     import torch
 
     from routerdc.model import RouterDC
 
     if threads > 0:
         torch.set_num_threads(threads)
+    return RouterDC.from_pretrained(key)
+
+
+def onnx_dir(cache_dir: str | None, fingerprint: str) -> Path:
+    """Where the ONNX form of the router with ``fingerprint`` is cached."""
+    from routerdc.embed_cache import default_cache_dir
+
+    return (Path(cache_dir) if cache_dir else default_cache_dir()) / "onnx" / f"router-{fingerprint}"
+
+
+def _load_view(key: str, threads: int, cache_dir: str | None = None, engine: str = "auto") -> RouterView:
+    """Load the router at ``key``: from its cached ONNX form when there is one (``engine``
+    ``auto``), which needs neither torch nor transformers; else the torch router."""
     t0 = time.perf_counter()
-    router = RouterDC.from_pretrained(key)
-    return RouterView(key, router, Path(key), time.perf_counter() - t0)
+    folder = Path(key)
+    if engine == "auto":
+        where = onnx_dir(cache_dir, router_fingerprint(folder))
+        if where.is_dir():
+            from routerdc.onnx_engine import OnnxError, OnnxRouter
+
+            try:
+                eng = OnnxRouter.load(where, threads=threads)
+                return RouterView(key, None, folder, time.perf_counter() - t0, engine=eng, torch_threads=threads)
+            except OnnxError as exc:
+                log.warning("ignoring the ONNX router cache: %s", exc)
+    router = _load_torch_router(key, threads)
+    return RouterView(key, router, folder, time.perf_counter() - t0, torch_threads=threads)
+
+
+def prepare_engine(view: RouterView, cache_dir: str | None) -> str:
+    """Export ``view``'s router to ONNX (cached by fingerprint) and switch its routing to it.
+    Returns what happened, for logs and the status area; never raises."""
+    if view.engine is not None:
+        return "ONNX engine already in use"
+    from routerdc.onnx_engine import OnnxError, OnnxRouter, export_onnx
+
+    where = onnx_dir(cache_dir, view.fingerprint)
+    try:
+        if not where.is_dir():
+            export_onnx(view.router, where)
+        view.engine = OnnxRouter.load(where, threads=view.torch_threads)
+        return f"ONNX engine ready ({where})"
+    except (OnnxError, OSError) as exc:
+        log.warning("routing stays on torch: %s", exc)
+        return f"routing stays on torch ({exc})"
 
 
 @dataclass
@@ -339,7 +446,8 @@ class Preload:
         pool = ThreadPoolExecutor(2, thread_name_prefix="preload")
         folder = settings.resolve(settings.checkpoint)
         key = str(folder.resolve())
-        router = pool.submit(_load_view, key, settings.torch_threads) if (folder / "config.json").exists() else None
+        router = (pool.submit(_load_view, key, settings.torch_threads, settings.cache_dir, settings.engine)
+                  if (folder / "config.json").exists() else None)
         data = pool.submit(load_data, settings)
         pool.shutdown(wait=False)
         return cls(key, data, router)
@@ -379,10 +487,6 @@ class AppContext:
     @classmethod
     def create(cls, settings, *, load_default: bool = True, background_map: bool = True,
                preload: "Preload | None" = None) -> "AppContext":
-        import torch
-
-        if settings.torch_threads > 0:
-            torch.set_num_threads(settings.torch_threads)
         data = preload.data.result() if preload is not None else load_data(settings)
         ctx = cls(settings=settings, data=data)
         if settings.models_config:
@@ -447,8 +551,6 @@ class AppContext:
 
     def get_router(self, key: str | None) -> RouterView:
         """The loaded router for ``key`` (a folder), loading it on first use."""
-        from routerdc.model import RouterDC
-
         if not key:
             raise LookupError("No router is loaded. Train one in the Train tab or pick one above.")
         with self._lock:
@@ -459,9 +561,8 @@ class AppContext:
         if fut is not None:
             view = fut.result()
         else:
-            t0 = time.perf_counter()
-            router = RouterDC.from_pretrained(key)
-            view = RouterView(key, router, Path(key), time.perf_counter() - t0)
+            s = self.settings
+            view = _load_view(key, s.torch_threads, s.cache_dir, s.engine)
         with self._lock:
             if key in self.routers:
                 return self.routers[key]
@@ -480,8 +581,12 @@ class AppContext:
         if view.emap is not None:
             return
         s = self.settings
-        run = lambda: view.compute_map(self.data, per_set=s.map_per_set, method=s.map_method,  # noqa: E731
-                                       cache_dir=s.cache_dir)
+
+        def run() -> None:
+            view.compute_map(self.data, per_set=s.map_per_set, method=s.map_method, cache_dir=s.cache_dir)
+            if s.engine == "auto" and view.engine is None:  # the next start routes without torch
+                log.info("%s: %s", view.name, prepare_engine(view, s.cache_dir))
+
         if not background:
             run()
             return

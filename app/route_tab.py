@@ -155,7 +155,7 @@ def build_route_tab(ctx: AppContext, router_key: gr.State, routed: gr.State, map
         if note:
             notices.append(note)
         emb = view.embed([q])
-        routing = view.router.route_embeddings(emb, float(tau))
+        routing = view.route_embeddings(emb, float(tau))
         probs, sims = routing.probs[0], routing.similarities[0]
         chosen = routing.llms[0]
         fig = plots.routing_bar(view.llms, probs, sims, int(routing.choice[0]), float(tau))
@@ -187,7 +187,7 @@ def build_route_tab(ctx: AppContext, router_key: gr.State, routed: gr.State, map
         view = ctx.get_router(key)
         if st["key"] != view.key:
             raise gr.Error("The router changed since this query was routed; press Route again.", print_exception=False)
-        routing = view.router.route_embeddings(st["emb"], float(tau))
+        routing = view.route_embeddings(st["emb"], float(tau))
         probs, sims = routing.probs[0], routing.similarities[0]
         fig = plots.routing_bar(view.llms, probs, sims, int(routing.choice[0]), float(tau))
         return _margin_text(view.llms, probs, sims, float(tau)), fig

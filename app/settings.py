@@ -14,6 +14,7 @@
 | --map-per-set | ROUTERDC_MAP_PER_SET | 250 queries per data set on the map |
 | --max-rows | ROUTERDC_MAX_ROWS | 0 = all rows of each data set (a cap makes tests fast) |
 | --torch-threads | ROUTERDC_TORCH_THREADS | 1 (several threads contend badly on small CPUs) |
+| --engine | ROUTERDC_ENGINE | auto: route on the router's ONNX form (no torch at start-up) once it is cached; torch: never |
 """
 
 from __future__ import annotations
@@ -50,6 +51,7 @@ class Settings:
     map_per_set: int = 250
     max_rows: int = 0
     torch_threads: int = 1
+    engine: str = "auto"  # "auto": the ONNX form of the router when cached (built after the map); "torch"
     data_files: tuple[str, ...] | None = None  # None: every shipped score file
     max_file_size: str = "20mb"
     concurrency: int = 2
@@ -57,6 +59,10 @@ class Settings:
     eval_max_per_task: int = 500
     extra_checkpoints: tuple[str, ...] = field(default=())
     discover: bool = True  # list the routers under checkpoints/, runs/ and the runs dir
+
+    def __post_init__(self) -> None:
+        if self.engine not in ("auto", "torch"):
+            raise ValueError(f"engine must be 'auto' or 'torch', got {self.engine!r}")
 
     def resolve(self, path: str) -> Path:
         """A path relative to the project root unless absolute."""
@@ -82,6 +88,7 @@ class Settings:
             map_per_set=int(_env("ROUTERDC_MAP_PER_SET", default="250")),  # type: ignore[arg-type]
             max_rows=int(_env("ROUTERDC_MAX_ROWS", default="0")),  # type: ignore[arg-type]
             torch_threads=int(_env("ROUTERDC_TORCH_THREADS", default="1")),  # type: ignore[arg-type]
+            engine=_env("ROUTERDC_ENGINE", default="auto"),  # type: ignore[arg-type]
         )
         return replace(s, **overrides)  # type: ignore[arg-type]
 
@@ -105,12 +112,15 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[Settings, argparse.Na
     p.add_argument("--map-per-set", type=int, default=base.map_per_set)
     p.add_argument("--max-rows", type=int, default=base.max_rows)
     p.add_argument("--torch-threads", type=int, default=base.torch_threads)
+    p.add_argument("--engine", choices=("auto", "torch"), default=base.engine,
+                   help="auto: route on the router's cached ONNX form (no torch or transformers at start-up), "
+                        "built after the map; torch: always route with torch")
     p.add_argument("--prepare", action="store_true",
-                   help="compute and cache the default router's map, then exit")
+                   help="compute and cache the default router's map and ONNX form, then exit")
     a = p.parse_args(argv)
     s = replace(base, checkpoint=a.checkpoint, data_dir=a.data_dir, models_config=a.models_config,
                 launch_llms=a.launch_llms,
                 host=a.host, port=a.port, cache_dir=a.cache_dir, runs_dir=a.runs_dir,
                 map_method=a.map_method, map_per_set=a.map_per_set, max_rows=a.max_rows,
-                torch_threads=a.torch_threads)
+                torch_threads=a.torch_threads, engine=a.engine)
     return s, a

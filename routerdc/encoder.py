@@ -129,21 +129,27 @@ def pool(hidden: "torch.Tensor", attention_mask: "torch.Tensor", mode: str = "cl
     raise ValueError(f"pooling must be one of {POOLINGS}, got {mode!r}")
 
 
-def _vocab_chars(tokenizer: "PreTrainedTokenizerBase") -> frozenset[str]:
+def vocab_chars(tokenizer: Any) -> frozenset[str]:
+    """The single characters in a tokenizer's vocabulary (a transformers or a ``tokenizers`` one)."""
     cached = getattr(tokenizer, "_routerdc_chars", None)
     if cached is None:
         cached = frozenset(t for t in tokenizer.get_vocab() if len(t) == 1)
-        tokenizer._routerdc_chars = cached
+        try:
+            tokenizer._routerdc_chars = cached
+        except AttributeError:  # a Rust tokenizers.Tokenizer takes no attributes: callers keep it
+            pass
     return cached
 
 
-def normalize_texts(texts: Sequence[str], mode: str, tokenizer: "PreTrainedTokenizerBase | None" = None) -> list[str]:
+def normalize_texts(texts: Sequence[str], mode: str, tokenizer: Any = None, *,
+                    known_chars: frozenset[str] | None = None) -> list[str]:
     """Text normalisation before tokenising.
 
     ``none``: as is. ``anyascii``: transliterate everything to ASCII (Chinese becomes pinyin),
     so an English-only vocabulary has no unknown characters. ``translit-unk``: transliterate
     only the characters that are not in the tokenizer's vocabulary (MiniLM keeps about half
-    of the common Chinese characters and maps the rest to [UNK]).
+    of the common Chinese characters and maps the rest to [UNK]); it needs the tokenizer or
+    its ``known_chars`` (:func:`vocab_chars`).
     """
     if mode == "none":
         return list(texts)
@@ -152,9 +158,9 @@ def normalize_texts(texts: Sequence[str], mode: str, tokenizer: "PreTrainedToken
     if mode == "anyascii":
         return [anyascii(t) for t in texts]
     if mode == "translit-unk":
-        if tokenizer is None:
+        if known_chars is None and tokenizer is None:
             raise ValueError("translit-unk needs the tokenizer")
-        known = _vocab_chars(tokenizer)
+        known = known_chars if known_chars is not None else vocab_chars(tokenizer)
         out = []
         for t in texts:
             out.append("".join(

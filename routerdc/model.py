@@ -9,9 +9,7 @@ carries the encoder, pooling, LLM names in order, tau, the training recipe and t
 
 from __future__ import annotations
 
-import dataclasses
 import os
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -24,93 +22,10 @@ from .checkpoint import (
     FORMAT, FORMAT_VERSION, CheckpointError, atomic_dir, load_state_dict, read_config,
     save_state_dict, write_json,
 )
-from .encoder import (
-    DEFAULT_ENCODER, NORMALIZATIONS, POOLINGS, load_encoder, load_tokenizer, normalize_texts, pool,
-    tokenize,
-)
+from .encoder import DEFAULT_ENCODER, load_encoder, load_tokenizer, normalize_texts, pool, tokenize
+from .routing import SIMILARITIES, RouterConfig, Routing
 
-SIMILARITIES: tuple[str, ...] = ("cos", "dot")
-
-
-@dataclass(frozen=True)
-class RouterConfig:
-    """What defines a router's architecture; saved beside the weights.
-
-    Attributes:
-        llm_names: candidate LLM names, in the order of the LLM embeddings.
-        encoder: the encoder it was built from (embedded alias, hub id or path).
-        pooling: ``"cls"`` (first token, the paper's) or ``"mean"``.
-        similarity: ``"cos"`` (the paper's) or ``"dot"`` (inner product).
-        temperature: tau in softmax(sim / tau).
-        max_length: token budget per query; longer queries are truncated from the left.
-        projection: a d x d linear map (identity-initialised) after pooling.
-        init_std: standard deviation of the LLM embeddings' normal initialisation.
-        normalization: text normalisation before tokenising: ``none``, ``anyascii`` or
-            ``translit-unk`` (see :func:`routerdc.encoder.normalize_texts`).
-    """
-
-    llm_names: tuple[str, ...]
-    encoder: str = DEFAULT_ENCODER
-    pooling: str = "cls"
-    similarity: str = "cos"
-    temperature: float = 1.0
-    max_length: int = 512
-    projection: bool = False
-    init_std: float = 0.78
-    normalization: str = "none"
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "llm_names", tuple(self.llm_names))
-        if not self.llm_names or len(set(self.llm_names)) != len(self.llm_names):
-            raise ValueError(f"llm_names must be non-empty and unique, got {self.llm_names}")
-        if self.pooling not in POOLINGS:
-            raise ValueError(f"pooling must be one of {POOLINGS}, got {self.pooling!r}")
-        if self.similarity not in SIMILARITIES:
-            raise ValueError(f"similarity must be one of {SIMILARITIES}, got {self.similarity!r}")
-        if not (self.temperature > 0 and np.isfinite(self.temperature)):
-            raise ValueError(f"temperature must be positive, got {self.temperature}")
-        if self.normalization not in NORMALIZATIONS:
-            raise ValueError(f"normalization must be one of {NORMALIZATIONS}, got {self.normalization!r}")
-        if self.max_length < 2:
-            raise ValueError(f"max_length must be >= 2, got {self.max_length}")
-
-    def to_dict(self) -> dict[str, Any]:
-        d = dataclasses.asdict(self)
-        d["llm_names"] = list(self.llm_names)
-        return d
-
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> "RouterConfig":
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(d) - names
-        if unknown:
-            raise CheckpointError(f"unknown router config fields {sorted(unknown)}")
-        return cls(**d)
-
-
-@dataclass(frozen=True)
-class Routing:
-    """Routing decisions for a batch of queries."""
-
-    llm_names: tuple[str, ...]
-    probs: np.ndarray  # (n, T)
-    similarities: np.ndarray  # (n, T) sim before the temperature
-    choice: np.ndarray = field(init=False)  # (n,)
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "choice", self.probs.argmax(axis=1))
-
-    @property
-    def llms(self) -> list[str]:
-        return [self.llm_names[i] for i in self.choice]
-
-    def records(self, queries: Sequence[str]) -> list[dict[str, Any]]:
-        """``{"query", "llm", "probs": {llm: p}}`` per query, in order."""
-        return [
-            {"query": q, "llm": self.llm_names[c],
-             "probs": {n: float(p) for n, p in zip(self.llm_names, row)}}
-            for q, c, row in zip(queries, self.choice, self.probs)
-        ]
+__all__ = ["SIMILARITIES", "RouterConfig", "RouterDC", "Routing"]
 
 
 class RouterDC(nn.Module):

@@ -65,12 +65,12 @@ def test_temperature_rerenders_without_reencoding(client, server):
     _, _, _, _, _, _, _, r1, _ = route(client, "Solve 12 * 7 + 3 and explain.")
     view = server.ctx.get_router(server.ctx.default_key)
     calls = []
-    orig = view.router.embed_texts
-    view.router.embed_texts = lambda *a, **k: calls.append(1) or orig(*a, **k)
+    orig = view.embed
+    view.embed = lambda *a, **k: calls.append(1) or orig(*a, **k)
     try:
         md, bar = client.predict(0.05, api_name="/retemper")
     finally:
-        view.router.embed_texts = orig
+        del view.embed  # the method again
     assert calls == []
     assert "tau = 0.05" in md
     assert max(json_probs(bar)) >= max(r1["probs"].values()) - 1e-6
@@ -140,6 +140,17 @@ def test_status_reports_router_device_backend(client):
     md = client.predict(api_name="/status")
     for word in ("Router", "Device", "no GPU", "Generation backend", "Data", "Map"):
         assert word in md
+    assert "routing on ONNX Runtime" in md  # exported after the map was ready
+
+
+def test_onnx_engine_routes_as_torch_does(server):
+    view = server.ctx.get_router(server.ctx.default_key)
+    assert view.engine is not None, view.describe()
+    queries = ["Solve 12 * 7 + 3 and explain.", "以下哪个城市是中国的首都？", "def f(x): return x * 2"]
+    fast = view.route_embeddings(view.embed(queries))
+    slow = view.route_embeddings(view.router.embed_texts(queries, project=True))
+    assert fast.llms == slow.llms
+    np.testing.assert_allclose(fast.probs, slow.probs, atol=1e-4)
 
 
 def test_evaluate_shipped_sets(client, server):

@@ -1,0 +1,209 @@
+"""Routing with ONNX Runtime: a saved router's encoder as one ONNX graph, run without torch.
+
+Importing torch and transformers 5 costs about 4 s on a 2-core CPU (transformers' model
+modules pull in ``torch._dynamo``, ``torch.distributed.tensor``, sympy and scipy), more than
+everything else the app does before its first answer. A router that only routes needs none of
+it: the tokenizer (``tokenizers``), the encoder graph (``onnxruntime``) and the LLM keys
+(numpy) suffice. This module writes and reads that form of a router:
+
+* :func:`export_onnx` (torch side): the encoder + pooling (+ projection) as ``encoder.onnx``
+  (inputs ``input_ids`` and ``attention_mask``, ``(B, L)`` int64; output ``embedding``,
+  ``(B, d)``), the LLM keys as ``llm_keys.npy``, the tokenizer as ``tokenizer.json`` and the
+  router config as ``router.json``, in one atomically written folder. The export is checked
+  against torch on a probe batch before the folder appears.
+* :class:`OnnxRouter` (no torch): the same ``embed_texts`` / ``route_embeddings`` / ``route``
+  as :class:`~routerdc.model.RouterDC`, within float rounding of it.
+
+It is a derived, cacheable artefact (about 90 MB for MiniLM in fp32), not a checkpoint: the
+safetensors folder stays the source of truth.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import warnings
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Sequence
+
+import numpy as np
+
+from .checkpoint import atomic_dir
+from .encoder import normalize_texts, vocab_chars
+from .routing import RouterConfig, Routing, route_embeddings
+
+if TYPE_CHECKING:
+    from .model import RouterDC
+
+__all__ = ["OnnxError", "OnnxRouter", "export_onnx", "ONNX_FILES"]
+
+ONNX_FILES = ("encoder.onnx", "llm_keys.npy", "tokenizer.json", "router.json")
+OPSET = 17
+# Export is refused when ONNX Runtime and torch disagree by more than this on the probe batch.
+TOLERANCE = 1e-3
+_PROBE = ("Which of the following is a prime number? A. 21 B. 27 C. 29 D. 33",
+          "def add(a, b): return a + b", "x", "以下哪个城市是中国的首都？A. 上海 B. 北京 C. 广州 D. 深圳 🙂")
+
+
+class OnnxError(RuntimeError):
+    """The ONNX form of a router cannot be written or read."""
+
+
+def _probe_batch(router: "RouterDC") -> tuple[np.ndarray, np.ndarray]:
+    b = router.tokenize(list(_PROBE))
+    return b["input_ids"].numpy(), b["attention_mask"].numpy()
+
+
+def export_onnx(router: "RouterDC", folder: str | os.PathLike) -> Path:
+    """Write the ONNX form of ``router`` to ``folder`` (replaced atomically) and return it.
+
+    Raises :class:`OnnxError` when the tokenizer has no ``tokenizers`` backend, the exporter
+    fails, or the exported graph does not reproduce torch's embeddings within ``TOLERANCE``.
+    """
+    import torch
+
+    backend = getattr(router.tokenizer, "backend_tokenizer", None)
+    if backend is None:
+        raise OnnxError(f"the tokenizer of {router.config.encoder!r} has no fast (tokenizers) backend")
+
+    class _Embed(torch.nn.Module):
+        def __init__(self, r: "RouterDC") -> None:
+            super().__init__()
+            self.r = r
+
+        def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+            return self.r.project(self.r.encode(input_ids, attention_mask))
+
+    was_training = router.training
+    router.eval()
+    folder = Path(folder)
+    try:
+        with atomic_dir(folder) as tmp:
+            # Traced on a padded batch of varied lengths; batch and length axes stay dynamic.
+            trace = router.tokenize(["a short query", "a longer query, with a few more words in it"])
+            try:
+                with warnings.catch_warnings(), torch.inference_mode(False), torch.no_grad():
+                    warnings.simplefilter("ignore")
+                    torch.onnx.export(
+                        _Embed(router).eval(), (trace["input_ids"], trace["attention_mask"]), str(tmp / "encoder.onnx"),
+                        dynamo=False, opset_version=OPSET, input_names=["input_ids", "attention_mask"],
+                        output_names=["embedding"],
+                        dynamic_axes={"input_ids": {0: "batch", 1: "length"},
+                                      "attention_mask": {0: "batch", 1: "length"}, "embedding": {0: "batch"}},
+                    )
+            except Exception as exc:  # noqa: BLE001 - any exporter failure means: no ONNX form
+                raise OnnxError(f"cannot export {router.config.encoder!r} to ONNX: {type(exc).__name__}: {exc}") from exc
+            np.save(tmp / "llm_keys.npy", router.llm_embeddings.weight.detach().float().cpu().numpy(),
+                    allow_pickle=False)
+            backend.save(str(tmp / "tokenizer.json"))
+            meta = getattr(router, "meta", {}) or {}
+            (tmp / "router.json").write_text(json.dumps({
+                "router": router.config.to_dict(),
+                "pad_token_id": router.tokenizer.pad_token_id or 0,
+                "unk_token_id": router.tokenizer.unk_token_id,
+                "meta": {k: meta[k] for k in ("encoder_weights", "recipe", "metrics", "dtype") if k in meta},
+            }, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+            engine = OnnxRouter.load(tmp, threads=1)
+            ids, mask = _probe_batch(router)
+            with torch.no_grad():
+                ref = router.project(router.encode(torch.as_tensor(ids), torch.as_tensor(mask))).float().numpy()
+            got = engine.run(ids, mask)
+            err = float(np.abs(got - ref).max())
+            if not err <= TOLERANCE:
+                raise OnnxError(f"the ONNX graph of {router.config.encoder!r} is off by {err:.2e} (> {TOLERANCE})")
+            tokens = engine.tokenize(engine.prepare_texts(list(_PROBE)))
+            if not (np.array_equal(tokens[0], ids) and np.array_equal(tokens[1], mask)):
+                raise OnnxError(f"the tokenizers backend of {router.config.encoder!r} tokenises differently")
+    finally:
+        router.train(was_training)
+    return folder
+
+
+class OnnxRouter:
+    """A router folder written by :func:`export_onnx`, run with ONNX Runtime (no torch)."""
+
+    def __init__(self, folder: Path, session: Any, tokenizer: Any, config: RouterConfig, keys: np.ndarray,
+                 pad_id: int, unk_id: int | None, meta: dict[str, Any]) -> None:
+        self.folder = folder
+        self.session = session
+        self.tokenizer = tokenizer
+        self.config = config
+        self.keys = keys
+        self.unk_token_id = unk_id
+        self.meta = meta
+        self._pad_id = pad_id
+        self._known = vocab_chars(tokenizer) if config.normalization == "translit-unk" else None
+
+    @classmethod
+    def load(cls, folder: str | os.PathLike, *, threads: int = 0) -> "OnnxRouter":
+        """Load a folder of :data:`ONNX_FILES`; ``threads`` > 0 caps ONNX Runtime's intra-op threads."""
+        folder = Path(folder)
+        missing = [f for f in ONNX_FILES if not (folder / f).exists()]
+        if missing:
+            raise OnnxError(f"{folder}: not an ONNX router folder (missing {missing})")
+        try:
+            import onnxruntime as ort
+            from tokenizers import Tokenizer
+
+            info = json.loads((folder / "router.json").read_text(encoding="utf-8"))
+            config = RouterConfig.from_dict(info["router"])
+            keys = np.load(folder / "llm_keys.npy", allow_pickle=False).astype(np.float32)
+            if keys.shape[0] != len(config.llm_names):
+                raise ValueError(f"{keys.shape[0]} LLM keys for {len(config.llm_names)} LLMs")
+            tok = Tokenizer.from_file(str(folder / "tokenizer.json"))
+            tok.no_padding()
+            tok.enable_truncation(config.max_length, direction="left")  # special tokens are kept
+            opts = ort.SessionOptions()
+            if threads > 0:
+                opts.intra_op_num_threads = threads
+            opts.log_severity_level = 3
+            session = ort.InferenceSession(str(folder / "encoder.onnx"), opts, providers=["CPUExecutionProvider"])
+        except ImportError as exc:
+            raise OnnxError(f"ONNX routing needs onnxruntime and tokenizers ({exc})") from None
+        except Exception as exc:  # noqa: BLE001 - a corrupt or foreign folder
+            raise OnnxError(f"{folder}: cannot load the ONNX router ({type(exc).__name__}: {exc})") from None
+        return cls(folder, session, tok, config, keys, int(info.get("pad_token_id") or 0),
+                   info.get("unk_token_id"), dict(info.get("meta") or {}))
+
+    @property
+    def dim(self) -> int:
+        return int(self.keys.shape[1])
+
+    def prepare_texts(self, texts: Sequence[str]) -> list[str]:
+        return normalize_texts(texts, self.config.normalization, self.tokenizer, known_chars=self._known)
+
+    def tokenize(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+        """``(input_ids, attention_mask)``: special tokens, left truncation to ``max_length``,
+        padding to the longest, as :func:`routerdc.encoder.tokenize` does with transformers."""
+        rows = [e.ids for e in self.tokenizer.encode_batch(list(texts))]
+        width = max((len(r) for r in rows), default=0)
+        input_ids = np.full((len(rows), width), self._pad_id, dtype=np.int64)
+        mask = np.zeros((len(rows), width), dtype=np.int64)
+        for i, r in enumerate(rows):
+            input_ids[i, :len(r)] = r
+            mask[i, :len(r)] = 1
+        return input_ids, mask
+
+    def run(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
+        """The ONNX graph on one tokenised batch: embeddings ``(B, d)`` float32."""
+        return self.session.run(["embedding"], {"input_ids": input_ids, "attention_mask": attention_mask})[0]
+
+    def embed_texts(self, texts: Sequence[str], *, batch_size: int = 32) -> np.ndarray:
+        """Query embeddings ``(n, d)`` (after the projection), batching queries of similar length."""
+        texts = self.prepare_texts(list(texts))
+        out = np.empty((len(texts), self.dim), dtype=np.float32)
+        order = np.argsort([len(t) for t in texts], kind="stable")
+        for start in range(0, len(texts), batch_size):
+            idx = order[start:start + batch_size]
+            out[idx] = self.run(*self.tokenize([texts[i] for i in idx]))
+        return out
+
+    def route_embeddings(self, emb: np.ndarray, temperature: float | None = None) -> Routing:
+        return route_embeddings(emb, self.keys, self.config, temperature)
+
+    def route(self, texts: Sequence[str], *, temperature: float | None = None) -> Routing:
+        return self.route_embeddings(self.embed_texts(texts), temperature)
+
+    def token_ids(self, text: str) -> list[int]:
+        """Token ids of ``text`` without special tokens (e.g. to count [UNK])."""
+        return list(self.tokenizer.encode(text, add_special_tokens=False).ids)
