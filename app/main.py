@@ -9,6 +9,7 @@ from typing import Sequence
 
 import gradio as gr
 
+from . import plots
 from .common import guarded, status_markdown
 from .evaluate_tab import build_evaluate_tab, sets_update
 from .explore_tab import build_explore_tab, colour_radio
@@ -36,6 +37,7 @@ def create_app(settings: Settings | None = None, ctx: AppContext | None = None) 
     """The Gradio app over ``ctx`` (created from ``settings`` when not given)."""
     settings = settings or Settings.from_env()
     ctx = ctx or AppContext.create(settings)
+    plots.use_template()
     with gr.Blocks(title="RouterDC demo") as demo:
         gr.Markdown(INTRO)
         router_key = gr.State(ctx.default_key)

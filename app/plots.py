@@ -1,4 +1,7 @@
-"""Pure figure functions: arrays / DataFrames in, plotly figures out. No Gradio, no state."""
+"""Pure figure functions: arrays / DataFrames in, plotly figures out. No Gradio, no state.
+
+The figures take plotly's default template; the app sets it once (:func:`use_template`): naming a
+template per figure costs about 20 ms of validation each time, more than the rest of a figure."""
 
 from __future__ import annotations
 
@@ -13,7 +16,15 @@ PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e
            "#7f7f7f", "#bcbd22", "#17becf", "#393b79", "#637939", "#8c6d31", "#843c39")
 CHOSEN = "#d62728"
 OTHER = "#9bb7d4"
-LAYOUT = dict(template="plotly_white", margin=dict(l=10, r=10, t=48, b=10), font=dict(size=12))
+TEMPLATE = "plotly_white"
+LAYOUT = dict(margin=dict(l=10, r=10, t=48, b=10), font=dict(size=12))
+
+
+def use_template(name: str = TEMPLATE) -> None:
+    """Make ``name`` plotly's default template (for the figures of this process)."""
+    import plotly.io as pio
+
+    pio.templates.default = name
 
 
 def short_name(llm: str) -> str:
@@ -79,15 +90,20 @@ def map_figure(coords: np.ndarray, colour: Sequence[str], hover: Sequence[str], 
         hovertext=list(llm_names), hovertemplate="LLM <b>%{hovertext}</b><extra></extra>",
     ))
     if routed:
-        fig.add_trace(go.Scatter(
-            x=[r["x"] for r in routed], y=[r["y"] for r in routed], mode="markers", name="your queries",
-            marker=dict(symbol="x", size=14, color=CHOSEN, line=dict(color="black", width=1)),
-            hovertext=[f"{shorten(r['query'])}<br>routed to <b>{html.escape(short_name(r['llm']))}</b>" for r in routed],
-            hovertemplate="%{hovertext}<extra>your query</extra>",
-        ))
+        fig.add_trace(routed_trace(routed))
     fig.update_layout(**LAYOUT, height=600, title=title, legend=dict(title=colour_title, itemsizing="constant"),
                       xaxis=dict(showticklabels=False, title=None), yaxis=dict(showticklabels=False, title=None))
     return fig
+
+
+def routed_trace(routed: Sequence[Mapping]) -> go.Scatter:
+    """The queries a user routed, as X markers: dicts ``{"x", "y", "query", "llm"}``."""
+    return go.Scatter(
+        x=[r["x"] for r in routed], y=[r["y"] for r in routed], mode="markers", name="your queries",
+        marker=dict(symbol="x", size=14, color=CHOSEN, line=dict(color="black", width=1)),
+        hovertext=[f"{shorten(r['query'])}<br>routed to <b>{html.escape(short_name(r['llm']))}</b>" for r in routed],
+        hovertemplate="%{hovertext}<extra>your query</extra>",
+    )
 
 
 def message_figure(text: str, height: int = 300) -> go.Figure:
