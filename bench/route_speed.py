@@ -5,7 +5,9 @@ Variants, all on the same seeded sample of real test queries of the 8 paper test
   (a) naive: fp32, every query padded to 512 tokens, batches in the sample's order (the official
       RouterDC code);
   (b) fp32: dynamic padding + length-sorted batches (``RouterDC.route``);
-  (c) int8: ``routerdc.quantize.quantize_int8`` + the same dynamic padding and sorting.
+  (c) int8: ``routerdc.quantize.quantize_int8`` + the same dynamic padding and sorting;
+  (d) onnx: the router's ONNX form on ONNX Runtime (``routerdc.onnx_engine``, fp32, what the app
+      routes with), same dynamic padding and sorting.
 
 Batched throughput (queries/s, tokenization included) and single-query latency (batch of 1,
 tokenization included) per variant, and the routing agreement of (c) and (a) with (b). The
@@ -39,6 +41,7 @@ import torch  # noqa: E402
 from routerdc.data import ScoreSet, load_score_set, paper_files  # noqa: E402
 from routerdc.evaluate import accuracy  # noqa: E402
 from routerdc.model import RouterDC, Routing  # noqa: E402
+from routerdc.onnx_engine import OnnxRouter, export_onnx  # noqa: E402
 from routerdc.quantize import SCHEME, quantize_int8  # noqa: E402
 
 from machine import machine_info, write_report  # noqa: E402  (bench/machine.py; the script's folder is on sys.path)
@@ -144,14 +147,25 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     fp32, router_desc = load_router(args.checkpoint)
     fp32 = fp32.cpu().eval()
     t_quant, int8 = timed(lambda: quantize_int8(fp32))
+    import tempfile
+
+    onnx_tmp = tempfile.TemporaryDirectory(prefix="route-speed-onnx-")
+    t_export, onnx = timed(lambda: OnnxRouter.load(export_onnx(fp32, Path(onnx_tmp.name) / "router"),
+                                                   threads=torch.get_num_threads()))
     bs = args.batch_size
+
+    def route_onnx(texts: Sequence[str]) -> tuple[np.ndarray, Routing]:
+        emb = onnx.embed_texts(texts, batch_size=bs)
+        return emb, onnx.route_embeddings(emb)
+
     variants: dict[str, RouteFn] = {
         "naive_fp32_pad512": lambda t: route_naive(fp32, t, bs),
         "fp32_dynamic_sorted": lambda t: route_dynamic(fp32, t, bs),
         "int8_dynamic_sorted": lambda t: route_dynamic(int8, t, bs),
+        "onnx_dynamic_sorted": route_onnx,
     }
     workload = {"naive_fp32_pad512": queries[:args.naive_queries] if args.naive_queries else queries,
-                "fp32_dynamic_sorted": queries, "int8_dynamic_sorted": queries}
+                "fp32_dynamic_sorted": queries, "int8_dynamic_sorted": queries, "onnx_dynamic_sorted": queries}
     print(f"{len(queries)} queries ({args.n_per_task} per task), {len(single)} single queries; "
           f"torch {torch.__version__}, {torch.get_num_threads()} threads, {os.cpu_count()} CPUs; router: "
           f"{router_desc}", flush=True)
@@ -214,7 +228,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "latency_p50_ms": percentile(lat, 50), "latency_p90_ms": percentile(lat, 90),
             "latency_mean_ms": float(statistics.fmean(lat)), "latency_queries": len(lat),
         }
-    a, b, c = (results[n] for n in names)
+    a, b, c, d = (results[n] for n in names)
+    onnx_vs_fp32 = agreement(ref, routings["onnx_dynamic_sorted"])
+    onnx_vs_fp32["max_abs_embedding_diff"] = float(np.abs(embeddings["onnx_dynamic_sorted"] - emb32).max())
+    onnx_tmp.cleanup()
 
     def ratios(x: dict[str, Any], y: dict[str, Any]) -> dict[str, float]:
         return {"throughput": x["throughput_qps"] / y["throughput_qps"],
@@ -228,7 +245,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "date": _dt.datetime.now().astimezone().isoformat(timespec="seconds"),
         "command": " ".join([Path(sys.argv[0]).name, *args.argv]),
         "machine": info_start, "load_average_end": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
-        "router": router_desc, "quantization": SCHEME, "quantize_seconds": t_quant,
+        "router": router_desc, "quantization": SCHEME, "quantize_seconds": t_quant, "onnx_export_seconds": t_export,
         "settings": {"n_per_task": args.n_per_task, "n_queries": len(queries), "batch_size": bs,
                      "latency_queries": len(single), "naive_queries": n_naive,
                      "naive_latency_queries": len(latency["naive_fp32_pad512"]), "repeats": args.repeats,
@@ -237,8 +254,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                      "token_length_p90": percentile(lengths, 90)},
         "variants": results,
         "ratios": {"fp32_dynamic_vs_naive": ratios(b, a), "int8_vs_naive": ratios(c, a),
-                   "int8_vs_fp32_dynamic": ratios(c, b)},
-        "accuracy": {"int8_vs_fp32_dynamic": int8_vs_fp32, "naive_vs_fp32_dynamic": naive_vs_fp32},
+                   "int8_vs_fp32_dynamic": ratios(c, b), "onnx_vs_fp32_dynamic": ratios(d, b)},
+        "accuracy": {"int8_vs_fp32_dynamic": int8_vs_fp32, "naive_vs_fp32_dynamic": naive_vs_fp32,
+                     "onnx_vs_fp32_dynamic": onnx_vs_fp32},
         "targets": {"latency_p50_ms": TARGET_P50_MS, "throughput_qps": TARGET_QPS,
                     "met": {n: {"latency": r["latency_p50_ms"] <= TARGET_P50_MS,
                                 "throughput": r["throughput_qps"] >= TARGET_QPS} for n, r in results.items()}},
@@ -265,6 +283,9 @@ def print_report(report: dict[str, Any]) -> None:
     if "task_accuracy_fp32" in acc:
         print("  routing accuracy % (fp32 -> int8): " + ", ".join(
             f"{t} {a:.1f}->{acc['task_accuracy_int8'][t]:.1f}" for t, a in acc["task_accuracy_fp32"].items()))
+    ov = report["accuracy"]["onnx_vs_fp32_dynamic"]
+    print(f"onnx vs fp32 on {ov['n']} queries: agreement {ov['argmax_agreement']:.3f}, "
+          f"max |dp| {ov['max_abs_prob_diff']:.2e}, max |d emb| {ov['max_abs_embedding_diff']:.2e}")
     nv = report["accuracy"]["naive_vs_fp32_dynamic"]
     print(f"naive vs fp32 (padding only) on {nv['n']} queries: agreement {nv['argmax_agreement']:.3f}, "
           f"max |dp| {nv['max_abs_prob_diff']:.2e}, max |d emb| {nv['max_abs_embedding_diff']:.2e}")
