@@ -133,16 +133,13 @@ class DataBank:
 
 # ---------------------------------------------------------------------------------- routers
 def router_fingerprint(folder: Path) -> str:
-    """Identity of a saved router: its config and the sizes/times of its weight files."""
+    """Identity of a saved router's content (config and weights; SHA-256, about 0.1 s for the
+    shipped 45 MB): a copy or a fresh clone of the same router finds the same cached map and ONNX
+    form, and any change to its files gives a new identity."""
+    from routerdc.embed_cache import checkpoint_key
     from routerdc.embedding_map import map_key
 
-    parts: list[str | bytes] = [str(folder.resolve())]
-    cfg = folder / "config.json"
-    parts.append(cfg.read_bytes() if cfg.exists() else b"")
-    for f in sorted(folder.glob("*.safetensors")):
-        st = f.stat()
-        parts.append(f"{f.name}:{st.st_size}:{st.st_mtime_ns}")
-    return map_key(*parts)
+    return map_key(checkpoint_key(folder))
 
 
 @dataclass
@@ -166,7 +163,7 @@ class RouterView:
     """
 
     def __init__(self, key: str, router, folder: Path, load_seconds: float = 0.0, *, engine=None,
-                 torch_threads: int = 1):
+                 torch_threads: int = 1, fingerprint: str | None = None):
         if router is None and engine is None:
             raise ValueError("a RouterView needs a torch router or an ONNX engine")
         self.key = key
@@ -176,7 +173,7 @@ class RouterView:
         self.name = folder.name
         self.load_seconds = load_seconds
         self.torch_threads = torch_threads
-        self.fingerprint = router_fingerprint(folder)
+        self.fingerprint = fingerprint or router_fingerprint(folder)
         self.pool: Pool | None = None
         self.emap = None  # routerdc.embedding_map.EmbeddingMap once ready
         self.pool_raw: np.ndarray | None = None  # (n, d) projected embeddings
@@ -400,18 +397,20 @@ def _load_view(key: str, threads: int, cache_dir: str | None = None, engine: str
     ``auto``), which needs neither torch nor transformers; else the torch router."""
     t0 = time.perf_counter()
     folder = Path(key)
+    fingerprint = router_fingerprint(folder)
     if engine == "auto":
-        where = onnx_dir(cache_dir, router_fingerprint(folder))
+        where = onnx_dir(cache_dir, fingerprint)
         if where.is_dir():
             from routerdc.onnx_engine import OnnxError, OnnxRouter
 
             try:
                 eng = OnnxRouter.load(where, threads=threads)
-                return RouterView(key, None, folder, time.perf_counter() - t0, engine=eng, torch_threads=threads)
+                return RouterView(key, None, folder, time.perf_counter() - t0, engine=eng, torch_threads=threads,
+                                  fingerprint=fingerprint)
             except OnnxError as exc:
                 log.warning("ignoring the ONNX router cache: %s", exc)
     router = _load_torch_router(key, threads)
-    return RouterView(key, router, folder, time.perf_counter() - t0, torch_threads=threads)
+    return RouterView(key, router, folder, time.perf_counter() - t0, torch_threads=threads, fingerprint=fingerprint)
 
 
 def prepare_engine(view: RouterView, cache_dir: str | None) -> str:

@@ -43,6 +43,24 @@ def test_route_probabilities(minilm_router):
     np.testing.assert_allclose(single.probs[0], r.probs[2], rtol=1e-4, atol=1e-6)
 
 
+@pytest.mark.parametrize("similarity", ["cos", "dot"])
+def test_numpy_routing_rule_matches_torch(minilm_router, similarity):
+    from routerdc.routing import route_embeddings
+
+    cfg = RouterConfig(LLMS, similarity=similarity, temperature=0.7)
+    router = RouterDC(cfg, minilm_router.encoder, minilm_router.tokenizer)
+    emb = np.random.default_rng(0).normal(size=(5, 384)).astype(np.float32)
+    keys = router.llm_embeddings.weight.detach().numpy()
+    a, b = route_embeddings(emb, keys, cfg), router.route_embeddings(emb)
+    np.testing.assert_allclose(a.similarities, b.similarities, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(a.probs, b.probs, rtol=1e-4, atol=1e-6)
+    assert a.llms == b.llms
+    hot = route_embeddings(emb, keys, cfg, temperature=0.01).probs
+    assert (hot.max(1) > a.probs.max(1)).all()
+    with pytest.raises(ValueError, match="must be"):
+        route_embeddings(emb[:, :10], keys, cfg)
+
+
 def test_pooling_modes():
     h = torch.arange(24, dtype=torch.float32).view(2, 3, 4)
     mask = torch.tensor([[1, 1, 0], [1, 1, 1]])
