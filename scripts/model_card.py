@@ -89,7 +89,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "## Recipe", "",
         train.get("extra", {}).get("recipe", ""), "",
         "| setting | value |", "|---|---|",
-        *[f"| `{k}` | `{train[k]}` |" for k in ("encoder", "pooling", "similarity", "temperature", "max_length",
+        *[f"| `{k}` | `{train[k]}` |" for k in ("encoder", "pooling", "similarity", "temperature", "max_length", "train_scores",
                                                 "k_pos", "k_neg", "neg_threshold", "tie_break", "lam", "n_neg",
                                                 "group_by", "lr", "head_lr", "weight_decay", "batch_size",
                                                 "steps", "eval_every", "eval_max_per_task", "select_by", "seed")

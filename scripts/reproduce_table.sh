@@ -32,16 +32,26 @@ mkdir -p "$(dirname "$RESULTS")"
   --router "RouterDC, lambda=0 (no sample-sample loss)=$OUT/lam0" \
   --router "RouterDC, task ids instead of clusters=$OUT/task" \
   --baselines --paper-row --output "$RESULTS.json" --markdown "$RESULTS.md" ${EVAL_EXTRA:-}
-# The study (STUDY=0 skips it): how ties between equal scores are broken (seed 0 of both), the
+# The study (STUDY=0 skips it): what the recipe's choices around the scores do (ties broken at
+# random; the scores as the test metric counts them, 3 seeds; negatives only among LLMs that
+# scored 0), what transliterating the characters MiniLM lacks does to the Chinese tasks, the
 # [UNK] share of MiniLM's tokens per task, and where each router sends each task.
 if [ "${STUDY:-1}" = 1 ]; then
   train "$OUT/tie0" --tie-break random
+  for seed in 0 1 2; do train "$OUT/metric$seed" --seed "$seed" --train-scores metric --tie-break random; done
+  train "$OUT/negthr0" --neg-threshold 0
+  train "$OUT/translit0" --train-scores metric --tie-break random --normalization translit-unk
   "$PY" -m routerdc evaluate \
-    --router "RouterDC, ties by column order (seed 0)=$OUT/seed0" \
-    --router "RouterDC, ties at random (seed 0)=$OUT/tie0" \
+    --router "RouterDC, the recipe above (seeds 0, 1, 2)=$OUT/seed0,$OUT/seed1,$OUT/seed2" \
+    --router "ties at random (seed 0)=$OUT/tie0" \
+    --router "scores as the metric counts them, ties at random (seeds 0, 1, 2)=$OUT/metric0,$OUT/metric1,$OUT/metric2" \
+    --router "negatives only among LLMs scoring 0 (seed 0)=$OUT/negthr0" \
+    --router "metric scores + translit-unk for Chinese (seed 0)=$OUT/translit0" \
+    --router "metric scores, seed 0 alone (compare with the row above)=$OUT/metric0" \
     --output "$(dirname "$RESULTS")/study.json" --markdown "$(dirname "$RESULTS")/study.md" ${EVAL_EXTRA:-}
   "$PY" scripts/unk_stats.py --output "$(dirname "$RESULTS")/unk_stats.json"
   "$PY" scripts/route_distribution.py "$OUT/seed0" "$OUT/seed1" "$OUT/seed2" "$OUT/tie0" \
+    "$OUT/metric0" "$OUT/metric1" "$OUT/metric2" "$OUT/translit0" \
     --output "$(dirname "$RESULTS")/route_distribution.md"
 fi
 # The shipped router: seed 0, as fp16 safetensors shards (the recipe's own output_dir and dtype),
