@@ -51,7 +51,7 @@ if [ "${STUDY:-1}" = 1 ]; then
     --output "$(dirname "$RESULTS")/study.json" --markdown "$(dirname "$RESULTS")/study.md" ${EVAL_EXTRA:-}
   "$PY" scripts/unk_stats.py --output "$(dirname "$RESULTS")/unk_stats.json"
   "$PY" scripts/route_distribution.py "$OUT/seed0" "$OUT/seed1" "$OUT/seed2" "$OUT/tie0" \
-    "$OUT/metric0" "$OUT/metric1" "$OUT/metric2" "$OUT/translit0" \
+    "$OUT/metric0" "$OUT/metric1" "$OUT/metric2" "$OUT/negthr0" "$OUT/translit0" \
     --output "$(dirname "$RESULTS")/route_distribution.md"
 fi
 # The shipped router: seed 0, as fp16 safetensors shards (the recipe's own output_dir and dtype),
