@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import functools
 import html
-import json
 import logging
 import re
 import sys
@@ -219,23 +218,22 @@ def map_figure_for(view: RouterView | None, colour_by: str, routed: Sequence[dic
     colour_by = colour_by if colour_by in COLOUR_BY else "task"
     base = _base_map_json(view, colour_by)
     mine = [r for r in routed or [] if r.get("key") == view.key]
-    if not mine:
-        return PlotData(type="plotly", plot=base["json"])
-    xy = view.emap.place(np.asarray([r["emb"] for r in mine], dtype=np.float32))
-    pts = [{"x": float(x), "y": float(y), "query": r["query"], "llm": r["llm"]} for r, (x, y) in zip(mine, xy)]
-    trace = json.loads(plots.routed_trace(pts).to_json())
-    fig = {"data": [*base["dict"]["data"], trace], "layout": base["dict"]["layout"]}
-    return PlotData(type="plotly", plot=orjson.dumps(fig).decode())
+    data = base["data"]
+    if mine:
+        xy = view.emap.place(np.asarray([r["emb"] for r in mine], dtype=np.float32))
+        pts = [{"x": float(x), "y": float(y), "query": r["query"], "llm": r["llm"]} for r, (x, y) in zip(mine, xy)]
+        data = [*data, orjson.loads(plots.routed_trace(pts).to_json())]
+    return PlotData(type="plotly", plot=orjson.dumps({"data": data, "layout": base["layout"]}).decode())
 
 
 def _base_map_json(view: RouterView, colour_by: str) -> dict:
-    cache = view.__dict__.setdefault("_map_json_cache", {})
-    key = (id(view.emap), colour_by)
-    if key not in cache:
+    """The map without the session's points, as plotly JSON, built once per router and colouring
+    (the map is set once per view, so the colouring is the whole key)."""
+    base = view.map_json.get(colour_by)
+    if base is None:
         fig = plots.map_figure(view.emap.coords, colour_labels(view, colour_by), _hover(view), view.emap.llm_coords,
                                view.llms, colour_title=colour_by,
                                title=f"{view.name}: {view.emap.method.upper()} (cosine) of {len(view.emap)} "
                                      f"queries and {len(view.llms)} LLM embeddings")
-        text = fig.to_json()
-        cache[key] = {"json": text, "dict": json.loads(text)}
-    return cache[key]
+        base = view.map_json[colour_by] = orjson.loads(fig.to_json())
+    return base

@@ -184,6 +184,8 @@ class RouterView:
         self._choices: dict[tuple[int, int], np.ndarray] = {}
         self._emb_lock = threading.Lock()
         self._load_lock = threading.Lock()
+        self._keys: np.ndarray | None = None  # the LLM keys of the torch router, as numpy
+        self.map_json: dict = {}  # colouring -> the base map figure as a plotly JSON dict (app.common)
 
     @property
     def router(self):
@@ -212,10 +214,9 @@ class RouterView:
         """The LLM embeddings ``(T, d)``, float32."""
         if self.engine is not None:
             return self.engine.keys
-        keys = getattr(self, "_keys", None)
-        if keys is None:
-            keys = self._keys = self.router.llm_embeddings.weight.detach().float().cpu().numpy()
-        return keys
+        if self._keys is None:
+            self._keys = self.router.llm_embeddings.weight.detach().float().cpu().numpy()
+        return self._keys
 
     @property
     def dim(self) -> int:

@@ -28,6 +28,7 @@ import datetime as _dt
 import os
 import statistics
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -147,8 +148,6 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     fp32, router_desc = load_router(args.checkpoint)
     fp32 = fp32.cpu().eval()
     t_quant, int8 = timed(lambda: quantize_int8(fp32))
-    import tempfile
-
     onnx_tmp = tempfile.TemporaryDirectory(prefix="route-speed-onnx-")
     t_export, onnx = timed(lambda: OnnxRouter.load(export_onnx(fp32, Path(onnx_tmp.name) / "router"),
                                                    threads=torch.get_num_threads()))

@@ -123,7 +123,7 @@ class OnnxRouter:
     """A router folder written by :func:`export_onnx`, run with ONNX Runtime (no torch)."""
 
     def __init__(self, folder: Path, session: Any, tokenizer: Any, config: RouterConfig, keys: np.ndarray,
-                 pad_id: int, unk_id: int | None, meta: dict[str, Any]) -> None:
+                 unk_id: int | None, meta: dict[str, Any]) -> None:
         self.folder = folder
         self.session = session
         self.tokenizer = tokenizer
@@ -131,7 +131,6 @@ class OnnxRouter:
         self.keys = keys
         self.unk_token_id = unk_id
         self.meta = meta
-        self._pad_id = pad_id
         self._known = vocab_chars(tokenizer) if config.normalization == "translit-unk" else None
 
     @classmethod
@@ -151,8 +150,8 @@ class OnnxRouter:
             if keys.shape[0] != len(config.llm_names):
                 raise ValueError(f"{keys.shape[0]} LLM keys for {len(config.llm_names)} LLMs")
             tok = Tokenizer.from_file(str(folder / "tokenizer.json"))
-            tok.no_padding()
             tok.enable_truncation(config.max_length, direction="left")  # special tokens are kept
+            tok.enable_padding(pad_id=int(info.get("pad_token_id") or 0))  # to the longest in the batch
             opts = ort.SessionOptions()
             if threads > 0:
                 opts.intra_op_num_threads = threads
@@ -162,8 +161,7 @@ class OnnxRouter:
             raise OnnxError(f"ONNX routing needs onnxruntime and tokenizers ({exc})") from None
         except Exception as exc:  # noqa: BLE001 - a corrupt or foreign folder
             raise OnnxError(f"{folder}: cannot load the ONNX router ({type(exc).__name__}: {exc})") from None
-        return cls(folder, session, tok, config, keys, int(info.get("pad_token_id") or 0),
-                   info.get("unk_token_id"), dict(info.get("meta") or {}))
+        return cls(folder, session, tok, config, keys, info.get("unk_token_id"), dict(info.get("meta") or {}))
 
     @property
     def dim(self) -> int:
@@ -175,14 +173,10 @@ class OnnxRouter:
     def tokenize(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
         """``(input_ids, attention_mask)``: special tokens, left truncation to ``max_length``,
         padding to the longest, as :func:`routerdc.encoder.tokenize` does with transformers."""
-        rows = [e.ids for e in self.tokenizer.encode_batch(list(texts))]
-        width = max((len(r) for r in rows), default=0)
-        input_ids = np.full((len(rows), width), self._pad_id, dtype=np.int64)
-        mask = np.zeros((len(rows), width), dtype=np.int64)
-        for i, r in enumerate(rows):
-            input_ids[i, :len(r)] = r
-            mask[i, :len(r)] = 1
-        return input_ids, mask
+        encs = self.tokenizer.encode_batch(list(texts))
+        shape = (len(encs), len(encs[0].ids) if encs else 0)
+        return (np.array([e.ids for e in encs], dtype=np.int64).reshape(shape),
+                np.array([e.attention_mask for e in encs], dtype=np.int64).reshape(shape))
 
     def run(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
         """The ONNX graph on one tokenised batch: embeddings ``(B, d)`` float32."""
