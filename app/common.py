@@ -87,9 +87,13 @@ def check_query(query: Any) -> tuple[str, list[str]]:
 
 def unk_notice(view: RouterView, query: str) -> str | None:
     """A notice when the encoder's tokenizer maps much of the query to [UNK] (emoji, CJK on MiniLM)."""
-    frac = view.unk_fraction(query[-20_000:])
-    if frac is None:
+    counts = view.unk_tokens(query[-20_000:])
+    if counts is None:
         return None
+    n_unk, n = counts
+    if not n:
+        return "The encoder sees no tokens in this query."
+    frac = n_unk / n
     if frac >= 0.2:
         return (f"{frac:.0%} of the query's tokens are unknown to the encoder ({view.config.encoder}); "
                 "emoji and many Chinese characters become [UNK], so this routing is less informed.")

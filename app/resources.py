@@ -240,8 +240,9 @@ class RouterView:
 
         return route_embeddings(emb, self.llm_keys, self.config, temperature)
 
-    def unk_fraction(self, text: str) -> float | None:
-        """Share of ``text``'s tokens the encoder maps to [UNK] (None: no unknown token)."""
+    def unk_tokens(self, text: str) -> tuple[int, int] | None:
+        """``([UNK] count, token count)`` of ``text`` without special tokens; None when the
+        encoder's tokenizer has no unknown token."""
         if self.engine is not None:
             unk, ids = self.engine.unk_token_id, self.engine.token_ids(text)
         else:
@@ -250,7 +251,7 @@ class RouterView:
             ids = tok(text, add_special_tokens=False)["input_ids"] if unk is not None else []
         if unk is None:
             return None
-        return sum(i == unk for i in ids) / len(ids) if ids else 0.0
+        return sum(i == unk for i in ids), len(ids)
 
     # -- embeddings ---------------------------------------------------------------------
     def embed(self, texts: Sequence[str]) -> np.ndarray:
