@@ -39,16 +39,21 @@ def shorten(text: str, n: int = 90) -> str:
 
 
 def routing_bar(llms: Sequence[str], probs: np.ndarray, sims: np.ndarray, chosen: int,
-                temperature: float, title: str | None = None) -> go.Figure:
-    """Routing probabilities over the LLMs, the chosen one highlighted, cosine on hover."""
+                temperature: float, title: str | None = None, offsets: Sequence[float] | None = None) -> go.Figure:
+    """Routing probabilities over the LLMs, the chosen one highlighted, cosine (and the calibrated
+    offset, when the router has them) on hover."""
     probs = np.asarray(probs, dtype=float)
     names = [short_name(n) for n in llms]
     colors = [CHOSEN if i == chosen else OTHER for i in range(len(llms))]
+    off = np.zeros(len(llms)) if offsets is None else np.asarray(offsets, dtype=float)
+    hover = "<b>%{hovertext}</b><br>probability %{y:.3f}<br>cosine %{customdata[0]:.3f}"
+    if offsets is not None:
+        hover += "<br>offset %{customdata[2]:+.3f}"
     fig = go.Figure(go.Bar(
-        x=names, y=probs, marker_color=colors, customdata=np.stack([np.asarray(sims, float), np.arange(len(llms))], 1),
+        x=names, y=probs, marker_color=colors,
+        customdata=np.stack([np.asarray(sims, float), np.arange(len(llms)), off], 1),
         text=[f"{p:.1%}" for p in probs], textposition="outside", cliponaxis=False,
-        hovertext=list(llms),
-        hovertemplate="<b>%{hovertext}</b><br>probability %{y:.3f}<br>cosine %{customdata[0]:.3f}<extra></extra>",
+        hovertext=list(llms), hovertemplate=hover + "<extra></extra>",
     ))
     fig.update_layout(
         **LAYOUT, height=360, showlegend=False,

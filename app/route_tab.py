@@ -21,13 +21,18 @@ MAX_ROUTED_PER_SESSION = 200
 ANSWER_CHARS = 6_000  # recorded answers from the data sets
 
 
-def _margin_text(llms, probs: np.ndarray, sims: np.ndarray, temperature: float) -> str:
+def _margin_text(llms, probs: np.ndarray, sims: np.ndarray, temperature: float,
+                 offsets: tuple[float, ...] | None = None) -> str:
     order = np.argsort(-probs)
     top, second = int(order[0]), int(order[1]) if len(order) > 1 else int(order[0])
     margin = float(probs[top] - probs[second])
-    return (f"**Chosen LLM: `{llms[top]}`** with probability {probs[top]:.1%} (cosine {sims[top]:.3f}).  \n"
+    off = "" if offsets is None else f", offset {offsets[top]:+.3f}"
+    text = (f"**Chosen LLM: `{llms[top]}`** with probability {probs[top]:.1%} (cosine {sims[top]:.3f}{off}).  \n"
             f"Top-1/top-2 margin: **{margin:.1%}** over `{plots.short_name(llms[second])}` "
             f"({probs[second]:.1%}); tau = {temperature:g}.")
+    if offsets is not None:
+        text += "  \nThis router is calibrated: p = softmax((cosine + offset) / tau), one offset per LLM."
+    return text
 
 
 def recorded_scores(ctx: AppContext, view: RouterView, query: str, chosen: str) -> tuple[pd.DataFrame, str, tuple | None]:
@@ -158,7 +163,8 @@ def build_route_tab(ctx: AppContext, router_key: gr.State, routed: gr.State, map
         routing = view.route_embeddings(emb, float(tau))
         probs, sims = routing.probs[0], routing.similarities[0]
         chosen = routing.llms[0]
-        fig = plots.routing_bar(view.llms, probs, sims, int(routing.choice[0]), float(tau))
+        offsets = view.config.llm_bias
+        fig = plots.routing_bar(view.llms, probs, sims, int(routing.choice[0]), float(tau), offsets=offsets)
         df, verdict, match = recorded_scores(ctx, view, q, chosen)
         neigh, why = neighbours_table(view, emb)
         routed_list = list(routed_list or [])[-(MAX_ROUTED_PER_SESSION - 1):]
@@ -166,12 +172,13 @@ def build_route_tab(ctx: AppContext, router_key: gr.State, routed: gr.State, map
         mapfig = map_figure_for(view, colour, routed_list)
         for n in notices:
             gr.Warning(n)
-        md = _margin_text(view.llms, probs, sims, float(tau))
+        md = _margin_text(view.llms, probs, sims, float(tau), offsets)
         if notices:
             md += "\n\n" + "\n".join(f"> ⚠ {html.escape(n)}" for n in notices)
         result = {"router": view.name, "llm": chosen, "temperature": float(tau),
                   "probs": {n: float(p) for n, p in zip(view.llms, probs)},
                   "similarities": {n: float(x) for n, x in zip(view.llms, sims)},
+                  **({"offsets": dict(zip(view.llms, offsets))} if offsets is not None else {}),
                   "margin": float(np.sort(probs)[-1] - (np.sort(probs)[-2] if len(probs) > 1 else 0.0)),
                   "query_chars": len(q), "notices": notices, "in_score_set": match is not None,
                   "seconds": round(time.perf_counter() - t0, 4)}
@@ -189,8 +196,9 @@ def build_route_tab(ctx: AppContext, router_key: gr.State, routed: gr.State, map
             raise gr.Error("The router changed since this query was routed; press Route again.", print_exception=False)
         routing = view.route_embeddings(st["emb"], float(tau))
         probs, sims = routing.probs[0], routing.similarities[0]
-        fig = plots.routing_bar(view.llms, probs, sims, int(routing.choice[0]), float(tau))
-        return _margin_text(view.llms, probs, sims, float(tau)), fig
+        offsets = view.config.llm_bias
+        fig = plots.routing_bar(view.llms, probs, sims, int(routing.choice[0]), float(tau), offsets=offsets)
+        return _margin_text(view.llms, probs, sims, float(tau), offsets), fig
 
     def answer(st):
         """Stream the chosen LLM's answer into the answer box (a no-op without a backend for it)."""

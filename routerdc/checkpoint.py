@@ -70,10 +70,15 @@ def _normal_permissions(folder: Path) -> None:
         os.chmod(p, (0o777 if p.is_dir() else 0o666) & ~umask)
 
 
+def json_bytes(obj: Any) -> bytes:
+    """The exact bytes :func:`write_json` writes for ``obj``."""
+    return (json.dumps(obj, indent=2, ensure_ascii=False) + "\n").encode("utf-8")
+
+
 def write_json(path: Path, obj: Any) -> None:
     """Write JSON to ``path`` atomically (temp file + rename)."""
     tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(obj, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    tmp.write_bytes(json_bytes(obj))
     os.replace(tmp, path)
 
 

@@ -1,4 +1,4 @@
-"""Command line: ``python -m routerdc {cluster,train,evaluate,route,serve,serve-llms}``.
+"""Command line: ``python -m routerdc {cluster,train,calibrate,evaluate,export,route,serve,serve-llms}``.
 
 Every command takes ``--data-dir`` (else ``$ROUTERDC_DATA``, else ``../shared/data``); data
 files may be given relative to it.
@@ -62,6 +62,8 @@ TRAIN_HELP: dict[str, str] = {
     "eval_max_per_task": "evaluate on at most N rows per task (0: all)",
     "select_by": "keep the best router by the train average (the paper's rule) or a val split",
     "val_fraction": "held-out fraction of each training task with --select-by val",
+    "calibrate": "after training, fit one routing offset per LLM on all training rows (maximising the "
+                 "training-set average; see `calibrate`)",
     "seed": "random seed",
     "device": "auto, cpu, cuda, cuda:1, ...",
     "cache_dir": "where frozen-encoder embeddings are cached (default: $ROUTERDC_CACHE or ~/.cache/routerdc)",
@@ -122,6 +124,15 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("train", help="train a router with the dual contrastive losses")
     common(p)
     _add_train_options(p)
+
+    p = sub.add_parser("calibrate", help="fit one routing offset per LLM on training data (after training)")
+    common(p)
+    p.add_argument("--checkpoint", required=True, help="router folder")
+    p.add_argument("--train-files", nargs="+",
+                   help="score files to fit on (default: the router's training files, from its recipe)")
+    p.add_argument("--output", help="router folder to write (default: rewrite --checkpoint's config.json "
+                                    "in place, atomically; the weights are not touched)")
+    p.add_argument("--missing", default="error", choices=("error", "drop", "zero"), help="rows with absent scores")
 
     p = sub.add_parser("evaluate", help="the results table of a router against LLMs, oracle and baselines")
     common(p)
@@ -216,7 +227,22 @@ def cmd_train(args: argparse.Namespace) -> int:
     status = "cancelled" if result.cancelled else "done"
     print(json.dumps({"status": status, "output_dir": str(result.output_dir), "best_step": result.best_step,
                       "best_score": result.best_score, "metrics": result.best_metrics,
+                      "calibration": result.calibration,
                       "seconds": round(result.seconds, 1)}, indent=2))
+    return 0
+
+
+def cmd_calibrate(args: argparse.Namespace) -> int:
+    from .calibration import calibrate_checkpoint
+    from .checkpoint import read_config
+    from .data import load_many, resolve_file
+
+    files = args.train_files or read_config(args.checkpoint).get("recipe", {}).get("train_files")
+    if not files:
+        raise ValueError(f"{args.checkpoint}: its recipe names no training files; give --train-files")
+    sets = load_many([resolve_file(f, args.data_dir) for f in files], missing=args.missing)
+    result = calibrate_checkpoint(args.checkpoint, sets, output=args.output)
+    print(json.dumps({"output": args.output or args.checkpoint, **result.to_dict()}, indent=2))
     return 0
 
 
@@ -258,7 +284,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         for d in dirs:
             router = first if d == first_dir else RouterDC.from_pretrained(d)
             key = label if len(dirs) == 1 else f"{label} [{Path(d).name}]"
-            ckey = None if args.no_cache else checkpoint_key(d)
+            ckey = None if args.no_cache else checkpoint_key(d, embeddings_only=True)
             routers[key] = router_choices(router, test_sets, key=ckey)
             groups[label].append(key)
     if args.baselines:
@@ -300,7 +326,8 @@ def cmd_export(args: argparse.Namespace) -> int:
     folder = router.save_pretrained(
         args.output, include_encoder=meta.get("encoder_weights", "included") == "included", recipe=recipe,
         metrics=meta.get("metrics", {}), dtype=getattr(torch, args.dtype), max_shard_size=args.max_shard_size,
-        extra_json={"train.json": train_json} if train_json else None)
+        extra_json={"train.json": train_json} if train_json else None,
+        extra_meta={"calibration": meta["calibration"]} if "calibration" in meta else None)
     size = sum(f.stat().st_size for f in Path(folder).rglob("*") if f.is_file())
     print(f"wrote {folder} ({size / 2**20:.1f} MiB, {args.dtype})")
     return 0
@@ -340,7 +367,7 @@ def cmd_serve_llms(args: argparse.Namespace) -> int:
     return serve_llms(args)
 
 
-COMMANDS = {"cluster": cmd_cluster, "train": cmd_train, "evaluate": cmd_evaluate, "export": cmd_export,
+COMMANDS = {"cluster": cmd_cluster, "train": cmd_train, "calibrate": cmd_calibrate, "evaluate": cmd_evaluate, "export": cmd_export,
             "route": cmd_route,
             "serve": cmd_serve, "serve-llms": cmd_serve_llms}
 

@@ -39,18 +39,45 @@ def encoder_key(model: "RouterDC") -> str | None:
     return key if c.normalization == "none" else f"{key}|norm={c.normalization}"
 
 
-def checkpoint_key(folder: str | os.PathLike) -> str:
+def _uncalibrated_config(path: Path) -> bytes:
+    """config.json's bytes as they were before :mod:`routerdc.calibration` added its offsets."""
+    import json
+
+    from .checkpoint import json_bytes
+
+    raw = path.read_bytes()
+    try:
+        meta = json.loads(raw)
+    except ValueError:
+        return raw
+    if not isinstance(meta, dict) or "calibration" not in meta:
+        return raw
+    meta = {k: v for k, v in meta.items() if k != "calibration"}
+    if isinstance(meta.get("router"), dict):
+        meta["router"] = {k: v for k, v in meta["router"].items() if k != "llm_bias"}
+    return json_bytes(meta)
+
+
+def checkpoint_key(folder: str | os.PathLike, *, embeddings_only: bool = False) -> str:
     """A content identity of a saved router (its config and every weight file's bytes).
 
     Unlike :func:`encoder_key` it identifies fine-tuned encoders too, so the embeddings of a
     trained router can be cached (e.g. by ``python -m routerdc evaluate``); a copy of the folder
     has the same key, and any change to its weights gives a new one.
+
+    Args:
+        embeddings_only: ignore the routing offsets that calibration writes into config.json
+            (they change no embedding), so a router and its calibrated copy share cached
+            query embeddings.
     """
     folder = Path(folder)
     h = hashlib.sha256()
     for f in [folder / "config.json", *sorted(folder.rglob("*.safetensors"))]:
         if f.exists():
             h.update(str(f.relative_to(folder)).encode())
+            if embeddings_only and f.name == "config.json":
+                h.update(_uncalibrated_config(f))
+                continue
             with f.open("rb") as fh:
                 for block in iter(lambda: fh.read(1 << 22), b""):
                     h.update(block)

@@ -40,6 +40,7 @@ __all__ = [
     "ORACLE",
     "BEST_SINGLE",
     "query_correct",
+    "query_values",
     "accuracy",
     "llm_accuracies",
     "random_accuracy",
@@ -63,6 +64,12 @@ def _check_scores(scores: np.ndarray, metric: str) -> np.ndarray:
 def _per_query(s: np.ndarray, metric: str) -> np.ndarray:
     """The per-query value of every LLM: ``(n, T)`` float64 (0/1 for probability tasks)."""
     return (s > 0).astype(np.float64) if metric == "probability" else s
+
+
+def query_values(scores: np.ndarray, metric: str) -> np.ndarray:
+    """The value every LLM would earn on every query, ``(n, T)`` float64: 0/1 for
+    ``"probability"`` tasks (score > 0), the score itself for ``"multi_attempt"`` tasks."""
+    return _per_query(_check_scores(scores, metric), metric)
 
 
 def query_correct(scores: np.ndarray, choice: np.ndarray, metric: str) -> np.ndarray:

@@ -1,6 +1,8 @@
 """The RouterDC model: a text encoder E and one learned embedding k_t per candidate LLM.
 
-    p(t | x) = softmax_t( sim(E(x), k_t) / tau ),   sim = cosine (default) or inner product
+    p(t | x) = softmax_t( (sim(E(x), k_t) + b_t) / tau ),   sim = cosine (default) or inner product
+
+(b_t: the optional calibrated offsets ``config.llm_bias``, zero in training.)
 
 The argmax LLM answers the query. ``save_pretrained`` writes safetensors and a JSON config that
 carries the encoder, pooling, LLM names in order, tau, the training recipe and the metrics;
@@ -81,8 +83,14 @@ class RouterDC(nn.Module):
             return F.normalize(query_emb, dim=-1) @ F.normalize(keys, dim=-1).T
         return query_emb @ keys.T
 
+    def offset(self, sims: torch.Tensor) -> torch.Tensor:
+        """``sims + b`` with the calibrated per-LLM offsets (``sims`` itself when there are none)."""
+        if self.config.llm_bias is None:
+            return sims
+        return sims + torch.tensor(self.config.llm_bias, dtype=sims.dtype, device=sims.device)
+
     def logits(self, query_emb: torch.Tensor, temperature: float | None = None) -> torch.Tensor:
-        return self.similarities(query_emb) / (temperature or self.config.temperature)
+        return self.offset(self.similarities(query_emb)) / (temperature or self.config.temperature)
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``(logits (B, T), query embeddings (B, d))`` for a tokenised batch."""
@@ -129,7 +137,7 @@ class RouterDC(nn.Module):
         else:
             t = torch.as_tensor(np.asarray(emb), dtype=torch.float32, device=self.device)
         sims = self.similarities(t)
-        probs = torch.softmax(sims / (temperature or self.config.temperature), dim=-1)
+        probs = torch.softmax(self.offset(sims) / (temperature or self.config.temperature), dim=-1)
         return Routing(self.config.llm_names, probs.cpu().numpy(), sims.cpu().numpy())
 
     def route(self, texts: Sequence[str], *, batch_size: int = 64, temperature: float | None = None) -> Routing:
@@ -140,7 +148,8 @@ class RouterDC(nn.Module):
     def save_pretrained(self, folder: str | os.PathLike, *, include_encoder: bool = True,
                         recipe: Mapping[str, Any] | None = None, metrics: Mapping[str, Any] | None = None,
                         dtype: torch.dtype | None = None, max_shard_size: int | str = "5GB",
-                        extra_json: Mapping[str, Any] | None = None) -> Path:
+                        extra_json: Mapping[str, Any] | None = None,
+                        extra_meta: Mapping[str, Any] | None = None) -> Path:
         """Write the router to ``folder`` atomically.
 
         Args:
@@ -150,6 +159,7 @@ class RouterDC(nn.Module):
             dtype: e.g. ``torch.float16`` to halve the file size.
             max_shard_size: split the weights into safetensors shards of at most this size.
             extra_json: more JSON files to write in the same atomic step, ``{name: object}``.
+            extra_meta: more top-level entries of config.json (e.g. ``calibration``).
         """
         folder = Path(folder)
         state = {k: v for k, v in self.state_dict().items() if include_encoder or not k.startswith("encoder.")}
@@ -162,7 +172,7 @@ class RouterDC(nn.Module):
                 "router": self.config.to_dict(),
                 "encoder_weights": "included" if include_encoder else "reference",
                 "dtype": str(dtype or self.llm_embeddings.weight.dtype).replace("torch.", ""),
-                "recipe": dict(recipe or {}), "metrics": dict(metrics or {}),
+                "recipe": dict(recipe or {}), "metrics": dict(metrics or {}), **dict(extra_meta or {}),
             })
             for name, obj in (extra_json or {}).items():
                 write_json(tmp / name, obj)

@@ -101,7 +101,7 @@ def export_onnx(router: "RouterDC", folder: str | os.PathLike) -> Path:
                 "router": router.config.to_dict(),
                 "pad_token_id": router.tokenizer.pad_token_id or 0,
                 "unk_token_id": router.tokenizer.unk_token_id,
-                "meta": {k: meta[k] for k in ("encoder_weights", "recipe", "metrics", "dtype") if k in meta},
+                "meta": {k: meta[k] for k in ("encoder_weights", "recipe", "metrics", "dtype", "calibration") if k in meta},
             }, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
             engine = OnnxRouter.load(tmp, threads=1)
             ids, mask = _probe_batch(router)

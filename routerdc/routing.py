@@ -2,7 +2,10 @@
 weights), :class:`Routing` (the decisions for a batch) and :func:`route_embeddings` (the routing
 rule over query embeddings and LLM keys, in numpy).
 
-    p(t | x) = softmax_t( sim(E(x), k_t) / tau ),   sim = cosine (default) or inner product
+    p(t | x) = softmax_t( (sim(E(x), k_t) + b_t) / tau ),   sim = cosine (default) or inner product
+
+b_t are per-LLM offsets fitted after training by :mod:`routerdc.calibration` (``llm_bias``);
+without them (``None``, the paper's rule) b = 0.
 
 :mod:`routerdc.model` (torch) and :mod:`routerdc.onnx_engine` (ONNX Runtime) both compute E(x);
 this module is shared by them and by the app, which routes without importing torch.
@@ -39,6 +42,8 @@ class RouterConfig:
         init_std: standard deviation of the LLM embeddings' normal initialisation.
         normalization: text normalisation before tokenising: ``none``, ``anyascii`` or
             ``translit-unk`` (see :func:`routerdc.encoder.normalize_texts`).
+        llm_bias: one offset b_t per LLM added to the similarity before the temperature
+            (fitted by :func:`routerdc.calibration.fit_llm_bias`); ``None``: all zero.
     """
 
     llm_names: tuple[str, ...]
@@ -50,9 +55,19 @@ class RouterConfig:
     projection: bool = False
     init_std: float = 0.78
     normalization: str = "none"
+    llm_bias: tuple[float, ...] | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "llm_names", tuple(self.llm_names))
+        if self.llm_bias is not None:
+            try:
+                bias = tuple(float(b) for b in self.llm_bias)
+            except (TypeError, ValueError):
+                raise ValueError(f"llm_bias must be a list of numbers, got {self.llm_bias!r}") from None
+            if len(bias) != len(self.llm_names) or not all(np.isfinite(bias)):
+                raise ValueError(f"llm_bias must hold {len(self.llm_names)} finite numbers (one per LLM), "
+                                 f"got {list(bias)}")
+            object.__setattr__(self, "llm_bias", bias)
         if not self.llm_names or len(set(self.llm_names)) != len(self.llm_names):
             raise ValueError(f"llm_names must be non-empty and unique, got {self.llm_names}")
         if self.pooling not in POOLINGS:
@@ -69,6 +84,10 @@ class RouterConfig:
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
         d["llm_names"] = list(self.llm_names)
+        if self.llm_bias is None:
+            del d["llm_bias"]  # uncalibrated configs stay readable by older versions
+        else:
+            d["llm_bias"] = list(self.llm_bias)
         return d
 
     @classmethod
@@ -86,7 +105,7 @@ class Routing:
 
     llm_names: tuple[str, ...]
     probs: np.ndarray  # (n, T)
-    similarities: np.ndarray  # (n, T) sim before the temperature
+    similarities: np.ndarray  # (n, T) sim before the offsets and the temperature
     choice: np.ndarray = field(init=False)  # (n,)
 
     def __post_init__(self) -> None:
@@ -123,7 +142,8 @@ def route_embeddings(emb: np.ndarray, keys: np.ndarray, config: RouterConfig,
                      temperature: float | None = None) -> Routing:
     """Routing decisions from query embeddings ``(n, d)`` and the LLM keys ``(T, d)``."""
     sims = similarities(emb, keys, config.similarity)
-    logits = sims / float(temperature or config.temperature)
+    scores = sims if config.llm_bias is None else sims + np.asarray(config.llm_bias, dtype=np.float32)
+    logits = scores / float(temperature or config.temperature)
     logits = logits - logits.max(axis=1, keepdims=True)
     probs = np.exp(logits)
     probs /= probs.sum(axis=1, keepdims=True)

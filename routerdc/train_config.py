@@ -40,6 +40,8 @@ class TrainConfig:
     Evaluation: eval_every steps (0: only at the end), eval_max_per_task caps each eval set
         (0: all rows), select_by ``train`` (the paper's rule: best training-set average) or
         ``val`` (a held-out ``val_fraction`` of the training rows).
+    Calibration: calibrate fits one routing offset per LLM on all training rows after the run,
+        maximising the training-set average (:mod:`routerdc.calibration`); off in the paper.
     """
 
     train_files: tuple[str, ...] = ()
@@ -87,6 +89,7 @@ class TrainConfig:
     eval_max_per_task: int = 0
     select_by: str = "train"
     val_fraction: float = 0.1
+    calibrate: bool = False
 
     seed: int = 0
     device: str = "auto"

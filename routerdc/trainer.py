@@ -3,8 +3,10 @@
 Each step draws a batch (length-grouped, dynamically padded), computes
 ``L = L_sample-LLM + lambda * L_sample-sample`` and takes an AdamW step. Every ``eval_every``
 steps it evaluates on the training and test sets and keeps the best router by the
-training-set average (the paper's rule) or a validation split, written atomically. A cancel
-flag stops it between steps, leaving the last good checkpoint intact.
+training-set average (the paper's rule) or a validation split, written atomically. With
+``calibrate`` the saved router then gets per-LLM routing offsets fitted on all training rows
+(:mod:`routerdc.calibration`). A cancel flag stops it between steps, leaving the last good
+checkpoint intact (and uncalibrated).
 """
 
 from __future__ import annotations
@@ -46,6 +48,7 @@ class TrainResult:
     cancelled: bool = False
     seconds: float = 0.0
     samples_per_second: float = 0.0
+    calibration: dict[str, Any] | None = None
 
 
 def _device(name: str) -> torch.device:
@@ -278,6 +281,12 @@ class Trainer:
                 self.on_step(step, totals, metrics)
         if bar is not None:
             bar.close()
+        if cfg.calibrate and result.output_dir is not None and not result.cancelled:
+            from .calibration import calibrate_checkpoint
+
+            del model, optim  # the saved best router is reloaded; free the training copy first
+            result.calibration = calibrate_checkpoint(result.output_dir, self.train_sets, cache_dir=cfg.cache_dir,
+                                                      device=self.device).to_dict()
         result.seconds = time.perf_counter() - t0
         result.samples_per_second = seen / max(result.seconds, 1e-9)
         return result

@@ -61,6 +61,7 @@ def test_embeds_and_routes_as_torch_does(shipped, exported):
     fast, slow = engine.embed_texts(AWKWARD, batch_size=4), shipped.embed_texts(AWKWARD)
     np.testing.assert_allclose(fast, slow, atol=1e-4)
     a, b = engine.route(AWKWARD), shipped.route(AWKWARD)
+    assert engine.config.llm_bias == shipped.config.llm_bias  # the calibrated offsets travel too
     assert a.llms == b.llms and a.llm_names == b.llm_names
     np.testing.assert_allclose(a.probs, b.probs, atol=1e-5)
     hot = engine.route(AWKWARD[:2], temperature=0.05).probs

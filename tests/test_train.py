@@ -92,6 +92,19 @@ def test_frozen_mode_trains_only_the_head(small_sets, tmp_path):
     assert result.history[-1]["total"] < result.history[0]["total"]
 
 
+def test_calibrate_fits_offsets_on_the_training_rows_after_the_run(small_sets, tmp_path):
+    train_sets, _ = small_sets
+    cfg = TrainConfig(output_dir=str(tmp_path / "c"), steps=4, batch_size=16, freeze_encoder=True,
+                      samples_per_task=16, eval_every=0, calibrate=True, seed=3)
+    result = train(cfg, train_sets=train_sets)
+    cal = result.calibration
+    assert cal is not None and cal["n_queries"] == sum(len(s) for s in train_sets)  # all rows, not 16 per task
+    assert cal["train_avg_after"] >= cal["train_avg_before"]
+    router = RouterDC.from_pretrained(result.output_dir)
+    assert router.config.llm_bias == tuple(cal["bias"].values())
+    assert router.meta["calibration"]["tasks"] == [s.task for s in train_sets]
+
+
 def test_metric_train_scores_reach_the_losses(small_sets, tmp_path):
     train_sets, _ = small_sets
     cfg = TrainConfig(output_dir=str(tmp_path / "m"), steps=1, batch_size=8, freeze_encoder=True,
@@ -166,7 +179,8 @@ def test_router_options_cover_the_router_config():
 
     from routerdc.model import RouterConfig
 
-    fields = {f.name for f in dataclasses.fields(RouterConfig)} - {"llm_names", "encoder", "init_std"}
+    # llm_bias is fitted after training (TrainConfig.calibrate), not a recipe option.
+    fields = {f.name for f in dataclasses.fields(RouterConfig)} - {"llm_names", "encoder", "init_std", "llm_bias"}
     cfg = TrainConfig(normalization="anyascii", projection=True)
     assert set(cfg.router_options()) == fields
     assert RouterConfig(llm_names=("a",), **cfg.router_options()).normalization == "anyascii"

@@ -1,0 +1,177 @@
+"""Per-LLM routing offsets fitted after training: a calibration of the argmax rule.
+
+The contrastive losses fix the LLM keys k_t only up to what the positives and negatives say;
+nothing in them makes ``argmax_t cos(E(x), k_t)`` pick the *best* LLM. An LLM that is good
+everywhere but rarely the single best (Meta-Llama-3-8B in the paper's data) ends up in the middle
+of the key space and is almost never chosen, while an LLM that is bad at everything but one task
+is pushed towards that task's queries. Calibration adds one offset b_t per LLM to the similarity,
+
+    choice(x) = argmax_t ( sim(E(x), k_t) + b_t ),
+
+and fits b to maximise the same criterion as the paper's checkpoint selection, the training-set
+average (the mean over training tasks of the test metric, see :mod:`routerdc.evaluate`):
+
+    b* = argmax_b  1/|tasks| sum_task  mean_{x in task} value(x, choice_b(x)).
+
+The objective is piecewise constant in b, so it is maximised by coordinate ascent over a grid:
+each b_t in turn takes the grid value that maximises the objective with the others fixed (the
+current value is kept on ties), until a sweep changes nothing. Offsets are reported centred on
+their mean (a common shift changes no routing decision nor probability). The encoder and the keys
+are untouched; the offsets are stored in the router's config (``llm_bias``).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from .checkpoint import CONFIG_NAME, atomic_dir, read_config, write_json
+from .data import ScoreSet
+from .evaluate import query_values
+
+__all__ = ["DEFAULT_GRID", "Calibration", "fit_llm_bias", "objective", "calibrate_checkpoint"]
+
+# Offsets in similarity units: cosines lie in [-1, 1], so +-1 spans every useful value.
+DEFAULT_GRID: np.ndarray = np.round(np.arange(-1.0, 1.0 + 1e-9, 0.01), 2)
+
+
+def objective(sims: Sequence[np.ndarray], values: Sequence[np.ndarray], bias: np.ndarray) -> float:
+    """The mean over tasks of the mean value of ``argmax_t(sims + bias)``, in percent.
+
+    Args:
+        sims: per task, ``(n_i, T)`` similarities.
+        values: per task, ``(n_i, T)`` per-query value of each LLM (:func:`routerdc.evaluate.query_values`).
+        bias: ``(T,)`` offsets.
+    """
+    accs = [v[np.arange(len(v)), (s + bias).argmax(axis=1)].mean() for s, v in zip(sims, values) if len(v)]
+    return float(np.mean(accs) * 100.0)
+
+
+def _sweep_values(s: np.ndarray, v: np.ndarray, bias: np.ndarray, t: int, grid: np.ndarray) -> np.ndarray:
+    """Mean value of one task for every grid value of ``b_t`` (others fixed): ``(len(grid),)``.
+
+    With the others fixed, LLM t wins a query iff ``s_t + g`` beats the best other score (on an
+    exact tie ``argmax`` keeps the lower index).
+    """
+    other = s + bias
+    other[:, t] = -np.inf
+    best = other.argmax(axis=1)
+    best_score = other[np.arange(len(s)), best]
+    v_other = v[np.arange(len(s)), best]
+    wins = (s[:, t][None, :] + grid[:, None] > best_score[None, :]) | (
+        (s[:, t][None, :] + grid[:, None] == best_score[None, :]) & (t < best)[None, :])
+    return np.where(wins, v[:, t][None, :], v_other[None, :]).mean(axis=1)
+
+
+def fit_llm_bias(sims: Sequence[np.ndarray], values: Sequence[np.ndarray], *,
+                 grid: np.ndarray | None = None, max_sweeps: int = 10) -> np.ndarray:
+    """Offsets ``b`` ``(T,)`` maximising :func:`objective` by coordinate ascent over ``grid``.
+
+    Starts from b = 0 and keeps a coordinate's current value whenever it is among the best, so
+    an LLM gets a non-zero offset only when that strictly raises the training-set average.
+    """
+    sims = [np.asarray(s, dtype=np.float64) for s in sims]
+    values = [np.asarray(v, dtype=np.float64) for v in values]
+    if not sims or len(sims) != len(values):
+        raise ValueError("give one similarity array and one value array per task")
+    n_llms = sims[0].shape[1]
+    for s, v in zip(sims, values):
+        if s.ndim != 2 or s.shape != v.shape or s.shape[1] != n_llms:
+            raise ValueError(f"similarities {s.shape} and values {v.shape} must both be (n, {n_llms})")
+    if not any(len(s) for s in sims):
+        raise ValueError("no queries to calibrate on")
+    grid = DEFAULT_GRID if grid is None else np.asarray(grid, dtype=np.float64)
+    sims_v = [(s, v) for s, v in zip(sims, values) if len(s)]
+    bias = np.zeros(n_llms)
+    for _ in range(max_sweeps):
+        changed = False
+        for t in range(n_llms):
+            curve = np.mean([_sweep_values(s, v, bias, t, grid) for s, v in sims_v], axis=0)
+            current = np.mean([v[np.arange(len(v)), (s + bias).argmax(axis=1)].mean() for s, v in sims_v])
+            if curve.max() > current + 1e-12:
+                winners = np.flatnonzero(curve >= curve.max() - 1e-12)
+                bias[t] = grid[winners[len(winners) // 2]]  # the middle of the best values
+                changed = True
+        if not changed:
+            break
+    return bias - bias.mean()
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """Fitted offsets and the training-set average (percent) before and after, per task too."""
+
+    llm_names: tuple[str, ...]
+    bias: tuple[float, ...]
+    before: float
+    after: float
+    per_task_before: dict[str, float]
+    per_task_after: dict[str, float]
+    n_queries: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"bias": dict(zip(self.llm_names, self.bias)), "train_avg_before": self.before,
+                "train_avg_after": self.after, "per_task_before": self.per_task_before,
+                "per_task_after": self.per_task_after, "n_queries": self.n_queries,
+                "rule": "argmax_t sim + b_t; b fitted by coordinate ascent on the training-set average"}
+
+
+def calibrate(llm_names: Sequence[str], sims: Sequence[np.ndarray], sets: Sequence[ScoreSet], *,
+              grid: np.ndarray | None = None) -> Calibration:
+    """Fit offsets for a router whose similarities on ``sets`` (columns in ``llm_names`` order) are ``sims``."""
+    sets = [s.align(llm_names) for s in sets]
+    values = [query_values(s.scores, s.metric) for s in sets]
+    bias = fit_llm_bias(sims, values, grid=grid)
+    zero = np.zeros(len(llm_names))
+
+    def per_task(b: np.ndarray) -> dict[str, float]:
+        return {s.task: objective([x], [v], b) for s, x, v in zip(sets, sims, values) if len(s)}
+
+    return Calibration(
+        llm_names=tuple(llm_names), bias=tuple(round(float(b), 6) for b in bias),
+        before=objective(sims, values, zero), after=objective(sims, values, bias),
+        per_task_before=per_task(zero), per_task_after=per_task(bias), n_queries=sum(len(s) for s in sets),
+    )
+
+
+def calibrate_checkpoint(folder: str | os.PathLike, sets: Sequence[ScoreSet], *,
+                         output: str | os.PathLike | None = None, cache_dir: str | os.PathLike | None = None,
+                         grid: np.ndarray | None = None, device: Any = "cpu") -> Calibration:
+    """Fit the offsets of the router in ``folder`` on ``sets`` and store them in its config.
+
+    Any offsets it already has are ignored (the fit starts from the raw similarities), so
+    calibrating twice on the same data gives the same router. ``output`` (default: ``folder``
+    itself) receives the calibrated router; only its ``config.json`` differs, rewritten
+    atomically, so a failure leaves the original intact. Query embeddings go through the
+    on-disk cache keyed by the checkpoint's content (offsets aside: see
+    :func:`~routerdc.embed_cache.checkpoint_key`).
+    """
+    from .embed_cache import checkpoint_key, router_embeddings
+    from .model import RouterDC
+    from .routing import similarities
+
+    folder = Path(folder)
+    router = RouterDC.from_pretrained(folder, device=device)
+    key = checkpoint_key(folder, embeddings_only=True)
+    names = router.config.llm_names
+    keys = router.llm_embeddings.weight.detach().float().cpu().numpy()
+    sims = [similarities(router_embeddings(router, s.queries, key=key, cache_dir=cache_dir), keys,
+                         router.config.similarity) for s in sets]
+    result = calibrate(names, sims, sets, grid=grid)
+    meta = read_config(folder)
+    meta["router"] = {**meta["router"], "llm_bias": list(result.bias)}
+    meta["calibration"] = {**result.to_dict(), "tasks": [s.task for s in sets],
+                           "sources": [s.source for s in sets]}
+    out = Path(output) if output is not None else folder
+    if out.resolve() == folder.resolve():
+        write_json(folder / CONFIG_NAME, meta)
+    else:
+        with atomic_dir(out) as tmp:
+            shutil.copytree(folder, tmp, dirs_exist_ok=True)
+            write_json(tmp / CONFIG_NAME, meta)
+    return result
