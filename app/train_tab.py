@@ -61,6 +61,8 @@ def build_train_tab(ctx: AppContext, router_key: gr.State, router_picker: gr.Dro
                 n_neg = gr.Number(3, label="H (negatives)", precision=0, minimum=1, maximum=50)
                 n_clusters = gr.Number(5, label="n clusters", precision=0, minimum=1, maximum=100)
                 recluster = gr.Checkbox(False, label="re-cluster")
+            calibrate = gr.Checkbox(True, label="Calibrate after training: fit one routing offset per LLM on the "
+                                    "training rows (not in the paper; see README)", elem_id="train-calibrate")
     with gr.Row():
         start = gr.Button("Start training", variant="primary", elem_id="train-start")
         cancel = gr.Button("Cancel", variant="stop", elem_id="train-cancel")
@@ -96,7 +98,7 @@ def build_train_tab(ctx: AppContext, router_key: gr.State, router_picker: gr.Dro
         return sets, llms, names
 
     def train(shipped_keys, files, name_, frozen_, proj_, steps_, batch_, rows_, eval_every_, lr_, head_lr_, tau_,
-              lam_, k_pos_, k_neg_, n_neg_, n_clusters_, recluster_, progress=gr.Progress()):
+              lam_, k_pos_, k_neg_, n_neg_, n_clusters_, recluster_, calibrate_=True, progress=gr.Progress()):
         from routerdc.trainer import TrainConfig, Trainer
 
         try:
@@ -121,7 +123,7 @@ def build_train_tab(ctx: AppContext, router_key: gr.State, router_picker: gr.Dro
                 k_neg=int(k_neg_), n_neg=int(n_neg_), n_clusters=int(n_clusters_), recluster=bool(recluster_),
                 eval_every=int(eval_every_), eval_max_per_task=ctx.settings.eval_max_per_task,
                 id_tasks=tuple(t for t in (s.task for s in sets)), cache_dir=ctx.settings.cache_dir,
-                device="cpu", length_window=4,
+                device="cpu", length_window=4, calibrate=bool(calibrate_),
             )
         except gr.Error:
             raise
@@ -190,10 +192,13 @@ def build_train_tab(ctx: AppContext, router_key: gr.State, router_picker: gr.Dro
                 key = ctx.register(res.output_dir)
                 best = res.best_metrics
                 summary = ", ".join(f"{k} {v:.1f}" for k, v in best.items() if k.endswith("avg"))
+                cal = res.calibration
+                calibrated = ("" if cal is None else f" Calibrated its routing offsets: training-set average "
+                              f"{cal['train_avg_before']:.1f} -> {cal['train_avg_after']:.1f}.")
                 msg = (("Cancelled" if res.cancelled else "Finished") +
                        f" at step {res.steps_done}/{cfg.steps} in {secs:.0f} s. Saved the best router (step "
-                       f"{res.best_step}; {summary}) to `{res.output_dir}`. Press **Use this router** to route "
-                       "and explore with it.")
+                       f"{res.best_step}; {summary}) to `{res.output_dir}`.{calibrated} Press **Use this router** "
+                       "to route and explore with it.")
             yield (msg, plots.loss_figure(history), plots.accuracy_figure(history, labels), None, key,
                    gr.update(interactive=key is not None))
         finally:
@@ -222,7 +227,7 @@ def build_train_tab(ctx: AppContext, router_key: gr.State, router_picker: gr.Dro
         return (key, gr.update(choices=ctx.router_choices(), value=key), status_markdown(ctx, key))
 
     ins = [shipped, uploads, name, frozen, projection, steps, batch, rows, eval_every, lr, head_lr, tau, lam,
-           k_pos, k_neg, n_neg, n_clusters, recluster]
+           k_pos, k_neg, n_neg, n_clusters, recluster, calibrate]
     start.click(train, ins, [progress_md, loss_plot, acc_plot, run_id, trained_key, use], api_name="train",
                 concurrency_limit=2, concurrency_id="train")  # the 2nd gets the "one run at a time" message
     cancel.click(do_cancel, [run_id], [progress_md], api_name="cancel_training", queue=False)

@@ -151,13 +151,14 @@ def calibrate_checkpoint(folder: str | os.PathLike, sets: Sequence[ScoreSet], *,
     on-disk cache keyed by the checkpoint's content (offsets aside: see
     :func:`~routerdc.embed_cache.checkpoint_key`).
     """
-    from .embed_cache import checkpoint_key, router_embeddings
+    from .embed_cache import checkpoint_key, encoder_key, router_embeddings
     from .model import RouterDC
     from .routing import similarities
 
     folder = Path(folder)
     router = RouterDC.from_pretrained(folder, device=device)
-    key = checkpoint_key(folder, embeddings_only=True)
+    # A frozen (pretrained) encoder shares the trainer's cache; a fine-tuned one is keyed by content.
+    key = encoder_key(router) or checkpoint_key(folder, embeddings_only=True)
     names = router.config.llm_names
     keys = router.llm_embeddings.weight.detach().float().cpu().numpy()
     sims = [similarities(router_embeddings(router, s.queries, key=key, cache_dir=cache_dir), keys,

@@ -209,9 +209,9 @@ def test_no_files_served_from_outside_the_app(server):
 
 def _train_args(steps, eval_every=5, name="api-run"):
     # shipped, uploads, name, frozen, projection, steps, batch, rows, eval_every, lr, head_lr, tau, lam,
-    # K+, K-, H, n clusters, re-cluster
+    # K+, K-, H, n clusters, re-cluster, calibrate
     return (["routerdc/train/mmlu", "routerdc/train/gsm8k", "routerdc/train/cmmlu"], None, name, True, True,
-            steps, 16, 40, eval_every, 5e-5, 1e-2, 1.0, 1.0, 3, 3, 3, 5, False)
+            steps, 16, 40, eval_every, 5e-5, 1e-2, 1.0, 1.0, 3, 3, 3, 5, False, True)
 
 
 def test_train_rejects_bad_choices(client, tmp_path):
@@ -247,6 +247,7 @@ def test_train_cancel_halfway_then_one_run_at_a_time_then_hot_swap(server):
     outputs = job.result(timeout=120)
     final = outputs[0]
     assert final.startswith("Cancelled at step") and "Saved the best router" in final
+    assert "Calibrated" not in final  # a cancelled run keeps its last checkpoint as it was
     assert not server.ctx.training.running
 
     # a short complete run on RouterBench (11 LLMs), then switch this session to it: RouterBench
@@ -255,9 +256,10 @@ def test_train_cancel_halfway_then_one_run_at_a_time_then_hot_swap(server):
     args[0] = ["routerbench/train/arc_challenge", "routerbench/train/mbpp"]
     outputs = b.predict(*args, api_name="/train")
     assert outputs[0].startswith("Finished") and "swap-me" in outputs[0]
+    assert "Calibrated its routing offsets" in outputs[0]  # the box is ticked by default
     b.predict(api_name="/use_trained")
     *_, result, _ = route(b, "Which planet is the largest?")
-    assert result["router"].startswith("swap-me") and len(result["probs"]) == 11
+    assert result["router"].startswith("swap-me") and len(result["probs"]) == 11 and len(result["offsets"]) == 11
     e = next(e for e in server.ctx.data.entries if e.key == "routerbench/test/arc_challenge")
     _, _, answer, verdict, *_ = route(b, e.set.queries[0])
     assert "Recorded answer" in answer and "recorded" in answer and "router's choice scored" in verdict
