@@ -43,13 +43,33 @@ def metrics_section(table: dict | None, shipped: dict | None) -> list[str]:
     if shipped:
         rows = shipped["values"]["rows"]
         label = next(k for k in rows if k.startswith("RouterDC"))
-        out.append(f"| **this checkpoint** (seed 0, fp16) | {_row(rows[label])} |")
+        out.append(f"| **this checkpoint** (seed 0, calibrated, fp16) | {_row(rows[label])} |")
     if table:
         rows, spread = table["values"]["rows"], table.get("spread") or {}
         for label, v in rows.items():
-            if label.startswith("RouterDC (ours)") or label.startswith("best single") or "as reported" in label \
+            if label.startswith(("RouterDC (ours)", "RouterDC, uncalibrated", "best single")) \
+                    or "as reported" in label \
                     or label in ("oracle", "random"):
                 out.append(f"| {label} | {_row(v, spread.get('rows', {}).get(label) if spread else None)} |")
+    return out
+
+
+def calibration_section(config: dict) -> list[str]:
+    cal = config.get("calibration")
+    if not cal:
+        return []
+    out = [
+        "## Calibration", "",
+        "After training, one offset `b_t` per LLM was fitted on all "
+        f"{cal['n_queries']:,} training queries (`python -m routerdc calibrate`; `routerdc/calibration.py`): "
+        "coordinate ascent over a grid maximises the training-set average, the same criterion as the checkpoint "
+        f"selection. Training-set average {cal['train_avg_before']:.2f} → {cal['train_avg_after']:.2f}; the encoder "
+        "and the LLM embeddings are unchanged.", "",
+        "| LLM | offset |", "|---|---|",
+        *[f"| `{name}` | {b:+.3f} |" for name, b in cal["bias"].items()], "",
+        "| training task | before | after |", "|---|---|---|",
+        *[f"| {t} | {cal['per_task_before'][t]:.2f} | {cal['per_task_after'][t]:.2f} |" for t in cal["per_task_after"]],
+    ]
     return out
 
 
@@ -76,7 +96,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"# {ckpt.name}: RouterDC over 7 open LLMs, all-MiniLM-L6-v2 encoder", "",
         "A [RouterDC](https://arxiv.org/abs/2409.19886) router (Chen et al., NeurIPS 2024) trained by the "
         "`routerdc` library: the encoder maps a query to a vector, each LLM has a learned embedding, and the "
-        "query goes to the LLM of highest `softmax(cos(E(x), k_t) / tau)`. The project's app loads it by default.", "",
+        "query goes to the LLM of highest `softmax((cos(E(x), k_t) + b_t) / tau)`, where `b_t` are per-LLM "
+        "offsets calibrated after training (see Calibration). The project's app loads it by default.", "",
         "## Candidate LLMs (in the router's order)", "",
         *[f"{i}. `{n}`" for i, n in enumerate(llms)], "",
         "## Data", "",
@@ -92,11 +113,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         *[f"| `{k}` | `{train[k]}` |" for k in ("encoder", "pooling", "similarity", "temperature", "max_length", "train_scores",
                                                 "k_pos", "k_neg", "neg_threshold", "tie_break", "lam", "n_neg",
                                                 "group_by", "lr", "head_lr", "weight_decay", "batch_size",
-                                                "steps", "eval_every", "eval_max_per_task", "select_by", "seed")
+                                                "steps", "eval_every", "eval_max_per_task", "select_by", "calibrate",
+                                                "seed")
           if k in train], "",
         f"Selected checkpoint: step {metrics.get('step', '?')} (training-set average "
         f"{metrics.get('train/avg', float('nan')):.2f} over at most {train.get('eval_max_per_task')} queries "
         "per task). Weights are stored in fp16 (`python -m routerdc export --dtype float16`).", "",
+        *calibration_section(config), "",
         "## Metrics (test sets, %)", "",
         "The paper's metric: for multiple-choice tasks and PreAlgebra the chosen LLM counts 1 if its score "
         "is > 0; for GSM8K, HumanEval and MBPP its score (a pass rate) counts as is.", "",
@@ -106,8 +129,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"--output {_rel(Path(args.shipped))}` (this checkpoint).", "",
         "## Retrain from scratch", "",
         "```bash", f"python -m routerdc train --config {rel}/train.json", "```", "",
-        "About 15 minutes on 2 CPU cores (add `--device cuda` on a GPU); it writes a new router to "
-        f"`{train['output_dir']}` atomically (the old one stays intact until the new one is complete).", "",
+        "About 18 minutes on 2 CPU cores (add `--device cuda` on a GPU): training, then the calibration. It "
+        f"writes a new router to `{train['output_dir']}` atomically (the old one stays intact until the new one "
+        "is complete). The shipped weights were trained with `--save-dtype float32`, calibrated by "
+        "`python -m routerdc calibrate` and exported to fp16; a run of this command calibrates the fp16 weights "
+        "it saves, so its offsets can differ in the last digits.", "",
         "## Use", "",
         "```bash",
         f"python -m routerdc route --checkpoint {rel} --input queries.txt --output routes.jsonl",

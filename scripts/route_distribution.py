@@ -44,7 +44,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     for d in args.checkpoints:
         router = RouterDC.from_pretrained(d)
         sets = [s.align(router.config.llm_names) for s in load_many(paper_files(args.data_dir)[1])]
-        choices = router_choices(router, sets, key=checkpoint_key(d))
+        choices = router_choices(router, sets, key=checkpoint_key(d, embeddings_only=True))
         parts.append(distribution_markdown(d, router.config.llm_names, [s.task for s in sets], choices))
     text = "\n".join(parts)
     print(text)

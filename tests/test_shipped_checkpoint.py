@@ -38,6 +38,9 @@ def test_folder_is_complete_small_and_safe():
     assert "python -m routerdc train --config checkpoints/routerdc-minilm/train.json" in card
     train = json.loads((SHIPPED / "train.json").read_text(encoding="utf-8"))
     assert train["encoder"] == "all-MiniLM-L6-v2" and len(train["train_files"]) == 5
+    # Retraining from train.json also calibrates, as the shipped router was.
+    config = json.loads((SHIPPED / "config.json").read_text(encoding="utf-8"))
+    assert train["calibrate"] is True and len(config["router"]["llm_bias"]) == 7
 
 
 def test_routes_queries_of_every_task_to_one_of_its_llms(shipped, data_dir):
