@@ -132,14 +132,15 @@ class DataBank:
 
 
 # ---------------------------------------------------------------------------------- routers
-def router_fingerprint(folder: Path) -> str:
+def router_fingerprint(folder: Path, *, embeddings_only: bool = False) -> str:
     """Identity of a saved router's content (config and weights; SHA-256, about 0.1 s for the
     shipped 45 MB): a copy or a fresh clone of the same router finds the same cached map and ONNX
-    form, and any change to its files gives a new identity."""
+    form, and any change to its files gives a new identity. ``embeddings_only`` leaves out the
+    calibrated routing offsets, which change no embedding (the map's cache key)."""
     from routerdc.embed_cache import checkpoint_key
     from routerdc.embedding_map import map_key
 
-    return map_key(checkpoint_key(folder))
+    return map_key(checkpoint_key(folder, embeddings_only=embeddings_only))
 
 
 @dataclass
@@ -317,7 +318,11 @@ class RouterView:
                     self.pool = pool
                     return
                 folder = Path(cache_dir) if cache_dir else default_cache_dir()
-                path = folder / "maps" / f"map-{map_key(self.fingerprint, method, texts=pool.texts)}.npz"
+                # The map (embeddings and LLM keys in 2-D) does not depend on calibrated offsets, so a
+                # router keeps its map when it is re-calibrated; the routed colouring is computed below.
+                fingerprint = (self.fingerprint if not self.config.llm_bias
+                               else router_fingerprint(self.folder, embeddings_only=True))
+                path = folder / "maps" / f"map-{map_key(fingerprint, method, texts=pool.texts)}.npz"
                 emap = raw = None
                 if path.exists():
                     try:

@@ -138,3 +138,24 @@ def test_app_import_is_light():
     code = "import sys, app; print(int('gradio' in sys.modules), int('torch' in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
     assert out == ["0", "0"]
+
+
+def test_a_calibrated_copy_reuses_the_map_but_routes_with_its_offsets(minilm_router, tiny_set, tmp_path):
+    from app.resources import DataBank, DataEntry, RouterView
+    from routerdc.calibration import calibrate_checkpoint
+    from routerdc.model import RouterDC
+
+    minilm_router.save_pretrained(tmp_path / "plain")
+    calibrate_checkpoint(tmp_path / "plain", [tiny_set], output=tmp_path / "cal")
+    bank = DataBank([DataEntry("t/train/mmlu", "t", "train", tiny_set, "memory")])
+    views = {}
+    for name in ("plain", "cal"):
+        view = RouterView(name, RouterDC.from_pretrained(tmp_path / name), tmp_path / name)
+        view.compute_map(bank, per_set=12, method="pca", cache_dir=str(tmp_path / "cache"))
+        assert view.emap is not None, view.map_state
+        views[name] = view
+    assert len(list((tmp_path / "cache" / "maps").glob("*.npz"))) == 1  # one map for both
+    assert views["plain"].fingerprint != views["cal"].fingerprint  # the ONNX form differs
+    np.testing.assert_array_equal(views["plain"].emap.coords, views["cal"].emap.coords)
+    expected = views["cal"].route_embeddings(views["cal"].pool_raw).choice
+    np.testing.assert_array_equal(views["cal"].pool_routed, expected)  # routed colouring uses the offsets
