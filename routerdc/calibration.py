@@ -91,10 +91,9 @@ def fit_llm_bias(sims: Sequence[np.ndarray], values: Sequence[np.ndarray], *,
     for _ in range(max_sweeps):
         changed = False
         for t in range(n_llms):
-            curve = np.mean([_sweep_values(s, v, bias, t, grid) for s, v in sims_v], axis=0)
-            current = np.mean([v[np.arange(len(v)), (s + bias).argmax(axis=1)].mean() for s, v in sims_v])
-            if curve.max() > current + 1e-12:
-                winners = np.flatnonzero(curve >= curve.max() - 1e-12)
+            curve = 100.0 * np.mean([_sweep_values(s, v, bias, t, grid) for s, v in sims_v], axis=0)
+            if curve.max() > objective(sims, values, bias) + 1e-9:
+                winners = np.flatnonzero(curve >= curve.max() - 1e-9)
                 bias[t] = grid[winners[len(winners) // 2]]  # the middle of the best values
                 changed = True
         if not changed:

@@ -281,6 +281,7 @@ class Trainer:
                 self.on_step(step, totals, metrics)
         if bar is not None:
             bar.close()
+        result.samples_per_second = seen / max(time.perf_counter() - t0, 1e-9)  # training only
         if cfg.calibrate and result.output_dir is not None and not result.cancelled:
             from .calibration import calibrate_checkpoint
 
@@ -288,7 +289,6 @@ class Trainer:
             result.calibration = calibrate_checkpoint(result.output_dir, self.train_sets, cache_dir=cfg.cache_dir,
                                                       device=self.device).to_dict()
         result.seconds = time.perf_counter() - t0
-        result.samples_per_second = seen / max(result.seconds, 1e-9)
         return result
 
     def _save(self, model: RouterDC, out_dir: Path, step: int, metrics: dict[str, float],
