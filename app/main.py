@@ -168,6 +168,8 @@ def main(argv: Sequence[str] | None = None, settings: Settings | None = None, ar
         view = ctx.get_router(ctx.default_key)
         ctx.ensure_map(view, background=False)
         print(f"{view.name}: map {view.map_state}; routing on {view.engine_name}")
+        if args.ship_map and view.emap is not None:
+            print(f"{view.name}: map shipped as {view.ship_map(ctx.data)}")
         return 0 if view.emap is not None else 1
     launch(settings, ctx)
     return 0

@@ -143,6 +143,38 @@ def router_fingerprint(folder: Path, *, embeddings_only: bool = False) -> str:
     return map_key(checkpoint_key(folder, embeddings_only=embeddings_only))
 
 
+SHIPPED_MAP_DIR = "maps"  # a router folder may ship its map here (see RouterView.ship_map)
+
+
+def map_file_name(fingerprint: str, method: str, texts: Sequence[str]) -> str:
+    """The map file of a router (by content) over exactly ``texts``, fitted with ``method``."""
+    from routerdc.embedding_map import map_key
+
+    return f"map-{map_key(fingerprint, method, texts=texts)}.npz"
+
+
+def _pool_seed(entry_key: str) -> int:
+    import hashlib
+
+    return int.from_bytes(hashlib.sha256(entry_key.encode("utf-8")).digest()[:4], "little")
+
+
+def _read_map(path: Path, n: int, n_llms: int):
+    """``(map, raw embeddings)`` from ``path``, or ``(None, None)`` when it is unusable (logged)."""
+    from routerdc.embedding_map import load_map
+
+    try:
+        emap, extra = load_map(path)
+        raw = extra["raw"]
+    except (ValueError, KeyError) as exc:
+        log.warning("ignoring map file %s: %s", path, exc)
+        return None, None
+    if len(emap) != n or emap.llm_coords.shape[0] != n_llms or raw.shape[0] != n:
+        log.warning("ignoring map file %s: it does not fit this router's pool", path)
+        return None, None
+    return emap, raw
+
+
 @dataclass
 class Pool:
     """The reference queries of a router's map: samples of the data sets that share its LLMs."""
@@ -153,6 +185,29 @@ class Pool:
     clusters: np.ndarray  # (n,) -1 when unknown
     scores: np.ndarray  # (n, T), aligned to the router's LLMs
     entry_rows: list[tuple[int, int]]  # (entry index in the DataBank, row)
+
+
+def build_pool(data: DataBank, llms: Sequence[str], per_set: int) -> Pool:
+    """The map's reference queries for a router over ``llms``: up to ``per_set`` rows of every loaded
+    set with exactly these LLMs, sampled with a seed of the set's own key (so the same rows whatever
+    else is loaded)."""
+    texts, tasks, roles, clusters, scores, rows = [], [], [], [], [], []
+    for i, e in enumerate(data.entries):
+        if set(e.set.llms) != set(llms):
+            continue
+        s = e.set.align(llms)
+        rng = np.random.default_rng(_pool_seed(e.key))
+        idx = np.sort(rng.choice(len(s), per_set, replace=False)) if len(s) > per_set else np.arange(len(s))
+        for r in idx:
+            texts.append(s.queries[r])
+            tasks.append(task_label(s.task) + (" (RB)" if e.family == "routerbench" else ""))
+            roles.append(e.role)
+            clusters.append(int(s.clusters[r]) if s.clusters is not None else -1)
+            scores.append(s.scores[r])
+            rows.append((i, int(r)))
+    T = len(llms)
+    return Pool(texts, tasks, roles, np.asarray(clusters, dtype=np.int64),
+                np.asarray(scores, dtype=np.float32).reshape(-1, T), rows)
 
 
 class RouterView:
@@ -282,29 +337,13 @@ class RouterView:
 
     # -- the map --------------------------------------------------------------------------
     def build_pool(self, data: DataBank, per_set: int) -> Pool:
-        texts, tasks, roles, clusters, scores, rows = [], [], [], [], [], []
-        for i, e in enumerate(data.entries):
-            if set(e.set.llms) != set(self.llms):
-                continue
-            s = e.set.align(self.llms)
-            rng = np.random.default_rng(i)
-            idx = np.sort(rng.choice(len(s), per_set, replace=False)) if len(s) > per_set else np.arange(len(s))
-            for r in idx:
-                texts.append(s.queries[r])
-                tasks.append(task_label(s.task) + (" (RB)" if e.family == "routerbench" else ""))
-                roles.append(e.role)
-                clusters.append(int(s.clusters[r]) if s.clusters is not None else -1)
-                scores.append(s.scores[r])
-                rows.append((i, int(r)))
-        T = len(self.llms)
-        return Pool(texts, tasks, roles, np.asarray(clusters, dtype=np.int64),
-                    np.asarray(scores, dtype=np.float32).reshape(-1, T), rows)
+        return build_pool(data, self.llms, per_set)
 
     def compute_map(self, data: DataBank, *, per_set: int, method: str, cache_dir: str | None,
                     on_state: Callable[[str], None] | None = None) -> None:
         """Build the pool, then load the map from the disk cache or fit and store it."""
         from routerdc.embed_cache import default_cache_dir
-        from routerdc.embedding_map import fit_map, load_map, map_key, save_map
+        from routerdc.embedding_map import fit_map, save_map
 
         with self._map_lock:
             if self.emap is not None:
@@ -317,23 +356,22 @@ class RouterView:
                                       "(upload one in the Evaluate tab to score it)")
                     self.pool = pool
                     return
-                folder = Path(cache_dir) if cache_dir else default_cache_dir()
                 # The map (embeddings and LLM keys in 2-D) does not depend on calibrated offsets, so a
                 # router keeps its map when it is re-calibrated; the routed colouring is computed below.
                 fingerprint = (self.fingerprint if not self.config.llm_bias
                                else router_fingerprint(self.folder, embeddings_only=True))
-                path = folder / "maps" / f"map-{map_key(fingerprint, method, texts=pool.texts)}.npz"
+                name = map_file_name(fingerprint, method, pool.texts)
+                path = (Path(cache_dir) if cache_dir else default_cache_dir()) / "maps" / name
                 emap = raw = None
-                if path.exists():
-                    try:
-                        emap, extra = load_map(path)
-                        raw = extra["raw"]
-                        if len(emap) != len(pool.texts) or emap.llm_coords.shape[0] != len(self.llms):
-                            emap = None
-                    except (ValueError, KeyError) as exc:
-                        log.warning("ignoring map cache %s: %s", path, exc)
-                        emap = None
+                source = "cached"
+                for where in (self.folder / SHIPPED_MAP_DIR / name, path):  # shipped with the router, else cached
+                    if where.exists():
+                        emap, raw = _read_map(where, len(pool.texts), len(self.llms))
+                        if emap is not None:
+                            source = "shipped with the router" if where != path else "cached"
+                            break
                 if emap is None:
+                    source = "fitted"
                     self.map_state = f"computing: embedding {len(pool.texts)} queries"
                     raw = self._embed_pool(data, pool, cache_dir)
                     self.map_state = f"computing: fitting {method.upper()} on {len(pool.texts)} points"
@@ -346,10 +384,34 @@ class RouterView:
                 self.pool_routed = self.route_embeddings(raw).choice
                 self.emap = emap
                 self.map_seconds = time.perf_counter() - t0
-                self.map_state = f"ready ({emap.method.upper()}, {len(pool.texts)} queries, {self.map_seconds:.1f} s)"
+                self.map_state = (f"ready ({emap.method.upper()}, {len(pool.texts)} queries, {source}, "
+                                  f"{self.map_seconds:.1f} s)")
             except Exception as exc:  # noqa: BLE001 - reported in the status area, app stays up
                 log.exception("map computation failed")
                 self.map_state = f"failed: {type(exc).__name__}: {exc}"
+
+    def ship_map(self, data: DataBank) -> Path:
+        """Write the computed map into the router's folder (``maps/``, compact: float16, compressed),
+        with which rows of which data files its points are, so that a fresh clone of the router
+        starts with its map. Call after :meth:`compute_map`."""
+        from routerdc.embedding_map import save_map
+
+        if self.emap is None or self.pool is None or self.pool_raw is None:
+            raise RuntimeError(f"{self.name}: no map to ship ({self.map_state})")
+        root = Path(data.data_dir) if data.data_dir else None
+        files = []
+        for i, _ in self.pool.entry_rows:
+            f = Path(data.entries[i].path)
+            files.append(str(f.relative_to(root)) if root and f.is_relative_to(root) else f.name)
+        fingerprint = (self.fingerprint if not self.config.llm_bias
+                       else router_fingerprint(self.folder, embeddings_only=True))
+        name = map_file_name(fingerprint, self.emap.method, self.pool.texts)
+        out = self.folder / SHIPPED_MAP_DIR
+        for old in out.glob("map-*.npz"):  # one shipped map per router
+            if old.name != name:
+                old.unlink()
+        return save_map(self.emap, out / name, compact=True, raw=self.pool_raw,
+                        files=np.asarray(files), rows=np.asarray([r for _, r in self.pool.entry_rows], dtype=np.int64))
 
     def _embed_pool(self, data: DataBank, pool: Pool, cache_dir: str | None) -> np.ndarray:
         from routerdc.embed_cache import cache_path, encoder_key, router_embeddings

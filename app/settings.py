@@ -117,6 +117,9 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[Settings, argparse.Na
                         "built after the map; torch: always route with torch")
     p.add_argument("--prepare", action="store_true",
                    help="compute and cache the default router's map and ONNX form, then exit")
+    p.add_argument("--ship-map", action="store_true",
+                   help="with --prepare: also write the map into the router's folder (maps/, ~2 MB), so that it "
+                        "ships with the router and a fresh clone starts with it")
     a = p.parse_args(argv)
     s = replace(base, checkpoint=a.checkpoint, data_dir=a.data_dir, models_config=a.models_config,
                 launch_llms=a.launch_llms,

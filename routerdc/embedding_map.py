@@ -148,20 +148,35 @@ def fit_map(query_emb: np.ndarray, llm_emb: np.ndarray, *, method: str = "umap",
     return EmbeddingMap(embeddings=q, coords=xy[: len(q)], llm_coords=xy[len(q):], method=method)
 
 
-def save_map(m: EmbeddingMap, path: str | os.PathLike, **extra: np.ndarray) -> Path:
-    """Write ``m`` (and extra arrays) to ``path`` (``.npz``) atomically."""
+def save_map(m: EmbeddingMap, path: str | os.PathLike, *, compact: bool = False, **extra: np.ndarray) -> Path:
+    """Write ``m`` (and extra arrays) to ``path`` (``.npz``) atomically.
+
+    ``compact`` writes the form a router ships with (a few MB instead of a few tens): the reference
+    embeddings are left out (they are the unit rows of ``extra["raw"]``, which is then required),
+    float arrays are stored as float16, and the file is compressed. Its cosine similarities agree
+    with the full form's within about 1e-3, plenty for placement and nearest-query look-ups.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    arrays: dict[str, np.ndarray] = {"coords": m.coords, "llm_coords": m.llm_coords, **extra}
+    if compact:
+        if "raw" not in extra:
+            raise ValueError("a compact map needs the raw embeddings (raw=...)")
+        arrays = {k: (v.astype(np.float16) if np.issubdtype(np.asarray(v).dtype, np.floating) else v)
+                  for k, v in arrays.items()}
+    else:
+        arrays["embeddings"] = m.embeddings
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     with tmp.open("wb") as f:
-        np.savez(f, embeddings=m.embeddings, coords=m.coords, llm_coords=m.llm_coords,
-                 method=np.asarray(m.method), version=np.asarray(MAP_FORMAT_VERSION), **extra)
+        (np.savez_compressed if compact else np.savez)(
+            f, method=np.asarray(m.method), version=np.asarray(MAP_FORMAT_VERSION), **arrays)
     os.replace(tmp, path)
     return path
 
 
 def load_map(path: str | os.PathLike) -> tuple[EmbeddingMap, dict[str, np.ndarray]]:
-    """Read a map written by :func:`save_map`: ``(map, extra arrays)``. Raises ``ValueError``."""
+    """Read a map written by :func:`save_map` (full or compact): ``(map, extra arrays)``, float
+    arrays as float32. Raises ``ValueError``."""
     try:
         with np.load(Path(path), allow_pickle=False) as z:
             data = {k: z[k] for k in z.files}
@@ -169,8 +184,13 @@ def load_map(path: str | os.PathLike) -> tuple[EmbeddingMap, dict[str, np.ndarra
         raise ValueError(f"{path}: unreadable map file ({exc})") from None
     if int(data.get("version", -1)) != MAP_FORMAT_VERSION:
         raise ValueError(f"{path}: unknown map format version")
-    m = EmbeddingMap(embeddings=data.pop("embeddings"), coords=data.pop("coords"),
-                     llm_coords=data.pop("llm_coords"), method=str(data.pop("method")))
+    data = {k: (v.astype(np.float32) if v.dtype == np.float16 else v) for k, v in data.items()}
+    try:
+        emb = data.pop("embeddings") if "embeddings" in data else unit_rows(data["raw"])
+        m = EmbeddingMap(embeddings=emb, coords=data.pop("coords"), llm_coords=data.pop("llm_coords"),
+                         method=str(data.pop("method")))
+    except KeyError as exc:
+        raise ValueError(f"{path}: not a map file (no {exc.args[0]!r})") from None
     data.pop("version")
     return m, data
 

@@ -159,3 +159,52 @@ def test_a_calibrated_copy_reuses_the_map_but_routes_with_its_offsets(minilm_rou
     np.testing.assert_array_equal(views["plain"].emap.coords, views["cal"].emap.coords)
     expected = views["cal"].route_embeddings(views["cal"].pool_raw).choice
     np.testing.assert_array_equal(views["cal"].pool_routed, expected)  # routed colouring uses the offsets
+
+
+def test_compact_map_round_trip_is_small_and_close(tmp_path):
+    rng = np.random.default_rng(0)
+    raw = rng.normal(size=(200, 32)).astype(np.float32)
+    m = fit_map(raw, rng.normal(size=(3, 32)), method="pca")
+    full = save_map(m, tmp_path / "full.npz", raw=raw)
+    compact = save_map(m, tmp_path / "compact.npz", compact=True, raw=raw, rows=np.arange(200),
+                       files=np.asarray(["a/b.json"] * 200))
+    assert compact.stat().st_size < 0.5 * full.stat().st_size
+    m2, extra = load_map(compact)
+    assert m2.embeddings.dtype == np.float32 and extra["raw"].dtype == np.float32
+    np.testing.assert_allclose(m2.embeddings @ m2.embeddings.T, m.embeddings @ m.embeddings.T, atol=2e-3)
+    np.testing.assert_allclose(m2.coords, m.coords, rtol=1e-3, atol=1e-3)
+    assert list(extra["rows"][:3]) == [0, 1, 2] and str(extra["files"][0]) == "a/b.json"
+    q = raw[:5] + 0.01 * rng.normal(size=(5, 32)).astype(np.float32)
+    np.testing.assert_array_equal(m2.neighbours(q, k=1)[0], m.neighbours(q, k=1)[0])
+    with pytest.raises(ValueError, match="raw"):
+        save_map(m, tmp_path / "x.npz", compact=True)
+
+
+def test_a_router_that_ships_its_map_starts_with_it(minilm_router, tiny_set, tmp_path):
+    from app.resources import DataBank, DataEntry, RouterView
+    from routerdc.model import RouterDC
+
+    minilm_router.save_pretrained(tmp_path / "r")
+    bank = DataBank([DataEntry("t/train/mmlu", "t", "train", tiny_set, str(tmp_path / "data" / "mmlu.json"))],
+                    data_dir=str(tmp_path / "data"))
+    first = RouterView("r", RouterDC.from_pretrained(tmp_path / "r"), tmp_path / "r")
+    first.compute_map(bank, per_set=10, method="pca", cache_dir=str(tmp_path / "cache-1"))
+    assert "fitted" in first.map_state
+    shipped = first.ship_map(bank)
+    assert shipped.parent == tmp_path / "r" / "maps"
+    # A fresh clone: the same router files, an empty cache. The map comes from the router's folder.
+    again = RouterView("r", RouterDC.from_pretrained(tmp_path / "r"), tmp_path / "r")
+    again.compute_map(bank, per_set=10, method="pca", cache_dir=str(tmp_path / "cache-2"))
+    assert "shipped with the router" in again.map_state, again.map_state
+    assert not (tmp_path / "cache-2" / "maps").exists()
+    np.testing.assert_allclose(again.emap.coords, first.emap.coords, atol=1e-2)
+    np.testing.assert_array_equal(again.pool_routed, first.pool_routed)
+    # Another pool (more rows per set) is another map: fitted, not the shipped one.
+    other = RouterView("r", RouterDC.from_pretrained(tmp_path / "r"), tmp_path / "r")
+    other.compute_map(bank, per_set=11, method="pca", cache_dir=str(tmp_path / "cache-2"))
+    assert "fitted" in other.map_state
+    # A damaged shipped map is ignored (the map is fitted again), never fatal.
+    shipped.write_bytes(b"not a map")
+    broken = RouterView("r", RouterDC.from_pretrained(tmp_path / "r"), tmp_path / "r")
+    broken.compute_map(bank, per_set=10, method="pca", cache_dir=str(tmp_path / "cache-3"))
+    assert broken.emap is not None and "fitted" in broken.map_state

@@ -74,3 +74,25 @@ def test_route_and_evaluate_commands_load_it(data_dir, tmp_path):
     assert r.returncode == 0, r.stderr
     table = json.loads((tmp_path / "table.json").read_text())
     assert "RouterDC" in json.dumps(table)
+
+
+def test_it_ships_its_map_for_the_shipped_data(data_dir):
+    """A fresh clone starts with the map: the file in maps/ is the one the app looks for with the
+    shipped score data (same router content, same sampled queries), and it names those queries."""
+    from app.resources import DataBank, build_pool, map_file_name, router_fingerprint
+    from app.settings import Settings
+    from routerdc.embedding_map import load_map
+
+    bank = DataBank.load(str(data_dir))
+    llms = json.loads((SHIPPED / "config.json").read_text(encoding="utf-8"))["router"]["llm_names"]
+    pool = build_pool(bank, llms, Settings().map_per_set)
+    name = map_file_name(router_fingerprint(SHIPPED, embeddings_only=True), Settings().map_method, pool.texts)
+    path = SHIPPED / "maps" / name
+    assert path.exists(), f"no shipped map {name}: run python app.py --prepare --ship-map"
+    assert path.stat().st_size < 5 * 10**6
+    emap, extra = load_map(path)
+    assert len(emap) == len(pool.texts) and emap.llm_coords.shape == (7, 2)
+    root = Path(bank.data_dir)
+    want = [str(Path(bank.entries[i].path).relative_to(root)) for i, _ in pool.entry_rows]
+    assert [str(f) for f in extra["files"]] == want
+    assert extra["rows"].tolist() == [r for _, r in pool.entry_rows]
