@@ -8,6 +8,7 @@ router, its routed queries) lives in ``gr.State``. Nothing here imports Gradio.
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 import warnings
@@ -522,6 +523,15 @@ class Preload:
 
 
 # ---------------------------------------------------------------------------------- context
+def _background_priority() -> None:
+    """Lower the calling thread's CPU priority (Linux: a thread is a task with its own nice value),
+    so that background work (fitting a map, exporting the ONNX form) yields the cores to requests."""
+    try:
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
+    except (AttributeError, OSError):  # not on Linux, or not permitted: run at normal priority
+        pass
+
+
 @dataclass
 class TrainingStatus:
     """The one training run of this process (shared, for the status area)."""
@@ -651,6 +661,8 @@ class AppContext:
         s = self.settings
 
         def run() -> None:
+            if background:
+                _background_priority()
             view.compute_map(self.data, per_set=s.map_per_set, method=s.map_method, cache_dir=s.cache_dir)
             if s.engine == "auto" and view.engine is None:  # the next start routes without torch
                 log.info("%s: %s", view.name, prepare_engine(view, s.cache_dir))

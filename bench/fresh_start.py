@@ -79,10 +79,12 @@ def one_start(workdir: Path, data_dir: str, timeout_s: float = 300) -> dict:
         served_s = time.perf_counter() - t0
         t1 = time.perf_counter()
         client = Client(url, verbose=False)
+        connect_s = time.perf_counter() - t1
         out = client.predict(QUERY, 1.0, api_name="/route")
         first_s = time.perf_counter() - t1
         status = client.predict(api_name="/status")
         return {"served_s": round(served_s, 2), "first_answer_after_served_s": round(first_s, 2),
+                "client_connect_s": round(connect_s, 2), "route_call_s": round(first_s - connect_s, 2),
                 "first_route_llm": out[7]["llm"], "map_shipped": "shipped with the router" in str(status),
                 "cache_files_written": sorted(str(p.relative_to(cache)) for p in cache.rglob("*") if p.is_file())[:5]}
     finally:
