@@ -22,6 +22,7 @@ import numpy as np
 from routerdc.data import DataError, ScoreSet, load_scores, resolve_data_dir, task_label
 
 log = logging.getLogger("routerdc.app")
+_PROJECT_ROOT = Path(__file__).resolve().parent.parent  # where `python -m routerdc...` finds the library
 
 # The shipped score files, relative to the data directory: (family, role, path).
 SHIPPED_FILES: tuple[tuple[str, str, str], ...] = (
@@ -483,20 +484,35 @@ def _load_view(key: str, threads: int, cache_dir: str | None = None, engine: str
     return RouterView(key, router, folder, time.perf_counter() - t0, torch_threads=threads, fingerprint=fingerprint)
 
 
-def prepare_engine(view: RouterView, cache_dir: str | None) -> str:
+def prepare_engine(view: RouterView, cache_dir: str | None, *, separate_process: bool = False) -> str:
     """Export ``view``'s router to ONNX (cached by fingerprint) and switch its routing to it.
-    Returns what happened, for logs and the status area; never raises."""
+
+    ``separate_process``: export in a child process at the lowest CPU priority (``python -m
+    routerdc.onnx_engine``), as the app does at start-up: torch tracing holds the GIL for seconds,
+    which would stall the requests this process is serving. Returns what happened, for logs and the
+    status area; never raises."""
     if view.engine is not None:
         return "ONNX engine already in use"
+    import subprocess
+    import sys
+
     from routerdc.onnx_engine import OnnxError, OnnxRouter, export_onnx
 
     where = onnx_dir(cache_dir, view.fingerprint)
     try:
         if not where.is_dir():
-            export_onnx(view.router, where)
+            if separate_process:
+                cmd = [sys.executable, "-m", "routerdc.onnx_engine", str(view.folder), str(where),
+                       "--threads", str(max(view.torch_threads, 1))]
+                done = subprocess.run(cmd, capture_output=True, text=True, timeout=1800, cwd=_PROJECT_ROOT,
+                                      preexec_fn=(lambda: os.nice(19)) if hasattr(os, "nice") else None)
+                if done.returncode != 0:
+                    raise OnnxError((done.stderr.strip().splitlines() or ["export failed"])[-1])
+            else:
+                export_onnx(view.router, where)
         view.engine = OnnxRouter.load(where, threads=view.torch_threads)
         return f"ONNX engine ready ({where})"
-    except (OnnxError, OSError) as exc:
+    except (OnnxError, OSError, subprocess.SubprocessError) as exc:
         log.warning("routing stays on torch: %s", exc)
         return f"routing stays on torch ({exc})"
 
@@ -665,7 +681,7 @@ class AppContext:
                 _background_priority()
             view.compute_map(self.data, per_set=s.map_per_set, method=s.map_method, cache_dir=s.cache_dir)
             if s.engine == "auto" and view.engine is None:  # the next start routes without torch
-                log.info("%s: %s", view.name, prepare_engine(view, s.cache_dir))
+                log.info("%s: %s", view.name, prepare_engine(view, s.cache_dir, separate_process=background))
 
         if not background:
             run()

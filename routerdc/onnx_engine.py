@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
@@ -201,3 +202,32 @@ class OnnxRouter:
     def token_ids(self, text: str) -> list[int]:
         """Token ids of ``text`` without special tokens (e.g. to count [UNK])."""
         return list(self.tokenizer.encode(text, add_special_tokens=False).ids)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m routerdc.onnx_engine CHECKPOINT OUTPUT``: export a saved router's ONNX form (checked
+    against torch) into the folder OUTPUT. The app runs this in a low-priority process of its own, so
+    that the export (torch tracing holds the GIL) never slows the requests it is serving."""
+    import argparse
+
+    p = argparse.ArgumentParser(prog="python -m routerdc.onnx_engine", description=main.__doc__.splitlines()[0])
+    p.add_argument("checkpoint")
+    p.add_argument("output")
+    p.add_argument("--threads", type=int, default=1, help="torch threads for the export (default 1)")
+    a = p.parse_args(argv)
+    import torch
+
+    from .model import RouterDC
+
+    if a.threads > 0:
+        torch.set_num_threads(a.threads)
+    try:
+        print(export_onnx(RouterDC.from_pretrained(a.checkpoint), a.output))
+    except OnnxError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
