@@ -208,3 +208,20 @@ def test_a_router_that_ships_its_map_starts_with_it(minilm_router, tiny_set, tmp
     broken = RouterView("r", RouterDC.from_pretrained(tmp_path / "r"), tmp_path / "r")
     broken.compute_map(bank, per_set=10, method="pca", cache_dir=str(tmp_path / "cache-3"))
     assert broken.emap is not None and "fitted" in broken.map_state
+
+
+def test_the_background_onnx_export_runs_in_a_separate_low_priority_process(minilm_router, tmp_path):
+    from app.resources import RouterView, onnx_dir, prepare_engine
+    from routerdc.model import RouterDC
+
+    minilm_router.save_pretrained(tmp_path / "r")
+    view = RouterView("r", RouterDC.from_pretrained(tmp_path / "r"), tmp_path / "r")
+    msg = prepare_engine(view, str(tmp_path / "cache"), separate_process=True)
+    assert msg.startswith("ONNX engine ready"), msg
+    assert view.engine is not None and onnx_dir(str(tmp_path / "cache"), view.fingerprint).is_dir()
+    texts = ["What is 2 + 2?", "def add(a, b): return a + b"]
+    np.testing.assert_allclose(view.engine.embed_texts(texts), view.router.embed_texts(texts, project=True), atol=1e-4)
+    # A router folder the child cannot load: a clear message, routing stays on torch.
+    broken = RouterView("b", view.router, tmp_path / "absent", fingerprint="0" * 24)
+    assert prepare_engine(broken, str(tmp_path / "cache"), separate_process=True).startswith("routing stays on torch")
+    assert broken.engine is None
