@@ -1,4 +1,5 @@
-"""Command line: ``python -m routerdc {cluster,train,calibrate,evaluate,export,route,serve,serve-llms}``.
+"""Command line: ``python -m routerdc {cluster,train,calibrate,evaluate,export,route,serve,serve-llms,
+add-llm,remove-llm}``.
 
 Every command takes ``--data-dir`` (else ``$ROUTERDC_DATA``, else ``../shared/data``); data
 files may be given relative to it.
@@ -13,6 +14,7 @@ import sys
 from pathlib import Path
 from typing import Any, Sequence
 
+from .cli_fleet import FLEET_COMMANDS
 from .data.registry import DATA_ENV
 
 DEFAULT_CHECKPOINT = Path(__file__).resolve().parent.parent / "checkpoints" / "routerdc-minilm"
@@ -179,6 +181,9 @@ def build_parser() -> argparse.ArgumentParser:
     from .serving.launcher import add_serve_llms_arguments
 
     add_serve_llms_arguments(sub.add_parser("serve-llms", help="launch a vLLM server per 'vllm' candidate"))
+    from .cli_fleet import add_fleet_commands
+
+    add_fleet_commands(sub)
     return parser
 
 
@@ -370,6 +375,7 @@ def cmd_serve_llms(args: argparse.Namespace) -> int:
 COMMANDS = {"cluster": cmd_cluster, "train": cmd_train, "calibrate": cmd_calibrate, "evaluate": cmd_evaluate, "export": cmd_export,
             "route": cmd_route,
             "serve": cmd_serve, "serve-llms": cmd_serve_llms}
+COMMANDS.update(FLEET_COMMANDS)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

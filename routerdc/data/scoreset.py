@@ -112,6 +112,17 @@ class ScoreSet:
                 f"{self.source}: LLM names differ from the expected set; "
                 f"missing {sorted(missing)}, unexpected {sorted(extra)}"
             )
+        return self.select(llms)
+
+    def select(self, llms: Sequence[str]) -> "ScoreSet":
+        """This set with only the columns ``llms``, in that order (e.g. to drop an LLM).
+
+        Raises :class:`DataError` when one of ``llms`` has no column here.
+        """
+        llms = tuple(llms)
+        missing = sorted(set(llms) - set(self.llms))
+        if missing:
+            raise DataError(f"{self.source}: no score column for {missing}")
         order = [self.llms.index(name) for name in llms]
         return replace(
             self,

@@ -1,0 +1,228 @@
+"""Change a router's fleet without retraining its encoder: add a candidate LLM, or remove one.
+
+RouterDC keeps one key k_t per LLM, so a fleet change touches only the keys:
+
+* :func:`add_llm` fits the new LLM's key alone. The encoder and every other key stay fixed; the
+  training queries are embedded once (through the embedding cache) and the new key k_new
+  minimises the sample-LLM loss of the full fleet (RouterDC eq. 3) over those embeddings::
+
+      s_t(x) = sim(E(x), k_t) / tau,   t in old fleet + {new}
+      k_new = argmin_k  L_sLLM(s(x), scores(x))      (only s_new depends on k)
+
+  The key starts at the mean of the (unit) embeddings of the queries on which the new LLM is a
+  positive, scaled to the old keys' mean norm, and is optimised with Adam on full batches.
+* :func:`remove_llm` drops the LLM's key and offset.
+
+Both then refit the calibrated offsets b_t (:func:`routerdc.calibration.calibrate`) on the score
+files, write a new router folder atomically (weights as they were, the LLM keys changed) and
+record the change in its ``config.json`` under ``fleet_changes``.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, replace
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from .data import ScoreSet
+
+__all__ = ["FleetChange", "FleetError", "add_llm", "check_columns", "remove_llm"]
+
+
+class FleetError(ValueError):
+    """A fleet change that cannot be made (an LLM already there or absent, score files that do not fit)."""
+
+
+@dataclass(frozen=True)
+class FleetChange:
+    """What a fleet change did: the new router's folder and LLMs, the calibration, the time."""
+
+    op: str  # "add" | "remove"
+    llm: str
+    output: Path
+    llm_names: tuple[str, ...]
+    seconds: float
+    train_avg_before: float  # calibrated training-set average (percent) before and after the refit
+    train_avg_after: float
+    loss: float | None = None  # add: the sample-LLM loss at the fitted key
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"op": self.op, "llm": self.llm, "output": str(self.output), "llm_names": list(self.llm_names),
+                "seconds": round(self.seconds, 2), "train_avg_before": self.train_avg_before,
+                "train_avg_after": self.train_avg_after, "loss": self.loss}
+
+
+def check_columns(sets: Sequence[ScoreSet], known: Sequence[str], new: str | None = None) -> None:
+    """Every set must score exactly ``known`` (plus ``new`` when adding); the error names the LLM."""
+    want = set(known) | ({new} if new else set())
+    for s in sets:
+        have = set(s.llms)
+        if new and new not in have:
+            raise FleetError(f"{s.source or s.task}: no score column for the LLM to add, {new!r}")
+        unknown = sorted(have - want)
+        if unknown:
+            raise FleetError(f"{s.source or s.task}: the router does not know the LLM(s) {unknown}; "
+                             f"every column but {new!r} must be one of its LLMs" if new else
+                             f"{s.source or s.task}: the router does not know the LLM(s) {unknown}")
+        missing = sorted(want - have)
+        if missing:
+            raise FleetError(f"{s.source or s.task}: no score column for the router's LLM(s) {missing}")
+
+
+def fit_key(emb: np.ndarray, old_keys: np.ndarray, scores: np.ndarray, *, similarity: str = "cos",
+            temperature: float = 1.0, k_pos: int = 3, k_neg: int = 3, neg_threshold: float = 0.5,
+            tie_break: str = "index", steps: int = 300, lr: float = 0.05, seed: int = 0) -> tuple[np.ndarray, float]:
+    """The key of a new last LLM, ``(d,)``, and its final loss; the old keys stay fixed.
+
+    Args:
+        emb: ``(n, d)`` router embeddings of the training queries (after the projection).
+        old_keys: ``(T, d)`` the fleet's keys.
+        scores: ``(n, T + 1)`` training scores, the new LLM last.
+    """
+    import torch
+
+    from .losses import sample_llm_loss
+
+    if scores.shape != (len(emb), len(old_keys) + 1):
+        raise FleetError(f"scores must be ({len(emb)}, {len(old_keys) + 1}), got {scores.shape}")
+    if len(emb) == 0:
+        raise FleetError("no training queries to fit the new key on")
+    q = torch.as_tensor(emb, dtype=torch.float32)
+    k_old = torch.as_tensor(old_keys, dtype=torch.float32)
+    s = torch.as_tensor(scores, dtype=torch.float32)
+    if similarity == "cos":
+        q = torch.nn.functional.normalize(q, dim=-1)
+        k_old = torch.nn.functional.normalize(k_old, dim=-1)
+    # Start where the new LLM's positives are: the mean of their unit embeddings (all queries if none).
+    rank = torch.sort(s, dim=1, descending=True, stable=True).indices[:, :min(k_pos, s.shape[1])]
+    is_pos = (rank == s.shape[1] - 1).any(dim=1) & (s[:, -1] > 0)
+    unit = torch.nn.functional.normalize(torch.as_tensor(emb, dtype=torch.float32), dim=-1)
+    init = unit[is_pos].mean(0) if bool(is_pos.any()) else unit.mean(0)
+    init = torch.nn.functional.normalize(init, dim=0) * torch.as_tensor(old_keys, dtype=torch.float32).norm(dim=1).mean()
+    key = torch.nn.Parameter(init.clone())
+    opt = torch.optim.Adam([key], lr=lr * float(init.norm()))
+    gen = torch.Generator().manual_seed(seed)
+    sims_old = q @ k_old.T
+
+    def loss_at(k: torch.Tensor) -> torch.Tensor:
+        k_n = torch.nn.functional.normalize(k, dim=0) if similarity == "cos" else k
+        logits = torch.cat([sims_old, (q @ k_n)[:, None]], dim=1) / temperature
+        return sample_llm_loss(logits, s, k_pos, k_neg, neg_threshold, tie_break=tie_break, generator=gen)
+
+    for _ in range(steps):
+        opt.zero_grad()
+        loss = loss_at(key)
+        loss.backward()
+        opt.step()
+    with torch.no_grad():
+        final = float(loss_at(key))
+    return key.detach().numpy().astype(np.float32), final
+
+
+def _training_scores(sets: Sequence[ScoreSet], recipe: dict[str, Any]) -> list[ScoreSet]:
+    return [x.metric_scores() for x in sets] if recipe.get("train_scores") == "metric" else list(sets)
+
+
+def _embed(router: Any, folder: Path, sets: Sequence[ScoreSet], cache_dir: str | os.PathLike | None) -> list[np.ndarray]:
+    from .embed_cache import checkpoint_key, encoder_key, router_embeddings
+
+    key = encoder_key(router) or checkpoint_key(folder, embeddings_only=True)
+    return [router_embeddings(router, s.queries, key=key, cache_dir=cache_dir) for s in sets]
+
+
+def _write(router: Any, folder: Path, output: Path, names: tuple[str, ...], keys: np.ndarray,
+           sets: Sequence[ScoreSet], embs: Sequence[np.ndarray], record: dict[str, Any]) -> tuple[float, float]:
+    """Save ``router`` with the fleet ``names``/``keys`` and refitted offsets to ``output``."""
+    import torch
+
+    from .calibration import calibrate
+    from .checkpoint import read_config
+    from .model import RouterDC
+    from .routing import similarities
+
+    meta = read_config(folder)
+    aligned = [s.align(names) for s in sets]
+    cal = calibrate(names, [similarities(e, keys, router.config.similarity) for e in embs], aligned)
+    config = replace(router.config, llm_names=names, llm_bias=cal.bias)
+    new = RouterDC(config, router.encoder, router.tokenizer)
+    state = {k: v for k, v in router.state_dict().items() if k != "llm_embeddings.weight"}
+    state["llm_embeddings.weight"] = torch.as_tensor(keys)
+    new.load_state_dict(state)
+    dtype = getattr(torch, str(meta.get("dtype", "float32")), None)
+    included = meta.get("encoder_weights", "included") == "included"
+    history = [*meta.get("fleet_changes", []), {**record, "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                                                "llm_names": list(names)}]
+    extra = {k: v for k, v in meta.items() if k in ("calibration",)}
+    extra["calibration"] = {**cal.to_dict(), "tasks": [s.task for s in sets], "sources": [s.source for s in sets]}
+    train_json = folder / "train.json"
+    extra_json = {}
+    if train_json.exists():
+        import json
+
+        extra_json["train.json"] = json.loads(train_json.read_text(encoding="utf-8"))
+    new.save_pretrained(output, include_encoder=included, recipe=meta.get("recipe"), metrics={},
+                        dtype=dtype if isinstance(dtype, torch.dtype) else None,
+                        extra_meta={**extra, "fleet_changes": history}, extra_json=extra_json)
+    return cal.before, cal.after
+
+
+def add_llm(folder: str | os.PathLike, name: str, sets: Sequence[ScoreSet], *, output: str | os.PathLike,
+            cache_dir: str | os.PathLike | None = None, steps: int = 300, lr: float = 0.05, seed: int = 0,
+            device: Any = "cpu") -> FleetChange:
+    """Add the LLM ``name`` to the router in ``folder``, fitted on its column of ``sets``; see the module."""
+    from .model import RouterDC
+
+    t0 = time.perf_counter()
+    folder, output = Path(folder), Path(output)
+    router = RouterDC.from_pretrained(folder, device=device)
+    old = tuple(router.config.llm_names)
+    if name in old:
+        raise FleetError(f"{folder}: the router already has the LLM {name!r}")
+    if not sets:
+        raise FleetError("no score files to fit the new LLM's key on")
+    check_columns(sets, old, name)
+    names = (*old, name)
+    recipe = dict(getattr(router, "meta", {}).get("recipe") or {})
+    train = [s.align(names) for s in _training_scores(sets, recipe)]
+    embs = _embed(router, folder, sets, cache_dir)
+    keys_old = router.llm_embeddings.weight.detach().float().cpu().numpy()
+    key, loss = fit_key(np.concatenate(embs), keys_old, np.concatenate([s.scores for s in train]),
+                        similarity=router.config.similarity, temperature=router.config.temperature,
+                        k_pos=int(recipe.get("k_pos", 3)), k_neg=int(recipe.get("k_neg", 3)),
+                        neg_threshold=float(recipe.get("neg_threshold", 0.5)),
+                        tie_break=str(recipe.get("tie_break", "index")), steps=steps, lr=lr, seed=seed)
+    keys = np.concatenate([keys_old, key[None]]).astype(np.float32)
+    record = {"op": "add", "llm": name, "from": str(folder), "sources": [s.source for s in sets],
+              "steps": steps, "lr": lr, "seed": seed, "loss": round(loss, 6)}
+    before, after = _write(router, folder, output, names, keys, sets, embs, record)
+    return FleetChange("add", name, output, names, time.perf_counter() - t0, before, after, loss)
+
+
+def remove_llm(folder: str | os.PathLike, name: str, sets: Sequence[ScoreSet], *, output: str | os.PathLike,
+               cache_dir: str | os.PathLike | None = None, device: Any = "cpu") -> FleetChange:
+    """Remove the LLM ``name`` (its key and offset) and refit the other offsets on ``sets``."""
+    from .model import RouterDC
+
+    t0 = time.perf_counter()
+    folder, output = Path(folder), Path(output)
+    router = RouterDC.from_pretrained(folder, device=device)
+    old = tuple(router.config.llm_names)
+    if name not in old:
+        raise FleetError(f"{folder}: the router has no LLM {name!r}; it has {list(old)}")
+    if len(old) < 3:
+        raise FleetError(f"{folder}: a router needs at least 2 LLMs; removing {name!r} would leave {len(old) - 1}")
+    if not sets:
+        raise FleetError("no score files to refit the offsets on")
+    keep = tuple(n for n in old if n != name)
+    check_columns([s.select([n for n in s.llms if n != name]) for s in sets], keep)
+    sets = [s.select(keep) for s in sets]
+    embs = _embed(router, folder, sets, cache_dir)
+    keys = router.llm_embeddings.weight.detach().float().cpu().numpy()[[old.index(n) for n in keep]]
+    record = {"op": "remove", "llm": name, "from": str(folder), "sources": [s.source for s in sets]}
+    before, after = _write(router, folder, output, keep, keys, sets, embs, record)
+    return FleetChange("remove", name, output, keep, time.perf_counter() - t0, before, after)
