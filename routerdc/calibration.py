@@ -148,16 +148,16 @@ def calibrate_checkpoint(folder: str | os.PathLike, sets: Sequence[ScoreSet], *,
     itself) receives the calibrated router; only its ``config.json`` differs, rewritten
     atomically, so a failure leaves the original intact. Query embeddings go through the
     on-disk cache keyed by the checkpoint's content (offsets aside: see
-    :func:`~routerdc.embed_cache.checkpoint_key`).
+    :func:`~routerdc.embed_cache.embedding_key`).
     """
-    from .embed_cache import checkpoint_key, encoder_key, router_embeddings
+    from .embed_cache import embedding_key, router_embeddings
     from .model import RouterDC
     from .routing import similarities
 
     folder = Path(folder)
     router = RouterDC.from_pretrained(folder, device=device)
-    # A frozen (pretrained) encoder shares the trainer's cache; a fine-tuned one is keyed by content.
-    key = encoder_key(router) or checkpoint_key(folder, embeddings_only=True)
+    # A frozen (pretrained) encoder shares the trainer's cache; a fine-tuned one is keyed by its weights.
+    key = embedding_key(router)
     names = router.config.llm_names
     keys = router.llm_embeddings.weight.detach().float().cpu().numpy()
     sims = [similarities(router_embeddings(router, s.queries, key=key, cache_dir=cache_dir), keys,

@@ -268,7 +268,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from .compare import (add_paper_row, aggregate_seeds, baseline_choices, comparison_table,
                           router_choices, to_markdown_pm)
     from .data import load_many, paper_files, resolve_file
-    from .embed_cache import checkpoint_key
+    from .embed_cache import embedding_key
     from .evaluate import to_json
     from .model import RouterDC
 
@@ -289,7 +289,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         for d in dirs:
             router = first if d == first_dir else RouterDC.from_pretrained(d)
             key = label if len(dirs) == 1 else f"{label} [{Path(d).name}]"
-            ckey = None if args.no_cache else checkpoint_key(d, embeddings_only=True)
+            ckey = None if args.no_cache else embedding_key(router)  # fleet changes and offsets aside
             routers[key] = router_choices(router, test_sets, key=ckey)
             groups[label].append(key)
     if args.baselines:

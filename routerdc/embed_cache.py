@@ -39,6 +39,36 @@ def encoder_key(model: "RouterDC") -> str | None:
     return key if c.normalization == "none" else f"{key}|norm={c.normalization}"
 
 
+def embedding_key(model: "RouterDC") -> str:
+    """What the cached (pooled) embeddings of ``model`` depend on, and nothing else.
+
+    :func:`encoder_key` for a pretrained encoder; for a fine-tuned one a SHA-256 over the encoder's
+    weights (as loaded, in a fixed order) and the config fields that change E(x) (pooling,
+    max_length, normalization). The LLM keys, the offsets and the projection are left out (the
+    cache holds vectors before the projection), so a router whose fleet changed (``add-llm``,
+    ``remove-llm``) or that was re-calibrated reuses its embeddings. About 0.2 s for MiniLM;
+    memoised on the model.
+    """
+    key = encoder_key(model)
+    if key is not None:
+        return key
+    memo = getattr(model, "_embedding_key", None)
+    if memo is not None:
+        return memo
+    import torch
+
+    c = model.config
+    h = hashlib.sha256(f"{c.encoder}|pool={c.pooling}|max_length={c.max_length}|norm={c.normalization}".encode())
+    with torch.no_grad():
+        for name, t in sorted(model.encoder.state_dict().items()):
+            h.update(name.encode())
+            h.update(str(t.dtype).encode())
+            h.update(t.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
+    key = f"encoder:{h.hexdigest()}"
+    model._embedding_key = key  # type: ignore[attr-defined]  # memo; RouterDC is an nn.Module
+    return key
+
+
 def _uncalibrated_config(path: Path) -> bytes:
     """config.json's bytes as they were before :mod:`routerdc.calibration` added its offsets."""
     import json

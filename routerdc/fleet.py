@@ -128,10 +128,10 @@ def _training_scores(sets: Sequence[ScoreSet], recipe: dict[str, Any]) -> list[S
     return [x.metric_scores() for x in sets] if recipe.get("train_scores") == "metric" else list(sets)
 
 
-def _embed(router: Any, folder: Path, sets: Sequence[ScoreSet], cache_dir: str | os.PathLike | None) -> list[np.ndarray]:
-    from .embed_cache import checkpoint_key, encoder_key, router_embeddings
+def _embed(router: Any, sets: Sequence[ScoreSet], cache_dir: str | os.PathLike | None) -> list[np.ndarray]:
+    from .embed_cache import embedding_key, router_embeddings
 
-    key = encoder_key(router) or checkpoint_key(folder, embeddings_only=True)
+    key = embedding_key(router)  # shared by every router with this encoder, whatever its fleet
     return [router_embeddings(router, s.queries, key=key, cache_dir=cache_dir) for s in sets]
 
 
@@ -189,7 +189,7 @@ def add_llm(folder: str | os.PathLike, name: str, sets: Sequence[ScoreSet], *, o
     names = (*old, name)
     recipe = dict(getattr(router, "meta", {}).get("recipe") or {})
     train = [s.align(names) for s in _training_scores(sets, recipe)]
-    embs = _embed(router, folder, sets, cache_dir)
+    embs = _embed(router, sets, cache_dir)
     keys_old = router.llm_embeddings.weight.detach().float().cpu().numpy()
     key, loss = fit_key(np.concatenate(embs), keys_old, np.concatenate([s.scores for s in train]),
                         similarity=router.config.similarity, temperature=router.config.temperature,
@@ -221,7 +221,7 @@ def remove_llm(folder: str | os.PathLike, name: str, sets: Sequence[ScoreSet], *
     keep = tuple(n for n in old if n != name)
     check_columns([s.select([n for n in s.llms if n != name]) for s in sets], keep)
     sets = [s.select(keep) for s in sets]
-    embs = _embed(router, folder, sets, cache_dir)
+    embs = _embed(router, sets, cache_dir)
     keys = router.llm_embeddings.weight.detach().float().cpu().numpy()[[old.index(n) for n in keep]]
     record = {"op": "remove", "llm": name, "from": str(folder), "sources": [s.source for s in sets]}
     before, after = _write(router, folder, output, keep, keys, sets, embs, record)

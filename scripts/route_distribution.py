@@ -31,7 +31,7 @@ def distribution_markdown(name: str, llms: Sequence[str], tasks: Sequence[str], 
 def main(argv: Sequence[str] | None = None) -> int:
     from routerdc.compare import router_choices
     from routerdc.data import load_many, paper_files
-    from routerdc.embed_cache import checkpoint_key
+    from routerdc.embed_cache import embedding_key
     from routerdc.model import RouterDC
 
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -44,7 +44,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     for d in args.checkpoints:
         router = RouterDC.from_pretrained(d)
         sets = [s.align(router.config.llm_names) for s in load_many(paper_files(args.data_dir)[1])]
-        choices = router_choices(router, sets, key=checkpoint_key(d, embeddings_only=True))
+        choices = router_choices(router, sets, key=embedding_key(router))
         parts.append(distribution_markdown(d, router.config.llm_names, [s.task for s in sets], choices))
     text = "\n".join(parts)
     print(text)

@@ -203,6 +203,30 @@ def test_trained_router_embeddings_are_cached_by_content(tmp_path):
     assert checkpoint_key(tmp_path / "r2") != key
 
 
+def test_embedding_key_ignores_the_fleet_and_offsets_but_not_the_encoder(tmp_path):
+    """Routers that share an encoder share cached embeddings, whatever their LLMs, keys or offsets."""
+    import dataclasses
+
+    import torch
+
+    from routerdc.embed_cache import embedding_key, encoder_key
+    from routerdc.model import RouterDC
+
+    torch.manual_seed(0)
+    a = RouterDC.from_pretrained(RouterDC.build(["a", "b", "c"]).save_pretrained(tmp_path / "abc"))
+    b = RouterDC(dataclasses.replace(a.config, llm_names=("x", "y"), llm_bias=(0.1, -0.1)), a.encoder, a.tokenizer)
+    b.meta = a.meta  # loaded from the same fine-tuned checkpoint
+    assert encoder_key(a) is None and embedding_key(a).startswith("encoder:")
+    assert embedding_key(b) == embedding_key(a)  # another fleet, fresh keys, offsets: same embeddings
+    c = RouterDC.from_pretrained(tmp_path / "abc")
+    with torch.no_grad():
+        c.encoder.embeddings.word_embeddings.weight[0, 0] += 1.0
+    assert embedding_key(c) != embedding_key(a)
+    frozen = RouterDC.build(["a", "b"])
+    frozen.meta = {"encoder_weights": "reference"}
+    assert embedding_key(frozen) == encoder_key(frozen)
+
+
 def test_text_normalization_modes(minilm_router):
     from routerdc.encoder import normalize_texts
 
