@@ -31,7 +31,7 @@ import numpy as np
 
 from .data import ScoreSet
 
-__all__ = ["FleetChange", "FleetError", "add_llm", "check_columns", "remove_llm"]
+__all__ = ["FleetChange", "FleetError", "add_llm", "check_columns", "mean_costs", "remove_llm"]
 
 
 class FleetError(ValueError):
@@ -148,7 +148,7 @@ def _write(router: Any, folder: Path, output: Path, names: tuple[str, ...], keys
     meta = read_config(folder)
     aligned = [s.align(names) for s in sets]
     cal = calibrate(names, [similarities(e, keys, router.config.similarity) for e in embs], aligned)
-    config = replace(router.config, llm_names=names, llm_bias=cal.bias)
+    config = replace(router.config, llm_names=names, llm_bias=cal.bias, llm_cost=_costs(router.config, names, sets))
     new = RouterDC(config, router.encoder, router.tokenizer)
     state = {k: v for k, v in router.state_dict().items() if k != "llm_embeddings.weight"}
     state["llm_embeddings.weight"] = torch.as_tensor(keys)
@@ -169,6 +169,31 @@ def _write(router: Any, folder: Path, output: Path, names: tuple[str, ...], keys
                         dtype=dtype if isinstance(dtype, torch.dtype) else None,
                         extra_meta={**extra, "fleet_changes": history}, extra_json=extra_json)
     return cal.before, cal.after
+
+
+def _costs(config: Any, names: tuple[str, ...], sets: Sequence[ScoreSet]) -> tuple[float, ...] | None:
+    """The new fleet's expected cost per query: kept for the LLMs that stay, the mean recorded cost for a
+    new one (None when the router had no costs, or the files record none for the new LLM)."""
+    if config.llm_cost is None:
+        return None
+    old = dict(zip(config.llm_names, config.llm_cost))
+    new = [n for n in names if n not in old]
+    if new:
+        if not sets or any(s.costs is None for s in sets):
+            return None
+        recorded = mean_costs(sets)
+        old.update({n: recorded[n] for n in new})
+    return tuple(old[n] for n in names)
+
+
+def mean_costs(sets: Sequence[ScoreSet]) -> dict[str, float]:
+    """Each LLM's mean recorded cost per query over ``sets`` (which must all record costs)."""
+    missing = [s.source or s.task for s in sets if s.costs is None]
+    if missing or not sets:
+        raise FleetError(f"no recorded costs in {missing or 'no files'}")
+    llms = sets[0].llms
+    total = np.concatenate([s.align(llms).costs for s in sets])  # type: ignore[misc]
+    return {n: float(v) for n, v in zip(llms, total.mean(axis=0))}
 
 
 def add_llm(folder: str | os.PathLike, name: str, sets: Sequence[ScoreSet], *, output: str | os.PathLike,

@@ -2,10 +2,13 @@
 weights), :class:`Routing` (the decisions for a batch) and :func:`route_embeddings` (the routing
 rule over query embeddings and LLM keys, in numpy).
 
-    p(t | x) = softmax_t( (sim(E(x), k_t) + b_t) / tau ),   sim = cosine (default) or inner product
+    p(t | x) = softmax_t( (sim(E(x), k_t) + b_t - lambda * c_t) / tau ),   sim = cosine (default) or inner product
 
 b_t are per-LLM offsets fitted after training by :mod:`routerdc.calibration` (``llm_bias``);
-without them (``None``, the paper's rule) b = 0.
+without them (``None``, the paper's rule) b = 0. lambda >= 0 is a cost weight chosen at routing
+time and c_t the LLM's expected cost per query (``llm_cost``, dollars) scaled to [0, 1] over the
+fleet (:func:`normalized_costs`: the cheapest 0, the dearest 1); lambda = 0 (the default) is the
+rule without costs, bit for bit.
 
 :mod:`routerdc.model` (torch) and :mod:`routerdc.onnx_engine` (ONNX Runtime) both compute E(x);
 this module is shared by them and by the app, which routes without importing torch.
@@ -22,7 +25,8 @@ import numpy as np
 from .checkpoint import CheckpointError
 from .encoder import DEFAULT_ENCODER, NORMALIZATIONS, POOLINGS
 
-__all__ = ["SIMILARITIES", "RouterConfig", "Routing", "route_embeddings", "similarities"]
+__all__ = ["SIMILARITIES", "RouterConfig", "Routing", "check_cost_weight", "normalized_costs", "route_embeddings",
+           "similarities"]
 
 SIMILARITIES: tuple[str, ...] = ("cos", "dot")
 
@@ -44,6 +48,8 @@ class RouterConfig:
             ``translit-unk`` (see :func:`routerdc.encoder.normalize_texts`).
         llm_bias: one offset b_t per LLM added to the similarity before the temperature
             (fitted by :func:`routerdc.calibration.fit_llm_bias`); ``None``: all zero.
+        llm_cost: each LLM's expected cost per query in dollars (e.g. the mean recorded cost on
+            the training files), for cost-weighted routing; ``None``: unknown.
     """
 
     llm_names: tuple[str, ...]
@@ -56,9 +62,19 @@ class RouterConfig:
     init_std: float = 0.78
     normalization: str = "none"
     llm_bias: tuple[float, ...] | None = None
+    llm_cost: tuple[float, ...] | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "llm_names", tuple(self.llm_names))
+        if self.llm_cost is not None:
+            try:
+                cost = tuple(float(c) for c in self.llm_cost)
+            except (TypeError, ValueError):
+                raise ValueError(f"llm_cost must be a list of numbers, got {self.llm_cost!r}") from None
+            if len(cost) != len(self.llm_names) or not all(np.isfinite(cost)) or min(cost) < 0:
+                raise ValueError(f"llm_cost must hold {len(self.llm_names)} finite costs >= 0 (one per LLM), "
+                                 f"got {list(cost)}")
+            object.__setattr__(self, "llm_cost", cost)
         if self.llm_bias is not None:
             try:
                 bias = tuple(float(b) for b in self.llm_bias)
@@ -84,10 +100,11 @@ class RouterConfig:
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
         d["llm_names"] = list(self.llm_names)
-        if self.llm_bias is None:
-            del d["llm_bias"]  # uncalibrated configs stay readable by older versions
-        else:
-            d["llm_bias"] = list(self.llm_bias)
+        for name in ("llm_bias", "llm_cost"):  # configs without them stay readable by older versions
+            if d[name] is None:
+                del d[name]
+            else:
+                d[name] = list(d[name])
         return d
 
     @classmethod
@@ -106,6 +123,7 @@ class Routing:
     llm_names: tuple[str, ...]
     probs: np.ndarray  # (n, T)
     similarities: np.ndarray  # (n, T) sim before the offsets and the temperature
+    cost_weight: float = 0.0  # the lambda these decisions were made with
     choice: np.ndarray = field(init=False)  # (n,)
 
     def __post_init__(self) -> None:
@@ -138,13 +156,37 @@ def similarities(emb: np.ndarray, keys: np.ndarray, similarity: str = "cos") -> 
     return q @ k.T
 
 
+def normalized_costs(costs: Sequence[float]) -> np.ndarray:
+    """Costs scaled to [0, 1] over the fleet (the cheapest 0, the dearest 1; all 0 when equal), float32."""
+    c = np.asarray(costs, dtype=np.float64)
+    span = c.max() - c.min()
+    return ((c - c.min()) / span if span > 0 else np.zeros_like(c)).astype(np.float32)
+
+
+def check_cost_weight(config: RouterConfig, cost_weight: float) -> float:
+    """``cost_weight`` as a float, or ``ValueError`` (negative, not finite, or a router without costs)."""
+    try:
+        lam = float(cost_weight)
+    except (TypeError, ValueError):
+        raise ValueError(f"the cost weight must be a number >= 0, got {cost_weight!r}") from None
+    if not (np.isfinite(lam) and lam >= 0):
+        raise ValueError(f"the cost weight must be a finite number >= 0, got {cost_weight!r}")
+    if lam > 0 and config.llm_cost is None:
+        raise ValueError("this router has no LLM costs (llm_cost), so it cannot route by cost; "
+                         "set them with `python -m routerdc costs`")
+    return lam
+
+
 def route_embeddings(emb: np.ndarray, keys: np.ndarray, config: RouterConfig,
-                     temperature: float | None = None) -> Routing:
+                     temperature: float | None = None, cost_weight: float = 0.0) -> Routing:
     """Routing decisions from query embeddings ``(n, d)`` and the LLM keys ``(T, d)``."""
+    lam = check_cost_weight(config, cost_weight)
     sims = similarities(emb, keys, config.similarity)
     scores = sims if config.llm_bias is None else sims + np.asarray(config.llm_bias, dtype=np.float32)
+    if lam > 0:
+        scores = scores - np.float32(lam) * normalized_costs(config.llm_cost)  # type: ignore[arg-type]
     logits = scores / float(temperature or config.temperature)
     logits = logits - logits.max(axis=1, keepdims=True)
     probs = np.exp(logits)
     probs /= probs.sum(axis=1, keepdims=True)
-    return Routing(config.llm_names, probs.astype(np.float32), sims)
+    return Routing(config.llm_names, probs.astype(np.float32), sims, lam)
