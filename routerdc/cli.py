@@ -170,6 +170,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", required=True, help="output JSONL: {query, llm, probs} per line")
     p.add_argument("--batch-size", type=int, default=64, help="queries per forward pass (default: 64)")
     p.add_argument("--temperature", type=float, help="override the router's tau")
+    p.add_argument("--cost-weight", type=float, default=0.0, metavar="LAMBDA",
+                   help="trade quality for cost: softmax((sim + b - LAMBDA * c) / tau), c the LLMs' costs scaled to "
+                        "[0, 1]; needs a router with costs (default 0: no cost term)")
     p.add_argument("--device", default="cpu", help="cpu, cuda, ...")
     p.add_argument("--int8", action="store_true",
                    help="CPU only: int8 dynamic quantization of the encoder (about 1.4x faster; "
@@ -348,7 +351,8 @@ def cmd_route(args: argparse.Namespace) -> int:
         from .quantize import quantize_int8
 
         router = quantize_int8(router)
-    routing = router.route(queries, batch_size=args.batch_size, temperature=args.temperature)
+    routing = router.route(queries, batch_size=args.batch_size, temperature=args.temperature,
+                           cost_weight=args.cost_weight)
     out = Path(args.output)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.tmp")

@@ -18,11 +18,14 @@ LLMs themselves (mixing them at random), the baseline a router must beat.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 
-__all__ = ["CostCurve", "aiq", "cost_to_match", "point", "upper_hull"]
+if TYPE_CHECKING:
+    from .data import ScoreSet
+
+__all__ = ["CostCurve", "aiq", "cost_to_match", "mean_costs", "point", "upper_hull"]
 
 
 def point(values: np.ndarray, costs: np.ndarray, choice: np.ndarray) -> tuple[float, float]:
@@ -86,6 +89,16 @@ def cost_to_match(points: np.ndarray, quality: float) -> float | None:
     i = int(np.argmax(hull[:, 1] >= quality))
     (x1, y1), (x2, y2) = hull[i - 1], hull[i]
     return float(x1 + (quality - y1) * (x2 - x1) / (y2 - y1))
+
+
+def mean_costs(sets: Sequence["ScoreSet"]) -> dict[str, float]:
+    """Each LLM's mean recorded cost per query over ``sets`` (which must all record costs)."""
+    missing = [s.source or s.task for s in sets if s.costs is None]
+    if missing or not sets:
+        raise ValueError(f"no recorded costs in {missing or 'no files'}")
+    llms = sets[0].llms
+    total = np.concatenate([s.align(llms).costs for s in sets])  # type: ignore[misc]
+    return {n: float(v) for n, v in zip(llms, total.mean(axis=0))}
 
 
 @dataclass(frozen=True)

@@ -29,9 +29,10 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from .cost_curve import mean_costs
 from .data import ScoreSet
 
-__all__ = ["FleetChange", "FleetError", "add_llm", "check_columns", "mean_costs", "remove_llm"]
+__all__ = ["FleetChange", "FleetError", "add_llm", "check_columns", "remove_llm"]
 
 
 class FleetError(ValueError):
@@ -184,16 +185,6 @@ def _costs(config: Any, names: tuple[str, ...], sets: Sequence[ScoreSet]) -> tup
         recorded = mean_costs(sets)
         old.update({n: recorded[n] for n in new})
     return tuple(old[n] for n in names)
-
-
-def mean_costs(sets: Sequence[ScoreSet]) -> dict[str, float]:
-    """Each LLM's mean recorded cost per query over ``sets`` (which must all record costs)."""
-    missing = [s.source or s.task for s in sets if s.costs is None]
-    if missing or not sets:
-        raise FleetError(f"no recorded costs in {missing or 'no files'}")
-    llms = sets[0].llms
-    total = np.concatenate([s.align(llms).costs for s in sets])  # type: ignore[misc]
-    return {n: float(v) for n, v in zip(llms, total.mean(axis=0))}
 
 
 def add_llm(folder: str | os.PathLike, name: str, sets: Sequence[ScoreSet], *, output: str | os.PathLike,

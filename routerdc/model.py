@@ -129,20 +129,21 @@ class RouterDC(nn.Module):
             self.train(was_training)
         return out
 
-    @torch.inference_mode()
-    def route_embeddings(self, emb: np.ndarray | torch.Tensor, temperature: float | None = None) -> Routing:
-        """Routing decisions from query embeddings (as :meth:`embed_texts` returns)."""
-        if isinstance(emb, torch.Tensor):
-            t = emb.detach().to(self.device, torch.float32)
-        else:
-            t = torch.as_tensor(np.asarray(emb), dtype=torch.float32, device=self.device)
-        sims = self.similarities(t)
-        probs = torch.softmax(self.offset(sims) / (temperature or self.config.temperature), dim=-1)
-        return Routing(self.config.llm_names, probs.cpu().numpy(), sims.cpu().numpy())
+    def route_embeddings(self, emb: np.ndarray | torch.Tensor, temperature: float | None = None,
+                         cost_weight: float = 0.0) -> Routing:
+        """Routing decisions from query embeddings (as :meth:`embed_texts` returns), by the one
+        routing rule :func:`routerdc.routing.route_embeddings` over this router's keys."""
+        from .routing import route_embeddings
 
-    def route(self, texts: Sequence[str], *, batch_size: int = 64, temperature: float | None = None) -> Routing:
+        if isinstance(emb, torch.Tensor):
+            emb = emb.detach().float().cpu().numpy()
+        keys = self.llm_embeddings.weight.detach().float().cpu().numpy()
+        return route_embeddings(np.asarray(emb, dtype=np.float32), keys, self.config, temperature, cost_weight)
+
+    def route(self, texts: Sequence[str], *, batch_size: int = 64, temperature: float | None = None,
+              cost_weight: float = 0.0) -> Routing:
         """Route each text; see :class:`Routing`."""
-        return self.route_embeddings(self.embed_texts(texts, batch_size=batch_size), temperature)
+        return self.route_embeddings(self.embed_texts(texts, batch_size=batch_size), temperature, cost_weight)
 
     # ----------------------------------------------------------------- persistence
     def save_pretrained(self, folder: str | os.PathLike, *, include_encoder: bool = True,

@@ -128,8 +128,13 @@ class Trainer:
     # ------------------------------------------------------------------ set-up
     def _build(self) -> tuple[RouterDC, list[ScoreSet], np.ndarray]:
         cfg = self.config
-        model = RouterDC.build(self.llms, encoder=cfg.encoder, seed=cfg.seed,
-                               **cfg.router_options()).to(self.device)
+        opts = cfg.router_options()
+        if all(s.costs is not None for s in self.train_sets):  # e.g. RouterBench: route by cost later
+            from .cost_curve import mean_costs
+
+            recorded = mean_costs(self.train_sets)
+            opts["llm_cost"] = tuple(recorded[n] for n in self.llms)
+        model = RouterDC.build(self.llms, encoder=cfg.encoder, seed=cfg.seed, **opts).to(self.device)
         sets = balance(self.train_sets, cfg.samples_per_task)
         if cfg.group_by == "task":
             groups = np.concatenate([np.full(len(s), i) for i, s in enumerate(sets)])
