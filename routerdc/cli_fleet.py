@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
-from typing import Any, Callable
+from typing import Any
 
 from .data.registry import DATA_ENV
 
@@ -63,6 +63,3 @@ def cmd_remove_llm(args: argparse.Namespace) -> int:
                         cache_dir=args.cache_dir)
     print(json.dumps(change.to_dict(), indent=2))
     return 0
-
-
-FLEET_COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {"add-llm": cmd_add_llm, "remove-llm": cmd_remove_llm}
