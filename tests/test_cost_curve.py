@@ -82,3 +82,50 @@ def test_point_sums_costs_and_averages_values():
     values = np.array([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]])
     costs = np.array([[1.0, 10.0], [1.0, 10.0], [1.0, 10.0]])
     assert point(values, costs, np.array([0, 1, 0])) == pytest.approx((12.0, 1.0))
+
+
+def test_costs_and_the_cost_sweep_commands_on_routerbench(data_dir, tmp_path):
+    """A frozen-encoder router over RouterBench's 11 LLMs gets its costs from the training files,
+    routes by cost, and `evaluate --cost-sweep` writes every method's curve and AIQ."""
+    import json
+
+    from routerdc.cli import main
+    from routerdc.data import load_scores, write_jsonl
+    from routerdc.model import RouterDC
+
+    rb = data_dir / "routerbench" / "routerbench_zs"
+    train = [s.subset(np.arange(40)) for f in ("arc_challenge_train.csv", "mbpp_train.csv")
+             for s in load_scores(rb / f, missing="drop")]
+    test = [s.subset(np.arange(30)) for f in ("arc_challenge_test.csv", "winograde_test.csv")
+            for s in load_scores(rb / f, missing="drop")]
+    write_jsonl(train, tmp_path / "train.jsonl")
+    write_jsonl(test, tmp_path / "test.jsonl")
+    llms = train[0].llms
+    RouterDC.build(llms, seed=0).save_pretrained(tmp_path / "r", include_encoder=False)
+    assert main(["costs", "--checkpoint", str(tmp_path / "r"), "--scores", str(tmp_path / "train.jsonl")]) == 0
+    cfg = json.loads((tmp_path / "r" / "config.json").read_text())
+    expected = np.concatenate([s.costs for s in train]).mean(axis=0)
+    np.testing.assert_allclose(cfg["router"]["llm_cost"], expected, rtol=1e-9)
+    assert cfg["costs"]["from"] == "recorded costs"
+    (tmp_path / "q.txt").write_text("Which planet is closest to the sun?\n", encoding="utf-8")
+    huge = tmp_path / "routes.jsonl"
+    assert main(["route", "--checkpoint", str(tmp_path / "r"), "--input", str(tmp_path / "q.txt"),
+                 "--output", str(huge), "--cost-weight", "1000"]) == 0
+    cheapest = llms[int(np.argmin(expected))]
+    assert json.loads(huge.read_text())["llm"] == cheapest
+    out = tmp_path / "table.json"
+    assert main(["evaluate", "--checkpoint", str(tmp_path / "r"), "--test-files", str(tmp_path / "test.jsonl"),
+                 "--train-files", str(tmp_path / "train.jsonl"), "--id-tasks", "arc_challenge", "--baselines",
+                 "--cost-sweep", "6", "--output", str(out), "--markdown", str(tmp_path / "table.md")]) == 0
+    sweep = json.loads(out.with_suffix(".cost_sweep.json").read_text())
+    labels = [c["label"] for c in sweep["curves"]]
+    assert labels[0] == "RouterDC" and any(x.startswith("oracle") for x in labels) and "k-NN router (k=10)" in labels
+    router = sweep["curves"][0]
+    assert len(router["points"]) == 6 and router["cost_weights"][0] == 0.0
+    costs = [p["total_cost"] for p in router["points"]]
+    assert all(b <= a + 1e-12 for a, b in zip(costs, costs[1:]))  # total cost never rises with the weight
+    summary = {r["method"]: r for r in sweep["summary"]}
+    assert 0 < summary["RouterDC"]["AIQ"] <= 1 and "zero router (single LLMs mixed at random)" in summary
+    assert "AIQ" in (tmp_path / "table.cost_sweep.md").read_text()
+    assert main(["route", "--checkpoint", str(tmp_path / "r"), "--input", str(tmp_path / "q.txt"),
+                 "--output", str(huge), "--cost-weight", "-1"]) == 2
