@@ -10,7 +10,9 @@ RouterDC keeps one key k_t per LLM, so a fleet change touches only the keys:
       k_new = argmin_k  L_sLLM(s(x), scores(x))      (only s_new depends on k)
 
   The key starts at the mean of the (unit) embeddings of the queries on which the new LLM is a
-  positive, scaled to the old keys' mean norm, and is optimised with Adam on full batches.
+  positive, scaled to the old keys' mean norm, and is optimised with Adam on full batches; of the
+  keys at step 0 and every 25 steps, the one whose router has the best training-set average after
+  calibration is kept (the trainer's checkpoint-selection rule).
 * :func:`remove_llm` drops the LLM's key and offset.
 
 Both then refit the calibrated offsets b_t (:func:`routerdc.calibration.calibrate`) on the score
@@ -25,7 +27,7 @@ import time
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, NamedTuple, Sequence
 
 import numpy as np
 
@@ -75,15 +77,28 @@ def check_columns(sets: Sequence[ScoreSet], known: Sequence[str], new: str | Non
             raise FleetError(f"{s.source or s.task}: no score column for the router's LLM(s) {missing}")
 
 
+class KeyFit(NamedTuple):
+    """A fitted key: the key, its sample-LLM loss, the step it was taken at and its selection score."""
+
+    key: np.ndarray
+    loss: float
+    step: int
+    score: float | None
+
+
 def fit_key(emb: np.ndarray, old_keys: np.ndarray, scores: np.ndarray, *, similarity: str = "cos",
             temperature: float = 1.0, k_pos: int = 3, k_neg: int = 3, neg_threshold: float = 0.5,
-            tie_break: str = "index", steps: int = 300, lr: float = 0.05, seed: int = 0) -> tuple[np.ndarray, float]:
-    """The key of a new last LLM, ``(d,)``, and its final loss; the old keys stay fixed.
+            tie_break: str = "index", steps: int = 300, lr: float = 0.05, seed: int = 0,
+            select: Callable[[np.ndarray], float] | None = None, select_every: int = 25) -> KeyFit:
+    """The key of a new last LLM, ``(d,)``, fitted on the sample-LLM loss with the old keys fixed.
 
     Args:
         emb: ``(n, d)`` router embeddings of the training queries (after the projection).
         old_keys: ``(T, d)`` the fleet's keys.
         scores: ``(n, T + 1)`` training scores, the new LLM last.
+        select: scores a candidate key (higher is better); the key is then taken from step 0
+            and every ``select_every`` steps (and the last) by this score, as the trainer picks
+            its checkpoint by the training-set average. Without it, the last step's key.
     """
     import torch
 
@@ -115,14 +130,24 @@ def fit_key(emb: np.ndarray, old_keys: np.ndarray, scores: np.ndarray, *, simila
         logits = torch.cat([sims_old, (q @ k_n)[:, None]], dim=1) / temperature
         return sample_llm_loss(logits, s, k_pos, k_neg, neg_threshold, tie_break=tie_break, generator=gen)
 
-    for _ in range(steps):
+    best: KeyFit | None = None
+    for step in range(steps + 1):
+        if select is not None and (step % max(select_every, 1) == 0 or step == steps):
+            k = key.detach().numpy().astype(np.float32).copy()
+            score = float(select(k))
+            if best is None or score > best.score:  # type: ignore[operator]
+                with torch.no_grad():
+                    best = KeyFit(k, float(loss_at(key)), step, score)
+        if step == steps:
+            break
         opt.zero_grad()
         loss = loss_at(key)
         loss.backward()
         opt.step()
+    if best is not None:
+        return best
     with torch.no_grad():
-        final = float(loss_at(key))
-    return key.detach().numpy().astype(np.float32), final
+        return KeyFit(key.detach().numpy().astype(np.float32), float(loss_at(key)), steps, None)
 
 
 def _training_scores(sets: Sequence[ScoreSet], recipe: dict[str, Any]) -> list[ScoreSet]:
@@ -189,9 +214,14 @@ def _costs(config: Any, names: tuple[str, ...], sets: Sequence[ScoreSet]) -> tup
 
 def add_llm(folder: str | os.PathLike, name: str, sets: Sequence[ScoreSet], *, output: str | os.PathLike,
             cache_dir: str | os.PathLike | None = None, steps: int = 300, lr: float = 0.05, seed: int = 0,
-            device: Any = "cpu") -> FleetChange:
-    """Add the LLM ``name`` to the router in ``folder``, fitted on its column of ``sets``; see the module."""
+            select: bool = True, device: Any = "cpu") -> FleetChange:
+    """Add the LLM ``name`` to the router in ``folder``, fitted on its column of ``sets``; see the module.
+
+    ``select``: take the key from the step (every 25) with the best calibrated training-set average,
+    rather than the last one."""
+    from .calibration import calibrate
     from .model import RouterDC
+    from .routing import similarities
 
     t0 = time.perf_counter()
     folder, output = Path(folder), Path(output)
@@ -207,16 +237,26 @@ def add_llm(folder: str | os.PathLike, name: str, sets: Sequence[ScoreSet], *, o
     train = [s.align(names) for s in _training_scores(sets, recipe)]
     embs = _embed(router, sets, cache_dir)
     keys_old = router.llm_embeddings.weight.detach().float().cpu().numpy()
-    key, loss = fit_key(np.concatenate(embs), keys_old, np.concatenate([s.scores for s in train]),
-                        similarity=router.config.similarity, temperature=router.config.temperature,
-                        k_pos=int(recipe.get("k_pos", 3)), k_neg=int(recipe.get("k_neg", 3)),
-                        neg_threshold=float(recipe.get("neg_threshold", 0.5)),
-                        tie_break=str(recipe.get("tie_break", "index")), steps=steps, lr=lr, seed=seed)
-    keys = np.concatenate([keys_old, key[None]]).astype(np.float32)
+    aligned = [s.align(names) for s in sets]
+    sims_old = [similarities(e, keys_old, router.config.similarity) for e in embs]
+
+    def calibrated_average(key: np.ndarray) -> float:  # the trainer's selection rule, after calibration
+        sims = [np.concatenate([so, similarities(e, key[None], router.config.similarity)], axis=1)
+                for so, e in zip(sims_old, embs)]
+        return calibrate(names, sims, aligned).after
+
+    fit = fit_key(np.concatenate(embs), keys_old, np.concatenate([s.scores for s in train]),
+                  similarity=router.config.similarity, temperature=router.config.temperature,
+                  k_pos=int(recipe.get("k_pos", 3)), k_neg=int(recipe.get("k_neg", 3)),
+                  neg_threshold=float(recipe.get("neg_threshold", 0.5)),
+                  tie_break=str(recipe.get("tie_break", "index")), steps=steps, lr=lr, seed=seed,
+                  select=calibrated_average if select else None)
+    keys = np.concatenate([keys_old, fit.key[None]]).astype(np.float32)
     record = {"op": "add", "llm": name, "from": str(folder), "sources": [s.source for s in sets],
-              "steps": steps, "lr": lr, "seed": seed, "loss": round(loss, 6)}
+              "steps": steps, "lr": lr, "seed": seed, "loss": round(fit.loss, 6), "selected_step": fit.step,
+              "selected_by": "calibrated training-set average" if select else "last step"}
     before, after = _write(router, folder, output, names, keys, sets, embs, record)
-    return FleetChange("add", name, output, names, time.perf_counter() - t0, before, after, loss)
+    return FleetChange("add", name, output, names, time.perf_counter() - t0, before, after, fit.loss)
 
 
 def remove_llm(folder: str | os.PathLike, name: str, sets: Sequence[ScoreSet], *, output: str | os.PathLike,

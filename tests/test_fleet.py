@@ -153,11 +153,15 @@ def test_fit_key_minimises_the_sample_llm_loss_over_the_new_key():
         logits = np.concatenate([unit(emb) @ unit(old).T, (unit(emb) @ unit(k))[:, None]], axis=1) / 0.2
         return float(sample_llm_loss(torch.as_tensor(logits), torch.as_tensor(scores)))
 
-    _, start = fit_key(emb, old, scores, steps=0, temperature=0.2)
-    key, end = fit_key(emb, old, scores, steps=200, temperature=0.2)
-    assert key.shape == (8,) and end <= start and end == pytest.approx(loss(key), abs=1e-5)
+    start = fit_key(emb, old, scores, steps=0, temperature=0.2).loss
+    key, end, step, _ = fit_key(emb, old, scores, steps=200, temperature=0.2)
+    assert key.shape == (8,) and step == 200 and end <= start and end == pytest.approx(loss(key), abs=1e-5)
     assert end < min(loss(rng.normal(size=8).astype(np.float32)) for _ in range(20)) - 0.5
     assert all(end <= loss(key + 0.05 * rng.normal(size=8).astype(np.float32)) + 1e-4 for _ in range(10))  # a minimum
     assert key[0] / np.linalg.norm(key) > 0.8  # it points where the new LLM is best
+    # With a selection score the key comes from the best-scoring snapshot (here: the lowest loss).
+    picked = fit_key(emb, old, scores, steps=100, temperature=0.2, select=lambda k: -loss(k), select_every=10)
+    assert picked.step % 10 == 0 and picked.score == pytest.approx(-picked.loss, abs=1e-5)
+    assert picked.loss <= start
     with pytest.raises(FleetError, match="scores must be"):
         fit_key(emb, old, scores[:, :3])
