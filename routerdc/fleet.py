@@ -9,10 +9,11 @@ RouterDC keeps one key k_t per LLM, so a fleet change touches only the keys:
       s_t(x) = sim(E(x), k_t) / tau,   t in old fleet + {new}
       k_new = argmin_k  L_sLLM(s(x), scores(x))      (only s_new depends on k)
 
-  The key starts at the mean of the (unit) embeddings of the queries on which the new LLM is a
-  positive, scaled to the old keys' mean norm, and is optimised with Adam on full batches; of the
-  keys at step 0 and every 25 steps, the one whose router has the best training-set average after
-  calibration is kept (the trainer's checkpoint-selection rule).
+  The key is optimised with Adam on full batches from two starts, scaled to the old keys' mean
+  norm: the mean of the (unit) embeddings of the queries on which the new LLM is a positive, and
+  the mean of all queries (where training leaves an LLM that is good everywhere but rarely the
+  single best). Of the keys at step 0 and every 25 steps of both runs, the one whose router has
+  the best training-set average after calibration is kept (the trainer's selection rule).
 * :func:`remove_llm` drops the LLM's key and offset.
 
 Both then refit the calibrated offsets b_t (:func:`routerdc.calibration.calibrate`) on the score
@@ -78,12 +79,13 @@ def check_columns(sets: Sequence[ScoreSet], known: Sequence[str], new: str | Non
 
 
 class KeyFit(NamedTuple):
-    """A fitted key: the key, its sample-LLM loss, the step it was taken at and its selection score."""
+    """A fitted key: the key, its sample-LLM loss, the start and step it was taken at, its selection score."""
 
     key: np.ndarray
     loss: float
     step: int
     score: float | None
+    start: str = "positives"
 
 
 def fit_key(emb: np.ndarray, old_keys: np.ndarray, scores: np.ndarray, *, similarity: str = "cos",
@@ -114,14 +116,15 @@ def fit_key(emb: np.ndarray, old_keys: np.ndarray, scores: np.ndarray, *, simila
     if similarity == "cos":
         q = torch.nn.functional.normalize(q, dim=-1)
         k_old = torch.nn.functional.normalize(k_old, dim=-1)
-    # Start where the new LLM's positives are: the mean of their unit embeddings (all queries if none).
+    # Two starts: where the new LLM's positives are (the mean of their unit embeddings), and the
+    # middle of all queries (where an LLM that is good everywhere but rarely the best ends up).
     rank = torch.sort(s, dim=1, descending=True, stable=True).indices[:, :min(k_pos, s.shape[1])]
     is_pos = (rank == s.shape[1] - 1).any(dim=1) & (s[:, -1] > 0)
     unit = torch.nn.functional.normalize(torch.as_tensor(emb, dtype=torch.float32), dim=-1)
-    init = unit[is_pos].mean(0) if bool(is_pos.any()) else unit.mean(0)
-    init = torch.nn.functional.normalize(init, dim=0) * torch.as_tensor(old_keys, dtype=torch.float32).norm(dim=1).mean()
-    key = torch.nn.Parameter(init.clone())
-    opt = torch.optim.Adam([key], lr=lr * float(init.norm()))
+    norm = torch.as_tensor(old_keys, dtype=torch.float32).norm(dim=1).mean()
+    starts = [("positives", unit[is_pos].mean(0))] if bool(is_pos.any()) else []
+    if select is not None or not starts:
+        starts.append(("all queries", unit.mean(0)))
     gen = torch.Generator().manual_seed(seed)
     sims_old = q @ k_old.T
 
@@ -131,23 +134,26 @@ def fit_key(emb: np.ndarray, old_keys: np.ndarray, scores: np.ndarray, *, simila
         return sample_llm_loss(logits, s, k_pos, k_neg, neg_threshold, tie_break=tie_break, generator=gen)
 
     best: KeyFit | None = None
-    for step in range(steps + 1):
-        if select is not None and (step % max(select_every, 1) == 0 or step == steps):
-            k = key.detach().numpy().astype(np.float32).copy()
-            score = float(select(k))
-            if best is None or score > best.score:  # type: ignore[operator]
-                with torch.no_grad():
-                    best = KeyFit(k, float(loss_at(key)), step, score)
-        if step == steps:
-            break
-        opt.zero_grad()
-        loss = loss_at(key)
-        loss.backward()
-        opt.step()
+    for where, init in starts:
+        key = torch.nn.Parameter(torch.nn.functional.normalize(init, dim=0) * norm)
+        opt = torch.optim.Adam([key], lr=lr * float(norm))
+        for step in range(steps + 1):
+            if select is not None and (step % max(select_every, 1) == 0 or step == steps):
+                k = key.detach().numpy().astype(np.float32).copy()
+                score = float(select(k))
+                if best is None or score > best.score:  # type: ignore[operator]
+                    with torch.no_grad():
+                        best = KeyFit(k, float(loss_at(key)), step, score, where)
+            if step == steps:
+                break
+            opt.zero_grad()
+            loss = loss_at(key)
+            loss.backward()
+            opt.step()
     if best is not None:
         return best
     with torch.no_grad():
-        return KeyFit(key.detach().numpy().astype(np.float32), float(loss_at(key)), steps, None)
+        return KeyFit(key.detach().numpy().astype(np.float32), float(loss_at(key)), steps, None, where)
 
 
 def _training_scores(sets: Sequence[ScoreSet], recipe: dict[str, Any]) -> list[ScoreSet]:
@@ -253,7 +259,7 @@ def add_llm(folder: str | os.PathLike, name: str, sets: Sequence[ScoreSet], *, o
                   select=calibrated_average if select else None)
     keys = np.concatenate([keys_old, fit.key[None]]).astype(np.float32)
     record = {"op": "add", "llm": name, "from": str(folder), "sources": [s.source for s in sets],
-              "steps": steps, "lr": lr, "seed": seed, "loss": round(fit.loss, 6), "selected_step": fit.step,
+              "steps": steps, "lr": lr, "seed": seed, "loss": round(fit.loss, 6), "selected_step": fit.step, "selected_start": fit.start,
               "selected_by": "calibrated training-set average" if select else "last step"}
     before, after = _write(router, folder, output, names, keys, sets, embs, record)
     return FleetChange("add", name, output, names, time.perf_counter() - t0, before, after, fit.loss)

@@ -154,7 +154,7 @@ def test_fit_key_minimises_the_sample_llm_loss_over_the_new_key():
         return float(sample_llm_loss(torch.as_tensor(logits), torch.as_tensor(scores)))
 
     start = fit_key(emb, old, scores, steps=0, temperature=0.2).loss
-    key, end, step, _ = fit_key(emb, old, scores, steps=200, temperature=0.2)
+    key, end, step, _, _ = fit_key(emb, old, scores, steps=200, temperature=0.2)
     assert key.shape == (8,) and step == 200 and end <= start and end == pytest.approx(loss(key), abs=1e-5)
     assert end < min(loss(rng.normal(size=8).astype(np.float32)) for _ in range(20)) - 0.5
     assert all(end <= loss(key + 0.05 * rng.normal(size=8).astype(np.float32)) + 1e-4 for _ in range(10))  # a minimum
