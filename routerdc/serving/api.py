@@ -1,4 +1,5 @@
-"""The router as an OpenAI-compatible service: ``POST /v1/chat/completions``, ``GET /v1/models``.
+"""The router as an OpenAI-compatible service: ``POST /v1/chat/completions``, ``GET /v1/models``
+(and ``POST /v1/completions`` for a named candidate: :mod:`.completions`).
 
 The model ``routerdc`` routes the last user message with the router and forwards the request
 to the chosen candidate; a candidate's own name is also accepted (then the router's opinion is
@@ -278,4 +279,7 @@ def create_api(router: Any, registry: Registry, *, check: bool = True, sleep_mod
 
         return _GenerationResponse(body(), cancel, chunks, headers)
 
+    from .completions import add_completions
+
+    add_completions(app, registry)  # POST /v1/completions (echo + logprobs), in its own module
     return app

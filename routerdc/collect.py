@@ -1,0 +1,118 @@
+"""Score data from the candidates themselves: lm-evaluation-harness once per candidate, then import.
+
+Each candidate of a models config runs through the harness backend that fits it:
+
+- ``transformers``: ``--model hf`` (``pretrained=<model>``, on the candidate's ``device``);
+- ``vllm`` / ``openai`` with ``prompt_format: completion``: ``--model local-completions`` against the
+  server's ``/v1/completions`` (multiple choice needs ``echo`` + ``logprobs`` there; vLLM and
+  ``python -m routerdc serve`` provide it), tokenising with the candidate's Hugging Face tokenizer;
+- ``openai`` with ``prompt_format: chat``: ``--model local-chat-completions --apply_chat_template``,
+  which can do generative tasks only; a multiple-choice task is refused before anything runs.
+
+The harness runs as ``python -m lm_eval run`` in a child process (its own progress bars), writing
+``<work_dir>/<candidate>/``; a candidate whose samples are all there is skipped unless ``force``.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from .data.lm_eval_import import import_runs, read_run
+from .data.scoreset import DataError, ScoreSet
+
+
+@dataclass(frozen=True)
+class CollectOptions:
+    """What to run: task names, an optional per-task document limit, extra task folders."""
+
+    tasks: tuple[str, ...]
+    limit: int | None = None
+    include_path: str | None = None
+    batch_size: str = "1"
+    force: bool = False
+    allow_code_execution: bool = False
+    seed: int = 0
+
+
+def task_output_types(tasks: Sequence[str], include_path: str | None) -> dict[str, str]:
+    """``output_type`` of each task (or each task of a group), from the harness' own task index."""
+    from lm_eval.tasks import TaskManager
+    from lm_eval.utils import load_yaml_config
+
+    tm = TaskManager(include_path=include_path)
+    out: dict[str, str] = {}
+    for t in tasks:
+        info = tm.task_index.get(t)
+        if info is None:
+            raise DataError(f"task {t!r} is unknown to lm_eval (include path: {include_path})")
+        if info.get("type") in ("group", "tag"):
+            continue  # the harness checks the members itself
+        cfg = load_yaml_config(info["yaml_path"], mode="full")
+        out[t] = str(cfg.get("output_type", "generate_until"))
+    return out
+
+
+def harness_args(spec: Any, out_dir: Path, opts: CollectOptions) -> list[str]:
+    """The ``lm_eval run`` command line for one candidate (a :class:`~.serving.config.ModelSpec`)."""
+    args = [sys.executable, "-m", "lm_eval", "run", "--tasks", ",".join(opts.tasks), "--output_path", str(out_dir),
+            "--log_samples", "--batch_size", opts.batch_size, "--seed", str(opts.seed)]
+    if spec.backend == "transformers":
+        args += ["--model", "hf", "--model_args", f"pretrained={spec.model},dtype=float32", "--device", spec.device]
+    elif spec.backend in ("vllm", "openai"):
+        tok = spec.tokenizer_source or spec.model
+        base = spec.endpoint.rstrip("/")
+        if spec.prompt_format == "chat" and spec.backend == "openai":
+            args += ["--model", "local-chat-completions", "--apply_chat_template", "--model_args",
+                     f"model={spec.model},base_url={base}/chat/completions,num_concurrent=1,max_retries=3"]
+        else:
+            args += ["--model", "local-completions", "--model_args",
+                     f"model={spec.model},base_url={base}/completions,tokenizer_backend=huggingface,"
+                     f"tokenizer={tok},num_concurrent=1,max_retries=3,max_length={spec.max_context}"]
+    else:
+        raise DataError(f"candidate {spec.name!r}: a {spec.backend!r} candidate has no LLM to evaluate")
+    if opts.limit is not None:
+        args += ["--limit", str(opts.limit)]
+    if opts.include_path:
+        args += ["--include_path", opts.include_path]
+    if opts.allow_code_execution:
+        args += ["--confirm_run_unsafe_code"]
+    return args
+
+
+def collect(config: Any, opts: CollectOptions, work_dir: Path, *, log: Callable[[str], None] = print,
+            query_template: str | None = None, filter: str | None = None) -> list[ScoreSet]:
+    """Run the harness for every candidate of ``config`` (a ModelsConfig) and import the samples."""
+    kinds = task_output_types(opts.tasks, opts.include_path)
+    runs: dict[str, Path] = {}
+    for spec in config.models:
+        chat_only = spec.backend == "openai" and spec.prompt_format == "chat"
+        scored = [t for t, k in kinds.items() if k != "generate_until"]
+        if chat_only and scored:
+            raise DataError(f"candidate {spec.name!r} is served over chat completions only: it can do generative "
+                            f"tasks only, not {scored} (log-likelihood needs /v1/completions with echo and "
+                            f"logprobs; set prompt_format: completion if the server has it)")
+        out = work_dir / spec.name
+        runs[spec.name] = out
+        if not opts.force:
+            try:
+                read_run(out, opts.tasks)
+                log(f"[collect] {spec.name}: samples for {','.join(opts.tasks)} already in {out}; skipped "
+                    f"(--force reruns)")
+                continue
+            except DataError:
+                pass
+        log(f"[collect] {spec.name}: lm_eval ({spec.backend}) on {','.join(opts.tasks)} -> {out}")
+        env = dict(os.environ)
+        if opts.allow_code_execution:
+            env["HF_ALLOW_CODE_EVAL"] = "1"
+        proc = subprocess.run(harness_args(spec, out, opts), env=env)
+        if proc.returncode != 0:
+            raise DataError(f"candidate {spec.name!r}: lm_eval exited with {proc.returncode} (see its output above)")
+        for task, t in read_run(out, opts.tasks).items():
+            log(f"[collect] {spec.name}: {task}: {sum(len(r) for r in t.rows.values())} samples in {t.path.name}")
+    return import_runs(runs, tasks=opts.tasks, filter=filter, query_template=query_template)
