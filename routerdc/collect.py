@@ -42,17 +42,18 @@ class CollectOptions:
 def task_output_types(tasks: Sequence[str], include_path: str | None) -> dict[str, str]:
     """``output_type`` of each task (or each task of a group), from the harness' own task index."""
     from lm_eval.tasks import TaskManager
-    from lm_eval.utils import load_yaml_config
+    from lm_eval.tasks._index import Kind
+    from lm_eval.tasks._yaml_loader import load_yaml
 
     tm = TaskManager(include_path=include_path)
     out: dict[str, str] = {}
     for t in tasks:
-        info = tm.task_index.get(t)
-        if info is None:
+        entry = tm.task_index.get(t)
+        if entry is None:
             raise DataError(f"task {t!r} is unknown to lm_eval (include path: {include_path})")
-        if info.get("type") in ("group", "tag"):
-            continue  # the harness checks the members itself
-        cfg = load_yaml_config(info["yaml_path"], mode="full")
+        if entry.kind in (Kind.GROUP, Kind.TAG) or entry.yaml_path is None:
+            continue  # a group's members are checked by the harness itself
+        cfg = load_yaml(entry.yaml_path, resolve_func=False, recursive=True)
         out[t] = str(cfg.get("output_type", "generate_until"))
     return out
 
@@ -87,12 +88,12 @@ def harness_args(spec: Any, out_dir: Path, opts: CollectOptions) -> list[str]:
 def collect(config: Any, opts: CollectOptions, work_dir: Path, *, log: Callable[[str], None] = print,
             query_template: str | None = None, filter: str | None = None) -> list[ScoreSet]:
     """Run the harness for every candidate of ``config`` (a ModelsConfig) and import the samples."""
-    kinds = task_output_types(opts.tasks, opts.include_path)
+    chat = [s for s in config.models if s.backend == "openai" and s.prompt_format == "chat"]
+    kinds = task_output_types(opts.tasks, opts.include_path) if chat else {}  # indexing tasks takes a while
+    scored = [t for t, k in kinds.items() if k != "generate_until"]
     runs: dict[str, Path] = {}
     for spec in config.models:
-        chat_only = spec.backend == "openai" and spec.prompt_format == "chat"
-        scored = [t for t, k in kinds.items() if k != "generate_until"]
-        if chat_only and scored:
+        if spec in chat and scored:
             raise DataError(f"candidate {spec.name!r} is served over chat completions only: it can do generative "
                             f"tasks only, not {scored} (log-likelihood needs /v1/completions with echo and "
                             f"logprobs; set prompt_format: completion if the server has it)")

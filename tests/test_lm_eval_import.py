@@ -1,0 +1,285 @@
+"""Score data from lm-evaluation-harness on CPU: the real harness (``python -m routerdc collect``) on
+tiny random-weight Llamas with small local tasks, one candidate through ``hf`` and one through
+``local-completions`` against our own server's ``/v1/completions``; then the importer's scores
+checked against values computed here from the samples files, and one test per bad input."""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import shutil
+import sys
+from pathlib import Path
+
+import httpx
+import pytest
+
+pytest.importorskip("lm_eval")
+
+from routerdc.cli import main  # noqa: E402
+from routerdc.data import DataError  # noqa: E402
+from routerdc.data.formats import load_scores  # noqa: E402
+from routerdc.data.lm_eval_import import import_runs, read_run  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from serving_support import TINY_NAMES, ServerProcess, build_router, tiny_llms, write_config  # noqa: E402
+
+MC = [{"question": f"Which colour is thing {i}?", "choices": ["red", "green", "blue"], "label": i % 3} for i in range(4)]
+MC.append(dict(MC[1]))  # the same text twice: two documents, two rows
+GEN = [{"question": f"Name a vowel, number {i}.", "answer": "aeiou"[i % 5]} for i in range(3)]
+
+MC_YAML = """task: tiny_mc
+dataset_path: json
+dataset_kwargs: {{data_files: {{test: {data}}}}}
+test_split: test
+output_type: multiple_choice
+doc_to_text: "Question: {{{{question}}}}\\nAnswer:"
+doc_to_choice: "{{{{choices}}}}"
+doc_to_target: label
+metric_list: [{{metric: acc}}]
+metadata: {{version: 1.0}}
+"""
+GEN_YAML = """task: tiny_gen
+dataset_path: json
+dataset_kwargs: {{data_files: {{test: {data}}}}}
+test_split: test
+output_type: generate_until
+doc_to_text: "Question: {{{{question}}}}\\nAnswer:"
+doc_to_target: "{{{{answer}}}}"
+repeats: 3
+generation_kwargs: {{until: ["\\n"], max_gen_toks: 6, do_sample: true, temperature: 1.0}}
+metric_list: [{{metric: exact_match}}]
+filter_list:
+  - name: first-vowel
+    filter: [{{function: regex, regex_pattern: "([aeiou])"}}, {{function: take_first}}]
+  - name: last-vowel
+    filter: [{{function: regex, regex_pattern: "([aeiou])", group_select: -1}}, {{function: take_first}}]
+metadata: {{version: 1.0}}
+"""
+
+
+@pytest.fixture(scope="module")
+def collected(tmp_path_factory):
+    """One ``collect`` run: tiny-a through hf, tiny-b through local-completions on our server."""
+    d = tmp_path_factory.mktemp("collect")
+    tiny = tiny_llms()
+    tasks = d / "tasks"
+    tasks.mkdir()
+    for name, rows, yaml in (("mc", MC, MC_YAML), ("gen", GEN, GEN_YAML)):
+        (tasks / f"{name}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+        (tasks / f"tiny_{name}.yaml").write_text(yaml.format(data=tasks / f"{name}.jsonl"), encoding="utf-8")
+    router = build_router(d / "router", TINY_NAMES)
+    served = write_config(d / "served.json", [
+        {"name": n, "backend": "transformers", "model": str(tiny[n]), "prompt_format": "completion"} for n in TINY_NAMES])
+    srv = ServerProcess(router, served, d / "server.log")
+    try:
+        cfg = write_config(d / "candidates.json", [
+            {"name": "tiny-a", "backend": "transformers", "model": str(tiny["tiny-a"])},
+            {"name": "tiny-b", "backend": "openai", "model": "tiny-b", "base_url": srv.url + "/v1",
+             "tokenizer": str(tiny["tiny-b"]), "prompt_format": "completion"}])
+        out = d / "scores.jsonl"
+        rc = main(["collect", "--models-config", str(cfg), "--tasks", "tiny_mc,tiny_gen", "--include-path",
+                   str(tasks), "--output", str(out), "--batch-size", "4"])
+        assert rc == 0
+        yield {"dir": d, "out": out, "work": d / "scores.lm_eval", "tiny": tiny, "cfg": cfg, "tasks": tasks,
+               "server": srv}
+    finally:
+        srv.stop()
+
+
+def _samples(work: Path, llm: str, task: str) -> list[dict]:
+    path = read_run(work / llm, [task])[task].path
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+
+
+def _expected_mc(row: dict) -> float:
+    lls = [float(x[0]) for x in row["filtered_resps"]]
+    z = sum(math.exp(x) for x in lls)
+    return math.exp(lls[int(row["target"])]) / z if row["acc"] == 1.0 else 0.0
+
+
+def _expected_gen(row: dict, last: bool) -> float:
+    good = 0
+    for a in row["resps"][0]:
+        v = re.findall("[aeiou]", a)
+        good += (v[-1] if last else v[0]) == row["target"] if v else False
+    return good / len(row["resps"][0])
+
+
+def test_collect_imports_every_score_as_computed_from_the_samples(collected):
+    rows = [json.loads(x) for x in collected["out"].read_text(encoding="utf-8").splitlines()]
+    assert [r["task"] for r in rows] == ["tiny_gen:first-vowel"] * len(GEN) + ["tiny_mc"] * len(MC)
+    by_task = {"tiny_gen:first-vowel": [], "tiny_mc": []}
+    for r in rows:
+        by_task[r["task"]].append(r)
+    assert [r["query"] for r in by_task["tiny_mc"]] == [f"Question: {d['question']}\nAnswer:" for d in MC]
+    for llm in TINY_NAMES:
+        mc = sorted(_samples(collected["work"], llm, "tiny_mc"), key=lambda r: r["doc_id"])
+        assert [r["scores"][llm] for r in by_task["tiny_mc"]] == pytest.approx([_expected_mc(s) for s in mc], abs=1e-6)
+        gen = sorted((s for s in _samples(collected["work"], llm, "tiny_gen") if s["filter"] == "first-vowel"),
+                     key=lambda r: r["doc_id"])
+        assert all(len(s["resps"][0]) == 3 for s in gen)
+        assert [r["scores"][llm] for r in by_task["tiny_gen:first-vowel"]] == pytest.approx(
+            [_expected_gen(s, last=False) for s in gen], abs=1e-6)
+        assert all(r["metric"] == "multi_attempt" for r in by_task["tiny_gen:first-vowel"])
+    sets = load_scores(collected["out"])  # what train / cluster / the Train tab read
+    assert [len(s.queries) for s in sets] == [len(GEN), len(MC)]
+
+
+def test_filter_option_picks_the_other_filter(collected, tmp_path):
+    work = collected["work"]
+    sets = import_runs({n: work / n for n in TINY_NAMES}, tasks=["tiny_gen"], filter="last-vowel")
+    assert sets[0].task == "tiny_gen:last-vowel"
+    for j, llm in enumerate(TINY_NAMES):
+        gen = sorted((s for s in _samples(work, llm, "tiny_gen") if s["filter"] == "last-vowel"),
+                     key=lambda r: r["doc_id"])
+        assert list(sets[0].scores[:, j]) == pytest.approx([_expected_gen(s, last=True) for s in gen], abs=1e-6)
+
+
+def test_completions_logprobs_match_the_model(collected):
+    """local-completions' log-likelihoods (via our /v1/completions) equal transformers' own, per choice."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    path = collected["tiny"]["tiny-b"]
+    tok, model = AutoTokenizer.from_pretrained(path), AutoModelForCausalLM.from_pretrained(path).eval()
+    row = sorted(_samples(collected["work"], "tiny-b", "tiny_mc"), key=lambda r: r["doc_id"])[0]
+    for k, arg in enumerate(row["arguments"].values()):
+        ctx, cont = tok(arg["arg_0"], add_special_tokens=False)["input_ids"], tok(
+            arg["arg_0"] + arg["arg_1"], add_special_tokens=False)["input_ids"]
+        with torch.no_grad():
+            lp = torch.log_softmax(model(torch.tensor([cont])).logits[0], -1)
+        want = sum(float(lp[i - 1, cont[i]]) for i in range(len(ctx), len(cont)))
+        assert float(row["resps"][k][0][0]) == pytest.approx(want, abs=1e-3)
+    r = httpx.post(collected["server"].url + "/v1/completions", timeout=60, json={
+        "model": "tiny-b", "prompt": "hello world", "max_tokens": 2, "echo": True, "logprobs": 2, "temperature": 0})
+    body = r.json()
+    lps = body["choices"][0]["logprobs"]
+    assert r.status_code == 200 and lps["token_logprobs"][0] is None
+    assert len(lps["tokens"]) == body["usage"]["prompt_tokens"] + 2 == len(lps["top_logprobs"])
+    assert body["choices"][0]["text"].startswith("hello world")
+    for bad, msg in (({"model": "nope"}, "unknown model"), ({"stream": True}, "stream"),
+                     ({"prompt": [99999]}, "vocabulary")):
+        req = {"model": "tiny-b", "prompt": "hi", **bad}
+        r = httpx.post(collected["server"].url + "/v1/completions", json=req, timeout=30)
+        assert r.status_code in (400, 404) and msg in r.json()["error"]["message"]
+
+
+def test_collect_resumes_and_chat_only_candidates_are_refused(collected, capsys):
+    out = collected["dir"] / "again.jsonl"
+    assert main(["collect", "--models-config", str(collected["cfg"]), "--tasks", "tiny_mc,tiny_gen", "--include-path",
+                 str(collected["tasks"]), "--output", str(out), "--work-dir", str(collected["work"])]) == 0
+    assert capsys.readouterr().err.count("skipped") == 2
+    assert out.read_text(encoding="utf-8") == collected["out"].read_text(encoding="utf-8")
+    chat = write_config(collected["dir"] / "chat.json", [{"name": "c", "backend": "openai", "model": "c",
+                                                          "base_url": "http://127.0.0.1:9/v1"}])
+    assert main(["collect", "--models-config", str(chat), "--tasks", "tiny_mc", "--include-path",
+                 str(collected["tasks"]), "--output", str(collected["dir"] / "chat.jsonl")]) == 2
+    assert "generative tasks only" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------- bad input: one test each, nothing written
+@pytest.fixture
+def runs(collected, tmp_path):
+    """Copies of the two runs that a test may damage."""
+    out = {}
+    for n in TINY_NAMES:
+        shutil.copytree(collected["work"] / n, tmp_path / n)
+        out[n] = tmp_path / n
+    return out
+
+
+def _file(run: Path, task: str) -> Path:
+    return read_run(run, [task])[task].path
+
+
+def _fails(runs, tmp_path, capsys, *match, extra=()):
+    out = tmp_path / "out.jsonl"
+    argv = ["import-lm-eval", "--output", str(out), *extra]
+    for n, d in runs.items():
+        argv += ["--llm", f"{n}={d}"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    for m in match:
+        assert m in err, err
+    assert not out.exists()
+
+
+def test_empty_samples_file(runs, tmp_path, capsys):
+    f = _file(runs["tiny-b"], "tiny_mc")
+    f.write_text("", encoding="utf-8")
+    _fails(runs, tmp_path, capsys, str(f), "tiny_mc", "empty samples file")
+
+
+def test_truncated_samples_file(runs, tmp_path, capsys):
+    f = _file(runs["tiny-b"], "tiny_gen")
+    text = f.read_text(encoding="utf-8")
+    f.write_text(text[: len(text) // 2], encoding="utf-8")
+    _fails(runs, tmp_path, capsys, str(f), "tiny_gen", "is not JSON", "truncated")
+
+
+def test_non_json_samples_file(runs, tmp_path, capsys):
+    f = _file(runs["tiny-a"], "tiny_mc")
+    f.write_text("doc_id,doc\n0,x\n", encoding="utf-8")
+    _fails(runs, tmp_path, capsys, str(f), "line 1 is not JSON")
+
+
+def test_other_harness_version_missing_fields(runs, tmp_path, capsys):
+    f = _file(runs["tiny-a"], "tiny_mc")
+    rows = [json.loads(x) for x in f.read_text(encoding="utf-8").splitlines()]
+    for r in rows:
+        r.pop("doc_hash"), r.pop("filter")
+    f.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    _fails(runs, tmp_path, capsys, str(f), "doc_id 0", "'doc_hash'", "not lm-eval 0.4.13")
+
+
+def _edit_rows(f: Path, fn) -> None:
+    rows = [json.loads(x) for x in f.read_text(encoding="utf-8").splitlines()]
+    f.write_text("".join(json.dumps(r) + "\n" for r in fn(rows)), encoding="utf-8")
+
+
+def test_document_missing_for_one_llm(runs, tmp_path, capsys):
+    f = _file(runs["tiny-b"], "tiny_mc")
+    _edit_rows(f, lambda rows: [r for r in rows if r["doc_id"] != 2])
+    _fails(runs, tmp_path, capsys, str(f), "tiny_mc", "doc_id 2", "no such document", "--missing drop")
+
+
+def test_document_with_a_different_hash(runs, tmp_path, capsys):
+    f = _file(runs["tiny-b"], "tiny_mc")
+    _edit_rows(f, lambda rows: [{**r, "doc_hash": "0" * 64} if r["doc_id"] == 3 else r for r in rows])
+    _fails(runs, tmp_path, capsys, str(f), "doc_id 3", "different doc_hash")
+
+
+def test_missing_drop_warns_with_the_list(runs, tmp_path):
+    _edit_rows(_file(runs["tiny-b"], "tiny_mc"), lambda rows: [r for r in rows if r["doc_id"] not in (1, 3)])
+    with pytest.warns(UserWarning, match=r"tiny_mc: dropped 2 document\(s\).*doc_id \[1, 3\]"):
+        sets = import_runs(runs, tasks=["tiny_mc"], missing="drop")
+    assert len(sets[0].queries) == len(MC) - 2
+
+
+@pytest.mark.parametrize("key,value", [("num_fewshot", 3), ("repeats", 5)])
+def test_task_config_differs_between_llms(runs, tmp_path, capsys, key, value):
+    task = "tiny_mc" if key == "num_fewshot" else "tiny_gen"
+    res = next(runs["tiny-b"].glob("**/results_*.json"))
+    data = json.loads(res.read_text(encoding="utf-8"))
+    data["configs"][task][key] = value
+    res.write_text(json.dumps(data), encoding="utf-8")
+    _fails(runs, tmp_path, capsys, f"task {task}", f"config '{key}' differs", "tiny-a", "tiny-b")
+
+
+def test_llm_named_twice(runs, tmp_path, capsys):
+    out = tmp_path / "out.jsonl"
+    assert main(["import-lm-eval", "--output", str(out), "--llm", f"x={runs['tiny-a']}",
+                 "--llm", f"x={runs['tiny-b']}"]) == 2
+    assert "'x' named twice" in capsys.readouterr().err and not out.exists()
+
+
+def test_newest_run_is_taken_and_said(runs):
+    f = _file(runs["tiny-a"], "tiny_mc")
+    date = f.name[len("samples_tiny_mc_"):-len(".jsonl")]
+    older = "2000-01-01T00-00-00.000000"
+    shutil.copy(f, f.with_name(f"samples_tiny_mc_{older}.jsonl"))
+    shutil.copy(f.with_name(f"results_{date}.json"), f.with_name(f"results_{older}.json"))
+    with pytest.warns(UserWarning, match=f"run 2 times; taking the newest, {re.escape(f.name)}"):
+        assert read_run(runs["tiny-a"], ["tiny_mc"])["tiny_mc"].path == f
