@@ -11,7 +11,8 @@ Scores, as the RouterDC paper built them:
   LLM got it right (``acc`` = 1), else 0 (``metric: probability``);
 - generative, one answer per document: the task's first metric as logged (``probability``);
 - generative with ``repeats: N``: the fraction of the N answers that the task's own filter and
-  metric (the harness' functions, rebuilt from the logged config) count correct (``multi_attempt``).
+  metric (the harness' functions, rebuilt from the logged config) count correct (``multi_attempt``);
+  code tasks (``unsafe_code``) log pass@1 over their N programs, which is that fraction already.
 
 LLMs are aligned by ``doc_id`` and ``doc_hash``, never by text. Every error names the file, the
 task and the document; nothing is written on error. lm_eval is imported only for ``repeats`` tasks.
@@ -189,6 +190,12 @@ def score_row(row: dict[str, Any], config: Mapping[str, Any], filt: str, where: 
             raise DataError(f"{where}: no 'acc' value logged")
         return _softmax_at(lls, _choice_index(row, where)) if float(acc) == 1.0 else 0.0
     if kind == "generate_until":
+        if int(config.get("repeats") or 1) > 1 and config.get("unsafe_code"):
+            # code tasks log pass@1 over the N programs per problem: the fraction that pass the tests
+            name = next(iter(row["metrics"]), None)
+            if name is None or name not in row:
+                raise DataError(f"{where}: no pass@k value logged")
+            return float(row[name])
         if int(config.get("repeats") or 1) > 1:
             return _attempts_score(row, config, filt, where)
         name, _ = _metric_kwargs(config)
