@@ -283,3 +283,33 @@ def test_newest_run_is_taken_and_said(runs):
     shutil.copy(f.with_name(f"results_{date}.json"), f.with_name(f"results_{older}.json"))
     with pytest.warns(UserWarning, match=f"run 2 times; taking the newest, {re.escape(f.name)}"):
         assert read_run(runs["tiny-a"], ["tiny_mc"])["tiny_mc"].path == f
+
+
+def test_workflow_collect_cluster_train_calibrate_serve(collected, tmp_path, capsys):
+    """The README's workflow on the collected scores: cluster -> train (frozen) -> calibrate -> serve ->
+    an OpenAI client gets an answer carrying the routing decision."""
+    from openai import OpenAI
+
+    clustered, router = tmp_path / "clustered.jsonl", tmp_path / "router"
+    assert main(["cluster", "--input", str(collected["out"]), "--output", str(clustered), "--n-clusters", "2"]) == 0
+    assert main(["train", "--train-files", str(clustered), "--output-dir", str(router), "--steps", "3",
+                 "--batch-size", "4", "--freeze-encoder", "--eval-every", "0", "--samples-per-task", "0"]) == 0
+    assert main(["calibrate", "--checkpoint", str(router), "--train-files", str(clustered)]) == 0
+    capsys.readouterr()
+    cfg = json.loads((router / "config.json").read_text(encoding="utf-8"))
+    assert cfg["router"]["llm_names"] == list(TINY_NAMES) and "calibration" in cfg
+    served = write_config(tmp_path / "served.json", [
+        {"name": n, "backend": "transformers", "model": str(collected["tiny"][n]), "prompt_format": "completion",
+         "sampling": {"max_tokens": 4}} for n in TINY_NAMES])
+    srv = ServerProcess(router, served, tmp_path / "server.log")
+    try:
+        client = OpenAI(base_url=srv.url + "/v1", api_key="EMPTY")
+        raw = client.chat.completions.with_raw_response.create(
+            model="routerdc", messages=[{"role": "user", "content": "Which colour is thing 2?"}], max_tokens=4)
+        body = raw.parse()
+        decision = body.model_extra["routerdc"]
+        assert decision["llm"] in TINY_NAMES and decision["routed"] is True
+        assert set(decision["probs"]) == set(TINY_NAMES) and raw.headers["X-RouterDC-LLM"] == decision["llm"]
+        assert body.choices[0].message.content is not None
+    finally:
+        srv.stop()
