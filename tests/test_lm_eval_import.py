@@ -313,3 +313,14 @@ def test_workflow_collect_cluster_train_calibrate_serve(collected, tmp_path, cap
         assert body.choices[0].message.content is not None
     finally:
         srv.stop()
+
+
+def test_paper_task_files_load_into_the_harness_index():
+    """configs/lm_eval/ indexes in lm_eval 0.4.13 (their data sets are on the Hub: not run here)."""
+    from lm_eval.tasks import TaskManager
+
+    root = Path(__file__).resolve().parent.parent / "configs" / "lm_eval"
+    index = TaskManager(include_path=str(root)).task_index
+    for name in ("routerdc_gsm8k_train", "routerdc_mmlu_5shot", "routerdc_cmmlu_5shot", "routerdc_ceval_5shot",
+                 "routerdc_arc", "routerdc_code_n10", "tiny_mc", "tiny_gen"):
+        assert name in index, name
