@@ -10,12 +10,15 @@ Each candidate of a models config runs through the harness backend that fits it:
   which can do generative tasks only; a multiple-choice task is refused before anything runs.
 
 The harness runs as ``python -m lm_eval run`` in a child process (its own progress bars), writing
-``<work_dir>/<candidate>/``; a candidate whose samples are all there is skipped unless ``force``.
+``<work_dir>/<candidate>/``; a candidate whose run of the same tasks finished is skipped unless
+``force``. Tasks may be groups (e.g. ``routerdc_mmlu_5shot``): every member task logged is imported.
 """
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -99,21 +102,26 @@ def collect(config: Any, opts: CollectOptions, work_dir: Path, *, log: Callable[
                             f"logprobs; set prompt_format: completion if the server has it)")
         out = work_dir / spec.name
         runs[spec.name] = out
-        if not opts.force:
+        marker = out / "routerdc-collect.json"  # the task list (names or groups) of the finished run
+        want = json.dumps({"tasks": list(opts.tasks), "limit": opts.limit})
+        if not opts.force and marker.is_file() and marker.read_text(encoding="utf-8") == want:
             try:
-                read_run(out, opts.tasks)
+                read_run(out)
                 log(f"[collect] {spec.name}: samples for {','.join(opts.tasks)} already in {out}; skipped "
                     f"(--force reruns)")
                 continue
             except DataError:
                 pass
         log(f"[collect] {spec.name}: lm_eval ({spec.backend}) on {','.join(opts.tasks)} -> {out}")
+        if out.exists():
+            shutil.rmtree(out)  # an unfinished or different run: its samples must not mix with the new ones
         env = dict(os.environ)
         if opts.allow_code_execution:
             env["HF_ALLOW_CODE_EVAL"] = "1"
         proc = subprocess.run(harness_args(spec, out, opts), env=env)
         if proc.returncode != 0:
             raise DataError(f"candidate {spec.name!r}: lm_eval exited with {proc.returncode} (see its output above)")
-        for task, t in read_run(out, opts.tasks).items():
+        for task, t in read_run(out).items():  # a group's members are logged one file each
             log(f"[collect] {spec.name}: {task}: {sum(len(r) for r in t.rows.values())} samples in {t.path.name}")
-    return import_runs(runs, tasks=opts.tasks, filter=filter, query_template=query_template)
+        marker.write_text(want, encoding="utf-8")
+    return import_runs(runs, filter=filter, query_template=query_template)
