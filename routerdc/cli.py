@@ -87,15 +87,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint", default=str(DEFAULT_CHECKPOINT), help="router folder")
     p.add_argument("--input", required=True, help="a score file (.json/.jsonl/.csv) or a text file, one query per line")
     p.add_argument("--output", required=True, help="output JSONL: {query, llm, probs} per line")
-    p.add_argument("--batch-size", type=int, default=64, help="queries per forward pass (default: 64)")
+    p.add_argument("--batch-size", type=int, help="at most N queries per forward pass (default: the token budget decides)")
+    p.add_argument("--token-budget", type=int, help="padded tokens per batch (default: 4096, see README)")
     p.add_argument("--temperature", type=float, help="override the router's tau")
     p.add_argument("--cost-weight", type=float, default=0.0, metavar="LAMBDA",
                    help="trade quality for cost: softmax((sim + b - LAMBDA * c) / tau), c the LLMs' costs scaled to "
                         "[0, 1]; needs a router with costs (default 0: no cost term)")
-    p.add_argument("--device", default="cpu", help="cpu, cuda, ...")
-    p.add_argument("--int8", action="store_true",
-                   help="CPU only: int8 dynamic quantization of the encoder (about 1.4x faster; "
-                        "argmax agreement with fp32 96.6%% for the shipped router, see README)")
+    p.add_argument("--device", help="cpu, cuda, ... (default: CUDA when there is one, else the CPU)")
+    engine_arguments(p)
+    p.add_argument("--int8", action="store_true", help="same as --engine int8 (kept for old scripts)")
+    p.add_argument("--verbose", action="store_true", help="say which engine routes, and why, on stderr")
 
     from .serving.server import add_serve_arguments  # light: argparse only
 
@@ -109,6 +110,16 @@ def build_parser() -> argparse.ArgumentParser:
     add_fleet_commands(sub)
     add_costs_command(sub)
     return parser
+
+
+def engine_arguments(p: argparse.ArgumentParser) -> None:
+    """``--engine`` and ``--remeasure``: the inference layer's choice (see routerdc.inference)."""
+    from .inference import ENGINE_CHOICES
+
+    p.add_argument("--engine", default="auto", choices=ENGINE_CHOICES,
+                   help="inference engine; auto (default): the fastest on this machine that routes like "
+                        "torch fp32 (measured once per router and machine, then cached)")
+    p.add_argument("--remeasure", action="store_true", help="with --engine auto: measure the engines again")
 
 
 def _train_config(args: argparse.Namespace) -> Any:
@@ -268,16 +279,15 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 def cmd_route(args: argparse.Namespace) -> int:
     from .data import read_queries
-    from .model import RouterDC
+    from .inference import load_router
 
     queries = read_queries(args.input)
-    router = RouterDC.from_pretrained(args.checkpoint, device=args.device)
-    if args.int8:
-        from .quantize import quantize_int8
-
-        router = quantize_int8(router)
-    routing = router.route(queries, batch_size=args.batch_size, temperature=args.temperature,
-                           cost_weight=args.cost_weight)
+    router = load_router(args.checkpoint, "int8" if args.int8 else args.engine, args.device,
+                         token_budget=args.token_budget, max_rows=args.batch_size, data_dir=args.data_dir,
+                         remeasure=args.remeasure)
+    if args.verbose:
+        print(f"routing on {router.describe()}", file=sys.stderr)
+    routing = router.route(queries, temperature=args.temperature, cost_weight=args.cost_weight)
     out = Path(args.output)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.tmp")

@@ -125,7 +125,7 @@ def _digest(key: str, texts: Sequence[str]) -> str:
 
 def cached_embeddings(
     model: "RouterDC", texts: Sequence[str], *, cache_dir: str | os.PathLike | None = None,
-    batch_size: int = 64, key: str | None = None,
+    batch_size: int | None = None, key: str | None = None,
 ) -> np.ndarray:
     """Pooled encoder embeddings ``(n, d)`` of ``texts`` (before any projection), cached on disk.
 
@@ -167,7 +167,7 @@ def cache_path(model: "RouterDC", texts: Sequence[str], cache_dir: str | os.Path
 
 
 def router_embeddings(
-    model: "RouterDC", texts: Sequence[str], *, cache_dir: str | os.PathLike | None = None, batch_size: int = 64,
+    model: "RouterDC", texts: Sequence[str], *, cache_dir: str | os.PathLike | None = None, batch_size: int | None = None,
     key: str | None = None,
 ) -> np.ndarray:
     """Router embeddings ``(n, d)`` after the optional projection, through the cache when it applies
