@@ -52,6 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", help="router folder to write (default: rewrite --checkpoint's config.json "
                                     "in place, atomically; the weights are not touched)")
     p.add_argument("--missing", default="error", choices=("error", "drop", "zero"), help="rows with absent scores")
+    engine_arguments(p)
 
     p = sub.add_parser("evaluate", help="the results table of a router against LLMs, oracle and baselines")
     common(p)
@@ -65,6 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="a router row (repeatable); several folders (seeds) show as mean ± std; "
                         "replaces --checkpoint")
     p.add_argument("--paper-row", action="store_true", help="add the paper's reported RouterDC row")
+    engine_arguments(p)
     p.add_argument("--no-cache", action="store_true",
                    help="do not cache the routers' test-query embeddings (keyed by the weights' SHA-256) "
                         "in $ROUTERDC_CACHE or ~/.cache/routerdc")
@@ -114,11 +116,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def engine_arguments(p: argparse.ArgumentParser) -> None:
     """``--engine`` and ``--remeasure``: the inference layer's choice (see routerdc.inference)."""
-    from .inference import ENGINE_CHOICES
+    from .inference import ENGINE_CHOICES, ENGINE_ENV
 
-    p.add_argument("--engine", default="auto", choices=ENGINE_CHOICES,
-                   help="inference engine; auto (default): the fastest on this machine that routes like "
-                        "torch fp32 (measured once per router and machine, then cached)")
+    p.add_argument("--engine", choices=ENGINE_CHOICES,
+                   help=f"inference engine (default: ${ENGINE_ENV}, else auto: the fastest on this machine that "
+                        "routes like torch fp32, measured once per router and machine, then cached)")
     p.add_argument("--remeasure", action="store_true", help="with --engine auto: measure the engines again")
 
 
@@ -174,6 +176,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def cmd_calibrate(args: argparse.Namespace) -> int:
     from .calibration import calibrate_checkpoint
+    from .inference import default_engine
     from .checkpoint import read_config
     from .data import load_many, resolve_file
 
@@ -181,7 +184,8 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     if not files:
         raise ValueError(f"{args.checkpoint}: its recipe names no training files; give --train-files")
     sets = load_many([resolve_file(f, args.data_dir) for f in files], missing=args.missing)
-    result = calibrate_checkpoint(args.checkpoint, sets, output=args.output)
+    result = calibrate_checkpoint(args.checkpoint, sets, output=args.output, engine=args.engine or default_engine(),
+                                  remeasure=args.remeasure)
     print(json.dumps({"output": args.output or args.checkpoint, **result.to_dict()}, indent=2))
     return 0
 
@@ -205,11 +209,17 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from .data import load_many, paper_files, resolve_file
     from .embed_cache import embedding_key
     from .evaluate import to_json
+    from .inference import default_engine, load_router
     from .model import RouterDC
+
+    engine = args.engine or default_engine()
+
+    def load(d: str) -> Any:
+        return load_router(d, engine, data_dir=args.data_dir, remeasure=args.remeasure)
 
     specs = _parse_routers(args)
     first_dir = next(iter(specs.values()))[0]
-    first = RouterDC.from_pretrained(first_dir)
+    first = load(first_dir)
     llms = first.config.llm_names
     if args.test_files:
         test_files = [resolve_file(f, args.data_dir) for f in args.test_files]
@@ -222,7 +232,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     for label, dirs in specs.items():
         groups[label] = []
         for d in dirs:
-            router = first if d == first_dir else RouterDC.from_pretrained(d)
+            router = first if d == first_dir else load(d)
             key = label if len(dirs) == 1 else f"{label} [{Path(d).name}]"
             ckey = None if args.no_cache else embedding_key(router)  # fleet changes and offsets aside
             routers[key] = router_choices(router, test_sets, key=ckey)
@@ -279,10 +289,10 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 def cmd_route(args: argparse.Namespace) -> int:
     from .data import read_queries
-    from .inference import load_router
+    from .inference import default_engine, load_router
 
     queries = read_queries(args.input)
-    router = load_router(args.checkpoint, "int8" if args.int8 else args.engine, args.device,
+    router = load_router(args.checkpoint, "int8" if args.int8 else (args.engine or default_engine()), args.device,
                          token_budget=args.token_budget, max_rows=args.batch_size, data_dir=args.data_dir,
                          remeasure=args.remeasure)
     if args.verbose:

@@ -36,7 +36,8 @@ def encoder_key(model: "RouterDC") -> str | None:
         return None
     c = model.config
     key = f"{c.encoder}|pool={c.pooling}|max_length={c.max_length}"
-    return key if c.normalization == "none" else f"{key}|norm={c.normalization}"
+    key = key if c.normalization == "none" else f"{key}|norm={c.normalization}"
+    return key + getattr(model, "cache_tag", "")
 
 
 def embedding_key(model: "RouterDC") -> str:
@@ -136,6 +137,7 @@ def cached_embeddings(
     key = key if key is not None else encoder_key(model)
     if key is None:
         return model.embed_texts(texts, batch_size=batch_size, project=False)
+    key = key if key.endswith(getattr(model, "cache_tag", "")) else key + getattr(model, "cache_tag", "")
     folder = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     path = folder / f"emb-{_digest(key, texts)}.npy"  # as cache_path(), for an explicit key
     if path.exists():

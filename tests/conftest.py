@@ -12,6 +12,9 @@ from routerdc.data import DataError, ScoreSet, resolve_data_dir
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# Commands, serve and the app route on torch fp32 in tests: engine="auto" measures every engine once per
+# router (minutes on 2 cores); tests/test_inference.py tests auto itself.
+os.environ.setdefault("ROUTERDC_ENGINE", "torch")
 
 
 @pytest.fixture(autouse=True, scope="session")

@@ -167,3 +167,16 @@ def test_micro_batcher_alone_waits_at_most_the_window(minilm_router):
     assert counting.calls == [1, 1] and off.batches == 1
     with pytest.raises(ValueError, match="window_ms"):
         BatchConfig(window_ms=-1)
+
+
+def test_cli_route_says_which_engine(saved_router, tmp_path, capsys):
+    from routerdc.cli import main
+
+    src = tmp_path / "queries.txt"
+    src.write_text("\n".join(QUERIES[:3]) + "\n", encoding="utf-8")
+    out = tmp_path / "routes.jsonl"
+    assert main(["route", "--checkpoint", str(saved_router), "--input", str(src), "--output", str(out),
+                 "--engine", "torch", "--verbose", "--token-budget", "64"]) == 0
+    assert "routing on engine torch (torch: asked for)" in capsys.readouterr().err
+    rows = [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
+    assert [r["query"] for r in rows] == QUERIES[:3]

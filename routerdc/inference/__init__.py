@@ -17,9 +17,19 @@ from typing import Any, Callable, Sequence
 from .engines import ENGINES, EngineUnavailable, Sources, build_engine
 from .router import Router
 
-__all__ = ["ENGINES", "EngineUnavailable", "Router", "load_router", "onnx_dir", "router_fingerprint"]
+__all__ = ["ENGINES", "ENGINE_CHOICES", "ENGINE_ENV", "EngineUnavailable", "Router", "default_engine", "load_router",
+           "onnx_dir", "router_fingerprint"]
 
 ENGINE_CHOICES: tuple[str, ...] = ("auto", *ENGINES)
+ENGINE_ENV = "ROUTERDC_ENGINE"
+
+
+def default_engine() -> str:
+    """The engine of the commands and the app when none is given: ``$ROUTERDC_ENGINE``, else ``auto``."""
+    name = os.environ.get(ENGINE_ENV) or "auto"
+    if name not in ENGINE_CHOICES:
+        raise ValueError(f"${ENGINE_ENV} must be one of {ENGINE_CHOICES}, got {name!r}")
+    return name
 
 
 def router_fingerprint(folder: str | os.PathLike) -> str:
@@ -53,7 +63,7 @@ def load_router(folder: str | os.PathLike, engine: str = "auto", device: str | N
                 threads: int = 0, cache_dir: str | os.PathLike | None = None, token_budget: int | None = None,
                 max_rows: int | None = None,
                 data_dir: str | os.PathLike | None = None, remeasure: bool = False,
-                candidates: Sequence[str] = ENGINES, model: Any = None,
+                candidates: Sequence[str] = ENGINES, measure: bool = True, model: Any = None,
                 loader: Callable[[Path, str], Any] | None = None) -> Router:
     """Load the router in ``folder`` on ``engine``.
 
@@ -68,6 +78,8 @@ def load_router(folder: str | os.PathLike, engine: str = "auto", device: str | N
         data_dir: where ``auto`` finds its probe queries (the paper's test files).
         remeasure: ``auto`` measures again instead of reading its cached decision.
         candidates: the engines ``auto`` may pick (torch fp32, the reference, is always measured).
+        measure: ``auto`` without a cached decision measures now (minutes on a small CPU); False:
+            torch fp32 until a later load measures (the app's start, which measures in the background).
         model: the torch router of ``folder`` when the caller has it loaded already.
     Raises:
         ValueError: an unknown engine; EngineUnavailable: the engine cannot run here.
@@ -83,7 +95,15 @@ def load_router(folder: str | os.PathLike, engine: str = "auto", device: str | N
     sources = Sources(folder, device=device, threads=threads, onnx_dir=onnx_dir(cache, fingerprint), model=model,
                       loader=loader)
     reason, decision = f"{engine}: asked for", None
-    if engine == "auto":
+    if engine == "auto" and not measure and not remeasure:
+        from .select import decision_path, read_decision
+
+        decision = read_decision(decision_path(cache, fingerprint, device)) if tuple(candidates) == ENGINES else None
+        if decision is None:
+            return Router(build_engine("torch", sources), reason="auto: not measured on this machine yet; torch fp32 "
+                          "meanwhile", token_budget=token_budget, max_rows=max_rows, folder=folder, sources=sources)
+        engine, reason = decision.engine, decision.reason + " (decision cached for this router and machine)"
+    elif engine == "auto":
         from .select import choose
 
         decision, cached = choose(sources, cache, fingerprint, data_dir=data_dir, token_budget=token_budget,

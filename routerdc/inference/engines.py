@@ -42,7 +42,7 @@ class Engine(Protocol):
     name: str
     config: RouterConfig
     keys: np.ndarray
-    meta: dict
+    meta: dict | None
 
     def embed(self, texts: Sequence[str], *, token_budget: int | None = None,
               max_rows: int | None = None) -> np.ndarray: ...
@@ -77,7 +77,8 @@ class TorchEngine:
     def __post_init__(self) -> None:
         self.config = self.model.config
         self.keys = self.model.llm_keys()
-        self.meta = dict(getattr(self.model, "meta", {}) or {})
+        meta = getattr(self.model, "meta", None)  # None: a router built in memory (its encoder is pretrained)
+        self.meta = None if meta is None else dict(meta)
 
     def embed(self, texts: Sequence[str], *, token_budget: int | None = None, max_rows: int | None = None,
               project: bool = True) -> np.ndarray:

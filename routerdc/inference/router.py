@@ -68,7 +68,8 @@ class Router:
         return int(self.keys.shape[1])
 
     @property
-    def meta(self) -> dict:
+    def meta(self) -> dict | None:
+        """config.json's recipe, metrics, encoder_weights... (None for a model built in memory)."""
         return self.engine.meta
 
     @property
@@ -107,6 +108,37 @@ class Router:
             return None
         ids = self.engine.token_ids(text)
         return sum(i == unk for i in ids), len(ids)
+
+    # -- what the embedding caches need (routerdc.embed_cache takes a Router or a RouterDC) -------
+    @property
+    def cache_tag(self) -> str:
+        """Appended to embedding-cache keys: engines that do not reproduce torch fp32's vectors
+        to float rounding keep their own entries."""
+        return "" if self.engine.name in ("torch", "onnx") else f"|engine={self.engine.name}"
+
+    @property
+    def projection(self) -> Any:
+        """The torch projection layer when the router has one (else None)."""
+        return self.model.projection if self.config.projection else None
+
+    @property
+    def encoder(self) -> Any:
+        """The torch encoder (for :func:`routerdc.embed_cache.embedding_key` of a fine-tuned router)."""
+        return self.model.encoder
+
+    @property
+    def device(self) -> Any:
+        return self.model.device
+
+    def project(self, pooled: Any) -> Any:
+        return self.model.project(pooled)
+
+    def embed_texts(self, texts: Sequence[str], *, batch_size: int | None = None, project: bool = True) -> np.ndarray:
+        """As :meth:`routerdc.model.RouterDC.embed_texts`, on this router's engine; the pooled
+        vectors before a projection (``project=False`` with ``config.projection``) come from torch."""
+        if project or not self.config.projection:
+            return self.engine.embed(list(texts), token_budget=self.token_budget, max_rows=batch_size or self.max_rows)
+        return self.model.embed_texts(list(texts), project=False, token_budget=self.token_budget, batch_size=batch_size)
 
     def describe(self) -> str:
         return f"engine {self.engine.name} ({self.reason})"

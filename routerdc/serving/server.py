@@ -16,8 +16,9 @@ def add_serve_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", help="device of the router (default: CUDA when there is one, else the CPU)")
     from ..inference import ENGINE_CHOICES
 
-    p.add_argument("--engine", default="auto", choices=ENGINE_CHOICES,
-                   help="inference engine of the router (default: auto, the fastest that routes like torch fp32)")
+    p.add_argument("--engine", choices=ENGINE_CHOICES,
+                   help="inference engine of the router (default: $ROUTERDC_ENGINE, else auto: the fastest that "
+                        "routes like torch fp32)")
     p.add_argument("--micro-batch-ms", type=float, default=2.0,
                    help="gather concurrent requests for up to this many ms into one encoder batch "
                         "(0: no waiting; default: 2)")
@@ -31,16 +32,16 @@ def add_serve_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def build_app(checkpoint: str, models_config: str, *, device: str | None = None, preload: bool = False,
-              sleep_mode: bool = False, engine: str = "auto", batching: Any = None) -> Any:
+              sleep_mode: bool = False, engine: str | None = None, batching: Any = None) -> Any:
     """Load the router (on ``engine``, see :func:`routerdc.load_router`) and the config, check that
     they match, and return the FastAPI app."""
-    from ..inference import load_router
+    from ..inference import default_engine, load_router
     from .api import create_api
     from .config import load_models_config
     from .registry import Registry
 
     config = load_models_config(models_config)
-    router = load_router(checkpoint, engine, device)
+    router = load_router(checkpoint, engine or default_engine(), device)
     print(f"router: {router.describe()}", file=sys.stderr, flush=True)
     config.check_router(router.config.llm_names)  # a clear error before loading anything else
     registry = Registry(config)
