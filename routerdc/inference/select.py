@@ -30,6 +30,7 @@ __all__ = ["MIN_AGREEMENT", "PROB_TOL", "Decision", "Trial", "choose", "decision
 MIN_AGREEMENT = 0.995
 PROB_TOL = 1e-2
 PROBE_PER_TASK = 32
+PROBE_ENV = "ROUTERDC_PROBE_PER_TASK"
 _FALLBACK_PROBE = (
     "Which of the following is a prime number? A. 21 B. 27 C. 29 D. 33", "def add(a, b): return a + b",
     "Natalia sold clips to 48 of her friends in April, and then she sold half as many clips in May. "
@@ -68,9 +69,11 @@ class Decision:
                    str(d.get("probe", "")))
 
 
-def probe_texts(data_dir: str | os.PathLike | None = None, per_task: int = PROBE_PER_TASK) -> tuple[list[str], str]:
-    """``(queries, description)``: every k-th query of each paper test file (``per_task`` each),
-    or the built-in probes when the data are not there."""
+def probe_texts(data_dir: str | os.PathLike | None = None, per_task: int | None = None) -> tuple[list[str], str]:
+    """``(queries, description)``: every k-th query of each paper test file (``per_task`` each;
+    default ``$ROUTERDC_PROBE_PER_TASK``, else :data:`PROBE_PER_TASK`), or the built-in probes
+    when the data are not there."""
+    per_task = per_task or int(os.environ.get(PROBE_ENV) or PROBE_PER_TASK)
     try:
         from ..data import read_queries
         from ..data.registry import paper_files
