@@ -102,7 +102,7 @@ def routed_api(ctx: AppContext):
         return None
     from routerdc.serving import create_api
 
-    return create_api(view.router, gen.registry, check=False)
+    return create_api(view.engine, gen.registry, check=False)
 
 
 def _serve(api, demo: gr.Blocks, settings: Settings, *, prevent_thread_lock: bool = False,

@@ -215,15 +215,20 @@ def build_pool(data: DataBank, llms: Sequence[str], per_set: int) -> Pool:
 class RouterView:
     """A loaded router plus the derived data the UI needs (map, pool, evaluation cache).
 
-    Routing runs on ``engine`` (the router's ONNX form, :class:`routerdc.onnx_engine.OnnxRouter`:
-    no torch, no transformers) when one was prepared, else on the torch router. The torch router
-    (``router``) is loaded on first use: training, evaluation, new maps and the routed API need it.
+    Routing runs on ``engine``, a :class:`routerdc.inference.Router` from
+    :func:`routerdc.load_router` (the inference layer chooses the engine: the app's ``--engine``
+    is its engine argument). The torch router (``router``) is loaded on first use when the engine
+    is not torch: training, evaluation and new maps need it.
     """
 
     def __init__(self, key: str, router, folder: Path, load_seconds: float = 0.0, *, engine=None,
                  torch_threads: int = 1, fingerprint: str | None = None):
         if router is None and engine is None:
-            raise ValueError("a RouterView needs a torch router or an ONNX engine")
+            raise ValueError("a RouterView needs a torch router or a routerdc.inference.Router")
+        if engine is None:
+            from routerdc.inference import Router
+
+            engine = Router.from_model(router)
         self.key = key
         self._router = router
         self.engine = engine
@@ -242,7 +247,6 @@ class RouterView:
         self._choices: dict[tuple[int, int], np.ndarray] = {}
         self._emb_lock = threading.Lock()
         self._load_lock = threading.Lock()
-        self._keys: np.ndarray | None = None  # the LLM keys of the torch router, as numpy
         self.map_json: dict = {}  # colouring -> the base map figure as a plotly JSON dict (app.common)
 
     @property
@@ -251,17 +255,16 @@ class RouterView:
         if self._router is None:
             with self._load_lock:
                 if self._router is None:
-                    self._router = _load_torch_router(self.key, self.torch_threads)
+                    self._router = self.engine.model
         return self._router
 
     @property
     def config(self):
-        return (self.engine if self.engine is not None else self.router).config
+        return self.engine.config
 
     @property
     def meta(self) -> dict:
-        src = self.engine if self.engine is not None else self.router
-        return getattr(src, "meta", {}) or {}
+        return getattr(self.engine, "meta", {}) or {}
 
     @property
     def llms(self) -> tuple[str, ...]:
@@ -270,11 +273,7 @@ class RouterView:
     @property
     def llm_keys(self) -> np.ndarray:
         """The LLM embeddings ``(T, d)``, float32."""
-        if self.engine is not None:
-            return self.engine.keys
-        if self._keys is None:
-            self._keys = self.router.llm_embeddings.weight.detach().float().cpu().numpy()
-        return self._keys
+        return self.engine.keys
 
     @property
     def dim(self) -> int:
@@ -282,7 +281,7 @@ class RouterView:
 
     @property
     def engine_name(self) -> str:
-        return "ONNX Runtime" if self.engine is not None else "torch"
+        return ENGINE_LABELS.get(self.engine.engine_name, self.engine.engine_name)
 
     def describe(self) -> str:
         c = self.config
@@ -290,35 +289,22 @@ class RouterView:
         enc = f"{c.encoder} ({'fine-tuned' if weights == 'included' else 'frozen, pretrained'})"
         return (f"`{self.name}` ({self.folder}) - {len(c.llm_names)} LLMs, encoder {enc}, "
                 f"pooling {c.pooling}, similarity {c.similarity}, tau {c.temperature:g}"
-                + (", projection" if c.projection else "") + f"; routing on {self.engine_name}")
+                + (", projection" if c.projection else "") + f"; routing on {self.engine_name}"
+                + f" ({self.engine.reason})")
 
     def route_embeddings(self, emb: np.ndarray, temperature: float | None = None):
         """:class:`~routerdc.routing.Routing` for query embeddings (as :meth:`embed` returns)."""
-        from routerdc.routing import route_embeddings
-
-        return route_embeddings(emb, self.llm_keys, self.config, temperature)
+        return self.engine.route_embeddings(emb, temperature)
 
     def unk_tokens(self, text: str) -> tuple[int, int] | None:
         """``([UNK] count, token count)`` of ``text`` without special tokens; None when the
         encoder's tokenizer has no unknown token."""
-        if self.engine is not None:
-            unk, ids = self.engine.unk_token_id, self.engine.token_ids(text)
-        else:
-            tok = self.router.tokenizer
-            unk = getattr(tok, "unk_token_id", None)
-            ids = tok(text, add_special_tokens=False)["input_ids"] if unk is not None else []
-        if unk is None:
-            return None
-        return sum(i == unk for i in ids), len(ids)
+        return self.engine.unk_tokens(text)
 
     # -- embeddings ---------------------------------------------------------------------
     def embed(self, texts: Sequence[str]) -> np.ndarray:
-        """Projected router embeddings of ``texts``: on the ONNX engine (thread-safe) when there is
-        one, else on torch (serialised: the tokenizer is not safe across threads)."""
-        if self.engine is not None:
-            return self.engine.embed_texts(list(texts))
-        with self._emb_lock:
-            return self.router.embed_texts(list(texts), project=True)
+        """Projected router embeddings of ``texts`` on the inference layer's engine (thread-safe)."""
+        return self.engine.embed(list(texts))
 
     def embed_set(self, s: ScoreSet, cache_dir: str | None) -> np.ndarray:
         """Projected embeddings of a whole set, through the on-disk cache when the encoder is
@@ -326,7 +312,7 @@ class RouterView:
         from routerdc.embed_cache import router_embeddings
 
         with self._emb_lock:
-            return router_embeddings(self.router, s.queries, cache_dir=cache_dir)
+            return router_embeddings(self.engine, s.queries, cache_dir=cache_dir)
 
     def choices(self, entry_id: int, s: ScoreSet, cache_dir: str | None) -> np.ndarray:
         """The router's chosen LLM per query of ``s`` (indices into ``s.llms``), memoised."""
@@ -418,7 +404,7 @@ class RouterView:
     def _embed_pool(self, data: DataBank, pool: Pool, cache_dir: str | None) -> np.ndarray:
         from routerdc.embed_cache import cache_path, encoder_key, router_embeddings
 
-        if encoder_key(self.router) is None:
+        if encoder_key(self.engine) is None:
             return self.embed(pool.texts)
         out = np.zeros((len(pool.texts), self.dim), dtype=np.float32)
         by_entry: dict[int, list[tuple[int, int]]] = {}
@@ -426,13 +412,13 @@ class RouterView:
             by_entry.setdefault(i, []).append((j, r))
         for i, pairs in by_entry.items():
             s = data.entries[i].set
-            if cache_path(self.router, s.queries, cache_dir).exists():  # the trainer cached the whole set
+            if cache_path(self.engine, s.queries, cache_dir).exists():  # the trainer cached the whole set
                 full = self.embed_set(s, cache_dir)
                 for j, r in pairs:
                     out[j] = full[r]
             else:  # embed (and cache) only the sampled rows
                 with self._emb_lock:
-                    proj = router_embeddings(self.router, [s.queries[r] for _, r in pairs], cache_dir=cache_dir)
+                    proj = router_embeddings(self.engine, [s.queries[r] for _, r in pairs], cache_dir=cache_dir)
                 for (j, _), v in zip(pairs, proj):
                     out[j] = v
         return out
@@ -446,73 +432,59 @@ def load_data(settings) -> DataBank:
     return DataBank.load(settings.data_dir, files, settings.max_rows)
 
 
-def _load_torch_router(key: str, threads: int):
-    import torch
-
-    from routerdc.model import RouterDC
-
-    if threads > 0:
-        torch.set_num_threads(threads)
-    return RouterDC.from_pretrained(key)
+ENGINE_LABELS = {"onnx": "ONNX Runtime", "onnx-int8": "ONNX Runtime int8", "torch": "torch",
+                 "torch-bf16": "torch bf16", "int8": "torch int8"}
 
 
 def onnx_dir(cache_dir: str | None, fingerprint: str) -> Path:
-    """Where the ONNX form of the router with ``fingerprint`` is cached."""
-    from routerdc.embed_cache import default_cache_dir
+    """Where the ONNX form of the router with ``fingerprint`` is cached (the inference layer's)."""
+    from routerdc.inference import onnx_dir as layer_onnx_dir
 
-    return (Path(cache_dir) if cache_dir else default_cache_dir()) / "onnx" / f"router-{fingerprint}"
+    return layer_onnx_dir(cache_dir, fingerprint)
 
 
 def _load_view(key: str, threads: int, cache_dir: str | None = None, engine: str = "auto") -> RouterView:
-    """Load the router at ``key``: from its cached ONNX form when there is one (``engine``
-    ``auto``), which needs neither torch nor transformers; else the torch router."""
+    """Load the router at ``key`` through the inference layer on ``engine``. With ``auto`` the
+    engine decided for this router and machine before is used at once (an ONNX pick needs neither
+    torch nor transformers); when there is none yet, torch fp32 routes until :func:`prepare_engine`
+    has measured (after the map)."""
+    from routerdc.inference import load_router
+
     t0 = time.perf_counter()
     folder = Path(key)
-    fingerprint = router_fingerprint(folder)
-    if engine == "auto":
-        where = onnx_dir(cache_dir, fingerprint)
-        if where.is_dir():
-            from routerdc.onnx_engine import OnnxError, OnnxRouter
-
-            try:
-                eng = OnnxRouter.load(where, threads=threads)
-                return RouterView(key, None, folder, time.perf_counter() - t0, engine=eng, torch_threads=threads,
-                                  fingerprint=fingerprint)
-            except OnnxError as exc:
-                log.warning("ignoring the ONNX router cache: %s", exc)
-    router = _load_torch_router(key, threads)
-    return RouterView(key, router, folder, time.perf_counter() - t0, torch_threads=threads, fingerprint=fingerprint)
+    routing = load_router(key, engine, "cpu", threads=threads, cache_dir=cache_dir, measure=False)
+    return RouterView(key, None, folder, time.perf_counter() - t0, engine=routing, torch_threads=threads,
+                      fingerprint=router_fingerprint(folder))
 
 
 def prepare_engine(view: RouterView, cache_dir: str | None, *, separate_process: bool = False) -> str:
-    """Export ``view``'s router to ONNX (cached by fingerprint) and switch its routing to it.
+    """With ``auto`` not measured yet: let the inference layer measure the engines for ``view``'s
+    router on this machine (the decision and any ONNX form are cached) and switch its routing to
+    the pick.
 
-    ``separate_process``: export in a child process at the lowest CPU priority (``python -m
-    routerdc.onnx_engine``), as the app does at start-up: torch tracing holds the GIL for seconds,
-    which would stall the requests this process is serving. Returns what happened, for logs and the
-    status area; never raises."""
-    if view.engine is not None:
-        return "ONNX engine already in use"
+    ``separate_process``: measure in a child process at the lowest CPU priority (``python -m
+    routerdc.inference``), as the app does at start-up: torch tracing and timing hold the GIL for
+    seconds, which would stall the requests this process is serving. Returns what happened, for
+    logs and the status area; never raises."""
+    if view.engine.decision is not None:
+        return f"{view.engine_name} already in use"
     import subprocess
     import sys
 
-    from routerdc.onnx_engine import OnnxError, OnnxRouter, export_onnx
+    from routerdc.inference import EngineUnavailable, load_router
 
-    where = onnx_dir(cache_dir, view.fingerprint)
     try:
-        if not where.is_dir():
-            if separate_process:
-                cmd = [sys.executable, "-m", "routerdc.onnx_engine", str(view.folder), str(where),
-                       "--threads", str(max(view.torch_threads, 1))]
-                done = subprocess.run(cmd, capture_output=True, text=True, timeout=1800, cwd=_PROJECT_ROOT,
-                                      preexec_fn=(lambda: os.nice(19)) if hasattr(os, "nice") else None)
-                if done.returncode != 0:
-                    raise OnnxError((done.stderr.strip().splitlines() or ["export failed"])[-1])
-            else:
-                export_onnx(view.router, where)
-        view.engine = OnnxRouter.load(where, threads=view.torch_threads)
-        return f"ONNX engine ready ({where})"
-    except (OnnxError, OSError, subprocess.SubprocessError) as exc:
+        if separate_process:
+            cmd = [sys.executable, "-m", "routerdc.inference", str(view.folder), "--threads",
+                   str(max(view.torch_threads, 1))] + (["--cache-dir", str(cache_dir)] if cache_dir else [])
+            done = subprocess.run(cmd, capture_output=True, text=True, timeout=1800, cwd=_PROJECT_ROOT,
+                                  preexec_fn=(lambda: os.nice(19)) if hasattr(os, "nice") else None)
+            if done.returncode != 0:
+                raise EngineUnavailable((done.stderr.strip().splitlines() or ["measurement failed"])[-1])
+        view.engine = load_router(view.folder, "auto", "cpu", threads=view.torch_threads, cache_dir=cache_dir,
+                                  model=view._router, measure=not separate_process)
+        return f"routing on {view.engine_name}: {view.engine.reason}"
+    except (EngineUnavailable, OSError, RuntimeError, subprocess.SubprocessError) as exc:
         log.warning("routing stays on torch: %s", exc)
         return f"routing stays on torch ({exc})"
 
@@ -680,7 +652,7 @@ class AppContext:
             if background:
                 _background_priority()
             view.compute_map(self.data, per_set=s.map_per_set, method=s.map_method, cache_dir=s.cache_dir)
-            if s.engine == "auto" and view.engine is None:  # the next start routes without torch
+            if s.engine == "auto" and view.engine.decision is None:  # measured once, then cached
                 log.info("%s: %s", view.name, prepare_engine(view, s.cache_dir, separate_process=background))
 
         if not background:

@@ -14,7 +14,7 @@
 | --map-per-set | ROUTERDC_MAP_PER_SET | 250 queries per data set on the map |
 | --max-rows | ROUTERDC_MAX_ROWS | 0 = all rows of each data set (a cap makes tests fast) |
 | --torch-threads | ROUTERDC_TORCH_THREADS | 1 (several threads contend badly on small CPUs) |
-| --engine | ROUTERDC_ENGINE | auto: route on the router's ONNX form (no torch at start-up) once it is cached; torch: never |
+| --engine | ROUTERDC_ENGINE | auto: the inference layer's pick for this router and machine (measured once, after the map; an ONNX pick starts without torch); or torch, torch-bf16, int8, onnx, onnx-int8 |
 """
 
 from __future__ import annotations
@@ -24,6 +24,8 @@ import os
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Sequence
+
+from routerdc.inference import ENGINE_CHOICES
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_CHECKPOINT = "checkpoints/routerdc-minilm"
@@ -51,7 +53,7 @@ class Settings:
     map_per_set: int = 250
     max_rows: int = 0
     torch_threads: int = 1
-    engine: str = "auto"  # "auto": the ONNX form of the router when cached (built after the map); "torch"
+    engine: str = "auto"  # routerdc.load_router's engine argument (routerdc.inference.ENGINE_CHOICES)
     data_files: tuple[str, ...] | None = None  # None: every shipped score file
     max_file_size: str = "20mb"
     concurrency: int = 2
@@ -61,8 +63,8 @@ class Settings:
     discover: bool = True  # list the routers under checkpoints/, runs/ and the runs dir
 
     def __post_init__(self) -> None:
-        if self.engine not in ("auto", "torch"):
-            raise ValueError(f"engine must be 'auto' or 'torch', got {self.engine!r}")
+        if self.engine not in ENGINE_CHOICES:
+            raise ValueError(f"engine must be one of {ENGINE_CHOICES}, got {self.engine!r}")
 
     def resolve(self, path: str) -> Path:
         """A path relative to the project root unless absolute."""
@@ -112,9 +114,9 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[Settings, argparse.Na
     p.add_argument("--map-per-set", type=int, default=base.map_per_set)
     p.add_argument("--max-rows", type=int, default=base.max_rows)
     p.add_argument("--torch-threads", type=int, default=base.torch_threads)
-    p.add_argument("--engine", choices=("auto", "torch"), default=base.engine,
-                   help="auto: route on the router's cached ONNX form (no torch or transformers at start-up), "
-                        "built after the map; torch: always route with torch")
+    p.add_argument("--engine", choices=ENGINE_CHOICES, default=base.engine,
+                   help="the inference layer's engine; auto: the fastest on this machine that routes like torch "
+                        "fp32 (measured once after the map, then cached; an ONNX pick starts without torch)")
     p.add_argument("--prepare", action="store_true",
                    help="compute and cache the default router's map and ONNX form, then exit")
     p.add_argument("--ship-map", action="store_true",

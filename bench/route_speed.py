@@ -1,29 +1,32 @@
-"""Routing speed on CPU: naive fp32 vs dynamic padding vs int8, measured in one run.
+"""Routing speed on this machine, every figure a ratio against the bare encoder of the same run.
 
-Variants, all on the same seeded sample of real test queries of the 8 paper test sets:
+On the same seeded sample of real test queries (``--n-per-task`` of each of the 8 paper test
+sets, 128 by default: 1024 queries), with the shipped router unless ``--checkpoint``:
 
-  (a) naive: fp32, every query padded to 512 tokens, batches in the sample's order (the official
-      RouterDC code);
-  (b) fp32: dynamic padding + length-sorted batches (``RouterDC.route``);
-  (c) int8: ``routerdc.quantize.quantize_int8`` + the same dynamic padding and sorting;
-  (d) onnx: the router's ONNX form on ONNX Runtime (``routerdc.onnx_engine``, fp32, what the app
-      routes with), same dynamic padding and sorting.
+  limit     the bare encoder (transformers forward only, no tokenising, no routing) on
+            length-sorted batches, at its best batching (fixed 16 or a token budget of 4096 / 8192) and
+            precision (fp32, bf16 autocast where the CPU has it): what routing could reach;
+  route     ``routerdc.load_router(ckpt).route(queries)`` end to end (``auto`` engine, queries in
+            their given order, tokenising and the routing rule included);
+  engines   each engine of the inference layer the same way, with its agreement with torch fp32
+            per task (choices >= 99.5%, probabilities within 1e-2);
+  budgets   the auto engine at several token budgets (the default is the best of these);
+  official  the official RouterDC inference path: every query padded to 512 tokens, batches of
+            ``--official-batch`` in the given order (timed on a prefix, ``--official-queries``;
+            it costs the same per query whatever the query);
+  latency   single queries: the bare encoder at batch 1 against ``load_router(...).route([q])``,
+            interleaved query by query.
 
-Batched throughput (queries/s, tokenization included) and single-query latency (batch of 1,
-tokenization included) per variant, and the routing agreement of (c) and (a) with (b). The
-latency rounds interleave the variants query by query, so background load hits them alike.
-The naive variant costs the same for every query (all are padded to 512 tokens), so its
-throughput and latency are timed on a prefix of the sample (``--naive-queries``,
-``--naive-latency``) to keep the run short; (b) and (c) always run on the whole sample.
+    python bench/route_speed.py [--checkpoint DIR] [--n-per-task 128] [--threads 0]
 
-    python bench/route_speed.py [--checkpoint DIR] [--n-per-task 64] [--threads 2]
-
-Prints a table and writes JSON (default ``bench/results/route_speed.json``).
+Prints a table and writes JSON (default ``bench/results/route_speed.json``) with the machine,
+its load average, the engine ``auto`` picked and why.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as _dt
 import os
 import statistics
@@ -41,18 +44,18 @@ import torch  # noqa: E402
 
 from routerdc.data import ScoreSet, load_score_set, paper_files  # noqa: E402
 from routerdc.evaluate import accuracy  # noqa: E402
+from routerdc.inference import ENGINES, EngineUnavailable, load_router  # noqa: E402
+from routerdc.inference.batching import token_budget_batches  # noqa: E402
+from routerdc.inference.features import cpu_features  # noqa: E402
+from routerdc.inference.select import MIN_AGREEMENT, PROB_TOL  # noqa: E402
 from routerdc.model import RouterDC, Routing  # noqa: E402
-from routerdc.onnx_engine import OnnxRouter, export_onnx  # noqa: E402
-from routerdc.quantize import SCHEME, quantize_int8  # noqa: E402
 
 from machine import machine_info, write_report  # noqa: E402  (bench/machine.py; the script's folder is on sys.path)
 
+ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_OUTPUT = Path(__file__).resolve().parent / "results" / "route_speed.json"
-TARGET_P50_MS = 15.0
-TARGET_QPS = 100.0
-RANDOM_LLMS = tuple(f"llm-{i}" for i in range(7))  # as many as the paper's candidate LLMs
-
-RouteFn = Callable[[Sequence[str]], "tuple[np.ndarray, Routing]"]
+SHIPPED = ROOT / "checkpoints" / "routerdc-minilm"
+BUDGETS = (2048, 4096, 8192, 16384)
 
 
 def sample_queries(n_per_task: int, seed: int, data_dir: str | None = None
@@ -104,10 +107,17 @@ def route_naive(model: RouterDC, texts: Sequence[str], batch_size: int) -> tuple
     return emb, model.route_embeddings(emb)
 
 
-def route_dynamic(model: RouterDC, texts: Sequence[str], batch_size: int) -> tuple[np.ndarray, Routing]:
-    """Our way, as ``RouterDC.route``: dynamic padding, length-sorted batches."""
-    emb = model.embed_texts(texts, batch_size=batch_size)
-    return emb, model.route_embeddings(emb)
+def route_official(model: RouterDC, texts: Sequence[str], batch_size: int) -> Routing:
+    """The official way: every query padded to ``max_length`` (512), batches in the given order."""
+    texts = model.prepare_texts(list(texts))
+    out = []
+    with torch.inference_mode():
+        for start in range(0, len(texts), batch_size):
+            enc = model.tokenizer(list(texts[start:start + batch_size]), padding="max_length", truncation=True,
+                                  max_length=model.config.max_length, return_tensors="pt",
+                                  return_token_type_ids=False)
+            out.append(model.project(model.encode(enc["input_ids"], enc["attention_mask"])).float().numpy())
+    return model.route_embeddings(np.concatenate(out))
 
 
 def timed(fn: Callable[[], Any]) -> tuple[float, Any]:
@@ -129,190 +139,186 @@ def percentile(values: Sequence[float], q: float) -> float:
     return float(np.percentile(np.asarray(values), q))
 
 
-def load_router(checkpoint: str | None) -> tuple[RouterDC, str]:
-    if checkpoint:
-        return RouterDC.from_pretrained(checkpoint), f"trained checkpoint {checkpoint}"
-    return (RouterDC.build(RANDOM_LLMS, seed=0),
-            f"fresh router, {len(RANDOM_LLMS)} random LLM embeddings (seed 0): near-uniform probabilities, "
-            "so argmax agreement is a worst case")
+def bare_encoder(model: RouterDC, texts: Sequence[str], batches: list[list[int]], bf16: bool) -> float:
+    """Queries/s of the bare transformers forward on pre-tokenised ``batches`` (the limit)."""
+    enc = model.tokenize(list(texts))
+    ids, mask = enc["input_ids"], enc["attention_mask"]
+    lengths = mask.sum(1)
+    ctx = torch.autocast("cpu", dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
+    cut = []
+    for b in batches:
+        w = int(lengths[b].max())
+        cut.append((ids[b][:, :w], mask[b][:, :w]))
+    with torch.inference_mode(), ctx:
+        model.encoder(input_ids=cut[0][0][:4], attention_mask=cut[0][1][:4])  # warm-up
+        t0 = time.perf_counter()
+        for i, m in cut:
+            model.encoder(input_ids=i, attention_mask=m)
+        return len(texts) / (time.perf_counter() - t0)
+
+
+def fixed_sorted(lengths: Sequence[int], size: int) -> list[list[int]]:
+    order = np.argsort(np.asarray(lengths), kind="stable")
+    return [order[i:i + size].tolist() for i in range(0, len(order), size)]
+
+
+def per_task_agreement(ref: Routing, other: Routing, tasks: Sequence[str]) -> dict[str, dict[str, float]]:
+    out = {}
+    t = np.asarray(tasks)
+    for task in sorted(set(tasks)):
+        m = t == task
+        out[task] = {"agreement": float(np.mean(ref.choice[m] == other.choice[m])),
+                     "max_prob_diff": float(np.abs(ref.probs[m] - other.probs[m]).max())}
+    return out
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
     if args.threads:
         torch.set_num_threads(args.threads)
-    torch.manual_seed(0)
     info_start = machine_info()
     queries, tasks, parts = sample_queries(args.n_per_task, args.seed, args.data_dir)
+    checkpoint = Path(args.checkpoint or SHIPPED)
+    model = RouterDC.from_pretrained(checkpoint).eval()
+    lengths = model.tokenize(queries)["attention_mask"].sum(1).tolist()
+    cache = tempfile.TemporaryDirectory(prefix="route-speed-cache-") if args.fresh_cache else None
+    cache_dir = cache.name if cache else None
+    report: dict[str, Any] = {"checkpoint": str(checkpoint), "n_queries": len(queries), "tasks": sorted(set(tasks)),
+                              "mean_tokens": float(np.mean(lengths)), "cpu": cpu_features().summary()}
+
+    # -- the limit: the bare encoder at its best batching and precision
+    limit_runs = {}
+    precisions = ["fp32"] + (["bf16"] if cpu_features().bf16 else [])
+    for prec in precisions:
+        for name, batches in [("batch 16", fixed_sorted(lengths, 16)),
+                              *[(f"budget {b}", token_budget_batches(lengths, b)) for b in (4096, 8192)]]:
+            limit_runs[f"{prec}, {name}"] = bare_encoder(model, queries, batches, prec == "bf16")
+            print(f"  bare encoder {prec}, {name}: {limit_runs[f'{prec}, {name}']:.1f} q/s", flush=True)
+    limit_name = max(limit_runs, key=limit_runs.get)
+    limit = limit_runs[limit_name]
+    report["limit"] = {"best": limit_name, "qps": limit, "runs": limit_runs}
+
+    # -- load_router(...).route end to end (auto), then each engine
+    t_auto, router = timed(lambda: load_router(checkpoint, "auto", "cpu", cache_dir=cache_dir, model=model,
+                                               data_dir=args.data_dir, threads=args.threads))
+    report["auto"] = {"engine": router.engine_name, "reason": router.reason, "load_seconds": t_auto}
+    print(f"auto: {router.reason}", flush=True)
+    router.route(queries[:8])
+    t, routed = timed(lambda: router.route(queries))
+    report["route"] = {"qps": len(queries) / t, "ratio_to_limit": len(queries) / t / limit,
+                       "accuracy": task_accuracies(routed, parts)}
+    ref_router = load_router(checkpoint, "torch", "cpu", cache_dir=cache_dir, model=model)
+    ref = ref_router.route(queries)
+    engines = {}
+    for name in ENGINES:
+        try:
+            r = ref_router if name == "torch" else load_router(checkpoint, name, "cpu", cache_dir=cache_dir,
+                                                                model=model, threads=args.threads)
+        except EngineUnavailable as exc:
+            engines[name] = {"available": False, "why": str(exc)}
+            continue
+        r.route(queries[:8])
+        t, got = timed(lambda: r.route(queries))
+        pt = per_task_agreement(ref, got, tasks)
+        engines[name] = {"available": True, "qps": len(queries) / t, "ratio_to_limit": len(queries) / t / limit,
+                         "agreement": float(np.mean(ref.choice == got.choice)),
+                         "max_prob_diff": float(np.abs(ref.probs - got.probs).max()), "per_task": pt,
+                         "agrees_on_every_task": all(v["agreement"] >= MIN_AGREEMENT and v["max_prob_diff"] <= PROB_TOL
+                                                     for v in pt.values())}
+        print(f"  {name}: {engines[name]['qps']:.1f} q/s, agreement {engines[name]['agreement']:.3%}", flush=True)
+    report["engines"] = engines
+
+    # -- token budgets of the auto engine
+    budgets = {}
+    for b in BUDGETS:
+        router.token_budget = b
+        t, _ = timed(lambda: router.route(queries))
+        budgets[str(b)] = len(queries) / t
+        print(f"  budget {b}: {budgets[str(b)]:.1f} q/s", flush=True)
+    router.token_budget = None
+    report["budgets"] = {"qps": budgets, "best": max(budgets, key=budgets.get)}
+
+    # -- the official path (a prefix)
+    n_off = min(args.official_queries, len(queries))
+    t, off = timed(lambda: route_official(model, queries[:n_off], args.official_batch))
+    report["official"] = {"queries": n_off, "batch": args.official_batch, "qps": n_off / t,
+                          "route_speedup": report["route"]["qps"] / (n_off / t),
+                          "agreement_with_route": float(np.mean(off.choice == ref.choice[:n_off]))}
+
+    # -- single queries, interleaved
     rng = np.random.default_rng(args.seed + 1)
     single = [queries[i] for i in rng.choice(len(queries), min(args.latency_queries, len(queries)), replace=False)]
-    fp32, router_desc = load_router(args.checkpoint)
-    fp32 = fp32.cpu().eval()
-    t_quant, int8 = timed(lambda: quantize_int8(fp32))
-    onnx_tmp = tempfile.TemporaryDirectory(prefix="route-speed-onnx-")
-    t_export, onnx = timed(lambda: OnnxRouter.load(export_onnx(fp32, Path(onnx_tmp.name) / "router"),
-                                                   threads=torch.get_num_threads()))
-    bs = args.batch_size
-
-    def route_onnx(texts: Sequence[str]) -> tuple[np.ndarray, Routing]:
-        emb = onnx.embed_texts(texts, batch_size=bs)
-        return emb, onnx.route_embeddings(emb)
-
-    variants: dict[str, RouteFn] = {
-        "naive_fp32_pad512": lambda t: route_naive(fp32, t, bs),
-        "fp32_dynamic_sorted": lambda t: route_dynamic(fp32, t, bs),
-        "int8_dynamic_sorted": lambda t: route_dynamic(int8, t, bs),
-        "onnx_dynamic_sorted": route_onnx,
+    bare_ms, route_ms = [], []
+    for q in single:
+        enc = model.tokenize([q])
+        with torch.inference_mode():
+            t0 = time.perf_counter()
+            model.encoder(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"])
+            bare_ms.append((time.perf_counter() - t0) * 1000)
+        t0 = time.perf_counter()
+        router.route([q])
+        route_ms.append((time.perf_counter() - t0) * 1000)
+    report["latency"] = {"queries": len(single), "bare_encoder_p50_ms": statistics.median(bare_ms),
+                         "route_p50_ms": statistics.median(route_ms),
+                         "ratio": statistics.median(route_ms) / statistics.median(bare_ms),
+                         "route_p95_ms": percentile(route_ms, 95)}
+    report["targets"] = {
+        "route >= 0.9x limit": report["route"]["ratio_to_limit"] >= 0.9,
+        "route >= 5x official": report["official"]["route_speedup"] >= 5,
+        "single p50 <= 1.2x bare batch-1": report["latency"]["ratio"] <= 1.2,
+        "auto-pickable engines agree on every task": all(
+            e.get("agrees_on_every_task", True) for n, e in engines.items()
+            if e.get("available") and any(t["engine"] == n and t["ok"] for t in _trials(router))),
     }
-    workload = {"naive_fp32_pad512": queries[:args.naive_queries] if args.naive_queries else queries,
-                "fp32_dynamic_sorted": queries, "int8_dynamic_sorted": queries, "onnx_dynamic_sorted": queries}
-    print(f"{len(queries)} queries ({args.n_per_task} per task), {len(single)} single queries; "
-          f"torch {torch.__version__}, {torch.get_num_threads()} threads, {os.cpu_count()} CPUs; router: "
-          f"{router_desc}", flush=True)
-
-    # Warm-up: one small batch and a few single queries per variant.
-    for name, fn in variants.items():
-        fn(queries[:8])
-        for q in single[:3]:
-            fn([q])
-
-    # Throughput, interleaved over rounds; the best round counts (least disturbed by other load).
-    rounds: dict[str, list[float]] = {name: [] for name in variants}
-    routings: dict[str, Routing] = {}
-    embeddings: dict[str, np.ndarray] = {}
-    for r in range(args.repeats):
-        for name, fn in variants.items():
-            seconds, (emb, routing) = timed(lambda fn=fn, name=name: fn(workload[name]))
-            rounds[name].append(len(workload[name]) / seconds)
-            routings[name], embeddings[name] = routing, emb
-            print(f"  round {r + 1}: {name:22s} {rounds[name][-1]:8.1f} q/s ({len(workload[name])} queries, "
-                  f"{seconds:.1f} s)", flush=True)
-
-    # Single-query latency, interleaved query by query with a rotating variant order.
-    latency: dict[str, list[float]] = {name: [] for name in variants}
-    names = list(variants)
-    for i, q in enumerate(single):
-        for k in range(len(names)):
-            name = names[(i + k) % len(names)]
-            if name == "naive_fp32_pad512" and i >= args.naive_latency:
-                continue
-            seconds, _ = timed(lambda name=name: variants[name]([q]))
-            latency[name].append(seconds * 1e3)
-
-    # Accuracy of int8 against fp32 (b) on the whole sample, and the naive prefix as a sanity check.
-    ref = routings["fp32_dynamic_sorted"]
-    emb32, emb8 = embeddings["fp32_dynamic_sorted"], embeddings["int8_dynamic_sorted"]
-    cos = np.sum(emb32 * emb8, 1) / (np.linalg.norm(emb32, axis=1) * np.linalg.norm(emb8, axis=1))
-    int8_vs_fp32 = agreement(ref, routings["int8_dynamic_sorted"])
-    int8_vs_fp32["embedding_cosine_min"] = float(cos.min())
-    int8_vs_fp32["embedding_cosine_mean"] = float(cos.mean())
-    per_task = {}
-    for task in dict.fromkeys(tasks):
-        mask = np.asarray(tasks) == task
-        per_task[task] = float(np.mean(ref.choice[mask] == routings["int8_dynamic_sorted"].choice[mask]))
-    int8_vs_fp32["argmax_agreement_per_task"] = per_task
-    acc32, acc8 = (task_accuracies(routings[n], parts) for n in ("fp32_dynamic_sorted", "int8_dynamic_sorted"))
-    if acc32 is not None and acc8 is not None:
-        int8_vs_fp32["task_accuracy_fp32"], int8_vs_fp32["task_accuracy_int8"] = acc32, acc8
-    n_naive = len(workload["naive_fp32_pad512"])
-    naive_ref = Routing(ref.llm_names, ref.probs[:n_naive], ref.similarities[:n_naive])
-    naive_vs_fp32 = agreement(naive_ref, routings["naive_fp32_pad512"])
-    naive_vs_fp32["max_abs_embedding_diff"] = float(np.abs(embeddings["naive_fp32_pad512"] - emb32[:n_naive]).max())
-
-    results: dict[str, Any] = {}
-    for name in variants:
-        lat = latency[name]
-        results[name] = {
-            "throughput_qps": max(rounds[name]), "throughput_qps_rounds": rounds[name],
-            "throughput_queries": len(workload[name]),
-            "latency_p50_ms": percentile(lat, 50), "latency_p90_ms": percentile(lat, 90),
-            "latency_mean_ms": float(statistics.fmean(lat)), "latency_queries": len(lat),
-        }
-    a, b, c, d = (results[n] for n in names)
-    onnx_vs_fp32 = agreement(ref, routings["onnx_dynamic_sorted"])
-    onnx_vs_fp32["max_abs_embedding_diff"] = float(np.abs(embeddings["onnx_dynamic_sorted"] - emb32).max())
-    onnx_tmp.cleanup()
-
-    def ratios(x: dict[str, Any], y: dict[str, Any]) -> dict[str, float]:
-        return {"throughput": x["throughput_qps"] / y["throughput_qps"],
-                "latency_p50_speedup": y["latency_p50_ms"] / x["latency_p50_ms"],
-                "latency_p90_speedup": y["latency_p90_ms"] / x["latency_p90_ms"]}
-
-    lengths = [len(ids) for ids in fp32.tokenizer(queries, truncation=True, max_length=fp32.config.max_length,
-                                                  return_attention_mask=False)["input_ids"]]
-    report = {
-        "benchmark": "route_speed",
-        "date": _dt.datetime.now().astimezone().isoformat(timespec="seconds"),
-        "command": " ".join([Path(sys.argv[0]).name, *args.argv]),
-        "machine": info_start, "load_average_end": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
-        "router": router_desc, "quantization": SCHEME, "quantize_seconds": t_quant, "onnx_export_seconds": t_export,
-        "settings": {"n_per_task": args.n_per_task, "n_queries": len(queries), "batch_size": bs,
-                     "latency_queries": len(single), "naive_queries": n_naive,
-                     "naive_latency_queries": len(latency["naive_fp32_pad512"]), "repeats": args.repeats,
-                     "seed": args.seed, "max_length": fp32.config.max_length,
-                     "token_length_mean": float(np.mean(lengths)), "token_length_p50": percentile(lengths, 50),
-                     "token_length_p90": percentile(lengths, 90)},
-        "variants": results,
-        "ratios": {"fp32_dynamic_vs_naive": ratios(b, a), "int8_vs_naive": ratios(c, a),
-                   "int8_vs_fp32_dynamic": ratios(c, b), "onnx_vs_fp32_dynamic": ratios(d, b)},
-        "accuracy": {"int8_vs_fp32_dynamic": int8_vs_fp32, "naive_vs_fp32_dynamic": naive_vs_fp32,
-                     "onnx_vs_fp32_dynamic": onnx_vs_fp32},
-        "targets": {"latency_p50_ms": TARGET_P50_MS, "throughput_qps": TARGET_QPS,
-                    "met": {n: {"latency": r["latency_p50_ms"] <= TARGET_P50_MS,
-                                "throughput": r["throughput_qps"] >= TARGET_QPS} for n, r in results.items()}},
-    }
+    report["machine"] = {"start": info_start, "end": machine_info()}
+    report["date"] = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+    report["command"] = "python bench/route_speed.py " + " ".join(sys.argv[1:])
+    if cache:
+        cache.cleanup()
     return report
 
 
-def print_report(report: dict[str, Any]) -> None:
-    s = report["settings"]
-    print(f"\nRouting speed, {s['n_queries']} real test queries (mean {s['token_length_mean']:.0f} tokens), "
-          f"batch {s['batch_size']}, {report['machine']['torch_threads']} threads; router: {report['router']}")
-    print(f"{'variant':22s} {'q/s (batch)':>12s} {'p50 ms':>8s} {'p90 ms':>8s}")
-    for name, r in report["variants"].items():
-        print(f"{name:22s} {r['throughput_qps']:12.1f} {r['latency_p50_ms']:8.1f} {r['latency_p90_ms']:8.1f}")
-    print(f"targets: >= {TARGET_QPS:.0f} q/s, p50 <= {TARGET_P50_MS:.0f} ms")
-    for name, r in report["ratios"].items():
-        print(f"ratio {name:22s} throughput x{r['throughput']:.2f}, p50 latency x{r['latency_p50_speedup']:.2f} "
-              f"faster, p90 x{r['latency_p90_speedup']:.2f}")
-    acc = report["accuracy"]["int8_vs_fp32_dynamic"]
-    print(f"int8 vs fp32 on {acc['n']} queries: argmax agreement {acc['argmax_agreement']:.3f}, "
-          f"max |dp| {acc['max_abs_prob_diff']:.4f}, embedding cosine min {acc['embedding_cosine_min']:.4f} "
-          f"mean {acc['embedding_cosine_mean']:.4f}")
-    print("  per task: " + ", ".join(f"{t} {v:.2f}" for t, v in acc["argmax_agreement_per_task"].items()))
-    if "task_accuracy_fp32" in acc:
-        print("  routing accuracy % (fp32 -> int8): " + ", ".join(
-            f"{t} {a:.1f}->{acc['task_accuracy_int8'][t]:.1f}" for t, a in acc["task_accuracy_fp32"].items()))
-    ov = report["accuracy"]["onnx_vs_fp32_dynamic"]
-    print(f"onnx vs fp32 on {ov['n']} queries: agreement {ov['argmax_agreement']:.3f}, "
-          f"max |dp| {ov['max_abs_prob_diff']:.2e}, max |d emb| {ov['max_abs_embedding_diff']:.2e}")
-    nv = report["accuracy"]["naive_vs_fp32_dynamic"]
-    print(f"naive vs fp32 (padding only) on {nv['n']} queries: agreement {nv['argmax_agreement']:.3f}, "
-          f"max |dp| {nv['max_abs_prob_diff']:.2e}, max |d emb| {nv['max_abs_embedding_diff']:.2e}")
+def _trials(router: Any) -> list[dict[str, Any]]:
+    """The probe trials of auto's decision (the engines it found routing like torch fp32)."""
+    d = router.decision
+    return [] if d is None else [{"engine": t.engine, "ok": t.ok} for t in d.trials]
+
+
+def print_report(r: dict[str, Any]) -> None:
+    lim = r["limit"]["qps"]
+    print(f"\n{r['n_queries']} queries, mean {r['mean_tokens']:.0f} tokens; {r['cpu']}")
+    print(f"limit (bare encoder, {r['limit']['best']}): {lim:.1f} q/s")
+    print(f"load_router().route ({r['auto']['engine']}): {r['route']['qps']:.1f} q/s = "
+          f"{r['route']['ratio_to_limit']:.2f}x limit, {r['official']['route_speedup']:.1f}x official "
+          f"({r['official']['qps']:.1f} q/s)")
+    for n, e in r["engines"].items():
+        if e["available"]:
+            print(f"  {n:11s} {e['qps']:7.1f} q/s  {e['ratio_to_limit']:.2f}x limit  agreement {e['agreement']:.2%}"
+                  f"  max dp {e['max_prob_diff']:.1e}  every task ok: {e['agrees_on_every_task']}")
+        else:
+            print(f"  {n:11s} unavailable: {e['why']}")
+    print(f"budgets: {r['budgets']['qps']} best {r['budgets']['best']}")
+    lat = r["latency"]
+    print(f"single query p50: route {lat['route_p50_ms']:.1f} ms vs bare encoder {lat['bare_encoder_p50_ms']:.1f} ms "
+          f"({lat['ratio']:.2f}x)")
+    print(f"targets: {r['targets']}; load average {r['machine']['start']['load_average']} -> "
+          f"{r['machine']['end']['load_average']}")
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--checkpoint", help="a trained router folder (default: a fresh router, random LLM embeddings)")
-    p.add_argument("--n-per-task", type=int, default=64, help="queries sampled per test set")
-    p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--threads", type=int, default=0, help="torch intra-op threads (0: torch's default)")
-    p.add_argument("--latency-queries", type=int, default=100, help="single queries timed per variant")
-    p.add_argument("--naive-queries", type=int, default=128,
-                   help="queries timed for the naive throughput (its cost is the same for every query); 0: all")
-    p.add_argument("--naive-latency", type=int, default=30, help="single queries timed for the naive variant")
-    p.add_argument("--repeats", type=int, default=1, help="interleaved throughput rounds; the best counts")
+    p.add_argument("--checkpoint", help="router folder (default: the shipped checkpoints/routerdc-minilm)")
+    p.add_argument("--n-per-task", type=int, default=128, help="queries sampled per test set")
+    p.add_argument("--threads", type=int, default=0, help="intra-op threads (0: the libraries' default)")
+    p.add_argument("--latency-queries", type=int, default=64, help="single queries timed")
+    p.add_argument("--official-queries", type=int, default=128, help="queries timed on the official path")
+    p.add_argument("--official-batch", type=int, default=64, help="batch size of the official path")
+    p.add_argument("--fresh-cache", action="store_true",
+                   help="measure auto's choice afresh in a temporary cache (default: the user's cache)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--data-dir", help="score data directory (default: $ROUTERDC_DATA or ../shared/data)")
     p.add_argument("--output", type=Path, default=DEFAULT_OUTPUT, help="JSON results file")
-    args = p.parse_args(argv)
-    if args.naive_queries < 0:
-        p.error("--naive-queries must be >= 0")
-    for key in ("n_per_task", "batch_size", "latency_queries", "naive_latency", "repeats"):
-        if getattr(args, key) < 1:
-            p.error(f"--{key.replace('_', '-')} must be >= 1")
-    args.argv = list(sys.argv[1:] if argv is None else argv)
-    return args
+    return p.parse_args(argv)
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:

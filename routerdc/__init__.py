@@ -2,7 +2,7 @@
 
 Heavy modules (torch, transformers) load on first use::
 
-    from routerdc import RouterDC, load_scores
+    from routerdc import RouterDC, load_scores, load_router
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ _LAZY = {
     "CheckpointError": "routerdc.checkpoint",
     "TrainConfig": "routerdc.trainer", "Trainer": "routerdc.trainer", "train": "routerdc.trainer",
     "results_table": "routerdc.evaluate",
+    "load_router": "routerdc.inference", "Router": "routerdc.inference",
 }
 
 

@@ -140,7 +140,8 @@ def calibrate(llm_names: Sequence[str], sims: Sequence[np.ndarray], sets: Sequen
 
 def calibrate_checkpoint(folder: str | os.PathLike, sets: Sequence[ScoreSet], *,
                          output: str | os.PathLike | None = None, cache_dir: str | os.PathLike | None = None,
-                         grid: np.ndarray | None = None, device: Any = "cpu") -> Calibration:
+                         grid: np.ndarray | None = None, device: Any = "cpu", engine: str = "torch",
+                         remeasure: bool = False) -> Calibration:
     """Fit the offsets of the router in ``folder`` on ``sets`` and store them in its config.
 
     Any offsets it already has are ignored (the fit starts from the raw similarities), so
@@ -151,15 +152,15 @@ def calibrate_checkpoint(folder: str | os.PathLike, sets: Sequence[ScoreSet], *,
     :func:`~routerdc.embed_cache.embedding_key`).
     """
     from .embed_cache import embedding_key, router_embeddings
-    from .model import RouterDC
+    from .inference import load_router
     from .routing import similarities
 
     folder = Path(folder)
-    router = RouterDC.from_pretrained(folder, device=device)
+    router = load_router(folder, engine, device, remeasure=remeasure)  # the inference layer's engine
     # A frozen (pretrained) encoder shares the trainer's cache; a fine-tuned one is keyed by its weights.
     key = embedding_key(router)
     names = router.config.llm_names
-    keys = router.llm_embeddings.weight.detach().float().cpu().numpy()
+    keys = router.keys
     sims = [similarities(router_embeddings(router, s.queries, key=key, cache_dir=cache_dir), keys,
                          router.config.similarity) for s in sets]
     result = calibrate(names, sims, sets, grid=grid)

@@ -53,6 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", help="router folder to write (default: rewrite --checkpoint's config.json "
                                     "in place, atomically; the weights are not touched)")
     p.add_argument("--missing", default="error", choices=("error", "drop", "zero"), help="rows with absent scores")
+    engine_arguments(p)
 
     p = sub.add_parser("evaluate", help="the results table of a router against LLMs, oracle and baselines")
     common(p)
@@ -66,6 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="a router row (repeatable); several folders (seeds) show as mean ± std; "
                         "replaces --checkpoint")
     p.add_argument("--paper-row", action="store_true", help="add the paper's reported RouterDC row")
+    engine_arguments(p)
     p.add_argument("--no-cache", action="store_true",
                    help="do not cache the routers' test-query embeddings (keyed by the weights' SHA-256) "
                         "in $ROUTERDC_CACHE or ~/.cache/routerdc")
@@ -88,15 +90,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint", default=str(DEFAULT_CHECKPOINT), help="router folder")
     p.add_argument("--input", required=True, help="a score file (.json/.jsonl/.csv) or a text file, one query per line")
     p.add_argument("--output", required=True, help="output JSONL: {query, llm, probs} per line")
-    p.add_argument("--batch-size", type=int, default=64, help="queries per forward pass (default: 64)")
+    p.add_argument("--batch-size", type=int, help="at most N queries per forward pass (default: the token budget decides)")
+    p.add_argument("--token-budget", type=int, help="padded tokens per batch (default: 4096, see README)")
     p.add_argument("--temperature", type=float, help="override the router's tau")
     p.add_argument("--cost-weight", type=float, default=0.0, metavar="LAMBDA",
                    help="trade quality for cost: softmax((sim + b - LAMBDA * c) / tau), c the LLMs' costs scaled to "
                         "[0, 1]; needs a router with costs (default 0: no cost term)")
-    p.add_argument("--device", default="cpu", help="cpu, cuda, ...")
-    p.add_argument("--int8", action="store_true",
-                   help="CPU only: int8 dynamic quantization of the encoder (about 1.4x faster; "
-                        "argmax agreement with fp32 96.6%% for the shipped router, see README)")
+    p.add_argument("--device", help="cpu, cuda, ... (default: CUDA when there is one, else the CPU)")
+    engine_arguments(p)
+    p.add_argument("--int8", action="store_true", help="same as --engine int8 (kept for old scripts)")
+    p.add_argument("--verbose", action="store_true", help="say which engine routes, and why, on stderr")
 
     from .serving.server import add_serve_arguments  # light: argparse only
 
@@ -112,6 +115,16 @@ def build_parser() -> argparse.ArgumentParser:
     add_costs_command(sub)
     add_collect_commands(sub)
     return parser
+
+
+def engine_arguments(p: argparse.ArgumentParser) -> None:
+    """``--engine`` and ``--remeasure``: the inference layer's choice (see routerdc.inference)."""
+    from .inference import ENGINE_CHOICES, ENGINE_ENV
+
+    p.add_argument("--engine", choices=ENGINE_CHOICES,
+                   help=f"inference engine (default: ${ENGINE_ENV}, else auto: the fastest on this machine that "
+                        "routes like torch fp32, measured once per router and machine, then cached)")
+    p.add_argument("--remeasure", action="store_true", help="with --engine auto: measure the engines again")
 
 
 def _train_config(args: argparse.Namespace) -> Any:
@@ -166,6 +179,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def cmd_calibrate(args: argparse.Namespace) -> int:
     from .calibration import calibrate_checkpoint
+    from .inference import default_engine
     from .checkpoint import read_config
     from .data import load_many, resolve_file
 
@@ -173,7 +187,8 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     if not files:
         raise ValueError(f"{args.checkpoint}: its recipe names no training files; give --train-files")
     sets = load_many([resolve_file(f, args.data_dir) for f in files], missing=args.missing)
-    result = calibrate_checkpoint(args.checkpoint, sets, output=args.output)
+    result = calibrate_checkpoint(args.checkpoint, sets, output=args.output, engine=args.engine or default_engine(),
+                                  remeasure=args.remeasure)
     print(json.dumps({"output": args.output or args.checkpoint, **result.to_dict()}, indent=2))
     return 0
 
@@ -197,11 +212,17 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from .data import load_many, paper_files, resolve_file
     from .embed_cache import embedding_key
     from .evaluate import to_json
+    from .inference import default_engine, load_router
     from .model import RouterDC
+
+    engine = args.engine or default_engine()
+
+    def load(d: str) -> Any:
+        return load_router(d, engine, data_dir=args.data_dir, remeasure=args.remeasure)
 
     specs = _parse_routers(args)
     first_dir = next(iter(specs.values()))[0]
-    first = RouterDC.from_pretrained(first_dir)
+    first = load(first_dir)
     llms = first.config.llm_names
     if args.test_files:
         test_files = [resolve_file(f, args.data_dir) for f in args.test_files]
@@ -214,7 +235,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     for label, dirs in specs.items():
         groups[label] = []
         for d in dirs:
-            router = first if d == first_dir else RouterDC.from_pretrained(d)
+            router = first if d == first_dir else load(d)
             key = label if len(dirs) == 1 else f"{label} [{Path(d).name}]"
             ckey = None if args.no_cache else embedding_key(router)  # fleet changes and offsets aside
             routers[key] = router_choices(router, test_sets, key=ckey)
@@ -271,16 +292,15 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 def cmd_route(args: argparse.Namespace) -> int:
     from .data import read_queries
-    from .model import RouterDC
+    from .inference import default_engine, load_router
 
     queries = read_queries(args.input)
-    router = RouterDC.from_pretrained(args.checkpoint, device=args.device)
-    if args.int8:
-        from .quantize import quantize_int8
-
-        router = quantize_int8(router)
-    routing = router.route(queries, batch_size=args.batch_size, temperature=args.temperature,
-                           cost_weight=args.cost_weight)
+    router = load_router(args.checkpoint, "int8" if args.int8 else (args.engine or default_engine()), args.device,
+                         token_budget=args.token_budget, max_rows=args.batch_size, data_dir=args.data_dir,
+                         remeasure=args.remeasure)
+    if args.verbose:
+        print(f"routing on {router.describe()}", file=sys.stderr)
+    routing = router.route(queries, temperature=args.temperature, cost_weight=args.cost_weight)
     out = Path(args.output)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.tmp")

@@ -46,6 +46,7 @@ TRAIN_HELP: dict[str, str] = {
     "steps": "optimiser steps",
     "length_window": "group queries of similar length within windows of N batches (1: random batches)",
     "bf16": "bf16 autocast on CUDA",
+    "cpu_bf16": "bf16 autocast on a CPU with AMX-BF16 or AVX512-BF16 (fp32 master weights; ignored elsewhere)",
     "freeze_encoder": "cache the encoder's embeddings once and train only the LLM embeddings (+ projection)",
     "eval_every": "evaluate every N steps (0: only at the end)",
     "eval_max_per_task": "evaluate on at most N rows per task (0: all)",

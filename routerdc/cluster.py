@@ -50,7 +50,7 @@ def cluster_embeddings(
 
 def assign_clusters(
     sets: Sequence[ScoreSet], model: "RouterDC", n_clusters: int = 5, *, reduce: str = "none",
-    seed: int = 0, batch_size: int = 64,
+    seed: int = 0, batch_size: int | None = None,
 ) -> list[ScoreSet]:
     """Cluster all queries of ``sets`` together with ``model``'s encoder; ids written into copies."""
     texts = [q for s in sets for q in s.queries]

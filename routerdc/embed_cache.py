@@ -36,7 +36,8 @@ def encoder_key(model: "RouterDC") -> str | None:
         return None
     c = model.config
     key = f"{c.encoder}|pool={c.pooling}|max_length={c.max_length}"
-    return key if c.normalization == "none" else f"{key}|norm={c.normalization}"
+    key = key if c.normalization == "none" else f"{key}|norm={c.normalization}"
+    return key + getattr(model, "cache_tag", "")
 
 
 def embedding_key(model: "RouterDC") -> str:
@@ -125,7 +126,7 @@ def _digest(key: str, texts: Sequence[str]) -> str:
 
 def cached_embeddings(
     model: "RouterDC", texts: Sequence[str], *, cache_dir: str | os.PathLike | None = None,
-    batch_size: int = 64, key: str | None = None,
+    batch_size: int | None = None, key: str | None = None,
 ) -> np.ndarray:
     """Pooled encoder embeddings ``(n, d)`` of ``texts`` (before any projection), cached on disk.
 
@@ -136,6 +137,7 @@ def cached_embeddings(
     key = key if key is not None else encoder_key(model)
     if key is None:
         return model.embed_texts(texts, batch_size=batch_size, project=False)
+    key = key if key.endswith(getattr(model, "cache_tag", "")) else key + getattr(model, "cache_tag", "")
     folder = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     path = folder / f"emb-{_digest(key, texts)}.npy"  # as cache_path(), for an explicit key
     if path.exists():
@@ -167,7 +169,7 @@ def cache_path(model: "RouterDC", texts: Sequence[str], cache_dir: str | os.Path
 
 
 def router_embeddings(
-    model: "RouterDC", texts: Sequence[str], *, cache_dir: str | os.PathLike | None = None, batch_size: int = 64,
+    model: "RouterDC", texts: Sequence[str], *, cache_dir: str | os.PathLike | None = None, batch_size: int | None = None,
     key: str | None = None,
 ) -> np.ndarray:
     """Router embeddings ``(n, d)`` after the optional projection, through the cache when it applies

@@ -25,7 +25,7 @@ from .checkpoint import (
     save_state_dict, write_json,
 )
 from .encoder import DEFAULT_ENCODER, load_encoder, load_tokenizer, normalize_texts, pool, tokenize
-from .routing import SIMILARITIES, RouterConfig, Routing
+from .routing import SIMILARITIES, RouterConfig, Routing, route_embeddings
 
 __all__ = ["SIMILARITIES", "RouterConfig", "RouterDC", "Routing"]
 
@@ -107,21 +107,39 @@ class RouterDC(nn.Module):
         return tokenize(self.tokenizer, self.prepare_texts(texts), self.config.max_length)
 
     @torch.inference_mode()
-    def embed_texts(self, texts: Sequence[str], *, batch_size: int = 64, project: bool = True,
-                    sort_by_length: bool = True) -> np.ndarray:
-        """Query embeddings ``(n, d)`` as float32, batching queries of similar length together."""
+    def embed_texts(self, texts: Sequence[str], *, batch_size: int | None = None, project: bool = True,
+                    sort_by_length: bool = True, token_budget: int | None = None) -> np.ndarray:
+        """Query embeddings ``(n, d)`` as float32.
+
+        The texts are tokenised once, sorted by token length and packed into batches of at most
+        ``token_budget`` padded tokens (default :data:`routerdc.batching.DEFAULT_TOKEN_BUDGET`) and
+        ``batch_size`` rows; ``sort_by_length=False`` keeps the given order (batches of
+        ``batch_size``, default 64), as a reference for the batching.
+        """
+        from .inference.batching import DEFAULT_TOKEN_BUDGET, MAX_BATCH_ROWS, token_budget_batches
+
         texts = list(texts)
         if not texts:
             return np.zeros((0, self.dim), dtype=np.float32)
-        order = np.argsort([len(t) for t in texts], kind="stable") if sort_by_length else np.arange(len(texts))
+        enc = self.tokenize(texts)  # padded to the longest of all; each batch is cut to its own longest
+        ids, mask = enc["input_ids"], enc["attention_mask"]
+        lengths = mask.sum(1)
+        if sort_by_length:
+            batches = token_budget_batches(lengths.tolist(), token_budget or DEFAULT_TOKEN_BUDGET,
+                                           batch_size or MAX_BATCH_ROWS)
+        else:
+            step = batch_size or 64
+            batches = [list(range(i, min(i + step, len(texts)))) for i in range(0, len(texts), step)]
+        left = getattr(self.tokenizer, "padding_side", "right") == "left"
         out = np.empty((len(texts), self.dim), dtype=np.float32)
         was_training = self.training
         self.eval()
         try:
-            for start in range(0, len(texts), batch_size):
-                idx = order[start:start + batch_size]
-                batch = {k: v.to(self.device) for k, v in self.tokenize([texts[i] for i in idx]).items()}
-                emb = self.encode(**batch)
+            for idx in batches:
+                rows = torch.as_tensor(idx)
+                width = int(lengths[rows].max())
+                cols = slice(ids.shape[1] - width, None) if left else slice(0, width)
+                emb = self.encode(ids[rows][:, cols].to(self.device), mask[rows][:, cols].to(self.device))
                 if project:
                     emb = self.project(emb)
                 out[idx] = emb.float().cpu().numpy()
@@ -129,18 +147,20 @@ class RouterDC(nn.Module):
             self.train(was_training)
         return out
 
+    def llm_keys(self) -> np.ndarray:
+        """The LLM embeddings ``(T, d)`` as float32 numpy (the keys of the routing rule)."""
+        return self.llm_embeddings.weight.detach().float().cpu().numpy()
+
     def route_embeddings(self, emb: np.ndarray | torch.Tensor, temperature: float | None = None,
                          cost_weight: float = 0.0) -> Routing:
         """Routing decisions from query embeddings (as :meth:`embed_texts` returns), by the one
         routing rule :func:`routerdc.routing.route_embeddings` over this router's keys."""
-        from .routing import route_embeddings
-
         if isinstance(emb, torch.Tensor):
             emb = emb.detach().float().cpu().numpy()
-        keys = self.llm_embeddings.weight.detach().float().cpu().numpy()
-        return route_embeddings(np.asarray(emb, dtype=np.float32), keys, self.config, temperature, cost_weight)
+        return route_embeddings(np.asarray(emb, dtype=np.float32), self.llm_keys(), self.config, temperature,
+                                cost_weight)
 
-    def route(self, texts: Sequence[str], *, batch_size: int = 64, temperature: float | None = None,
+    def route(self, texts: Sequence[str], *, batch_size: int | None = None, temperature: float | None = None,
               cost_weight: float = 0.0) -> Routing:
         """Route each text; see :class:`Routing`."""
         return self.route_embeddings(self.embed_texts(texts, batch_size=batch_size), temperature, cost_weight)

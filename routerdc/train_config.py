@@ -33,7 +33,8 @@ class TrainConfig:
     Losses: k_pos, k_neg, neg_threshold, tie_break (how equal scores are ordered when picking
     positives and negatives: "index" or "random"), lam (lambda), n_neg (H), ss_temperature.
     Optimiser: lr, weight_decay, batch_size, grad_accum (micro-batches per step), steps.
-    Speed: length_window (1 = random batches), bf16 (autocast on CUDA), freeze_encoder (cache the
+    Speed: length_window (1 = random batches), bf16 (autocast on CUDA), cpu_bf16 (bf16 autocast on a
+        CPU with AMX-BF16 or AVX512-BF16; fp32 master weights), freeze_encoder (cache the
         embeddings once, on disk under ``cache_dir`` (default ``$ROUTERDC_CACHE`` or
         ``~/.cache/routerdc``), and train only the LLM embeddings and the optional projection;
         their learning rate is ``head_lr``, default 1e-2 when frozen, else ``lr``).
@@ -83,6 +84,7 @@ class TrainConfig:
 
     length_window: int = 4
     bf16: bool = True
+    cpu_bf16: bool = False
     freeze_encoder: bool = False
 
     eval_every: int = 100

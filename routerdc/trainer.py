@@ -28,11 +28,21 @@ from .embed_cache import cached_embeddings
 from .data.registry import TASKS
 from .evaluate import accuracy
 from .losses import router_loss
+from .inference import Router
+from .inference.features import cpu_features
 from .model import RouterDC
 from .train_config import TrainConfig
 
 OnStep = Callable[[int, dict[str, float], "dict[str, float] | None"], None]
 Cancel = Callable[[], bool] | threading.Event
+
+
+def bf16_autocast(device_type: str, *, cuda: bool = True, cpu: bool = False) -> bool:
+    """Whether training autocasts to bf16: on CUDA when ``cuda``; on a CPU when ``cpu`` and the
+    CPU has native bf16 (AMX-BF16 or AVX512-BF16). The master weights stay fp32 either way."""
+    if device_type == "cuda":
+        return cuda
+    return device_type == "cpu" and cpu and cpu_features().bf16
 
 
 @dataclass
@@ -171,8 +181,8 @@ class Trainer:
                     with torch.no_grad():
                         emb = model.project(torch.as_tensor(cached[split][i], device=self.device))
                     choice = model.route_embeddings(emb).choice
-                else:
-                    choice = model.route(s.queries).choice
+                else:  # through the inference layer (torch fp32, token-budget batches)
+                    choice = Router.from_model(model).route(s.queries).choice
                 accs[s.task] = accuracy(s.scores, choice, s.metric)
                 metrics[f"{split}/{s.task}"] = accs[s.task]
             metrics[f"{split}/avg"] = float(np.mean(list(accs.values())))
@@ -224,7 +234,7 @@ class Trainer:
         optim = torch.optim.AdamW(groups_param, weight_decay=cfg.weight_decay)
         batches = length_grouped_batches(lengths, cfg.batch_size, window=1 if frozen else cfg.length_window,
                                          generator=gen)
-        autocast = self.device.type == "cuda" and cfg.bf16
+        autocast = bf16_autocast(self.device.type, cuda=cfg.bf16, cpu=cfg.cpu_bf16)
         out_dir = Path(cfg.output_dir)
         select_key = "val/avg" if cfg.select_by == "val" else "train/avg"
         result = TrainResult(output_dir=None, best_step=None, best_score=None, best_metrics={})
@@ -245,7 +255,7 @@ class Trainer:
             micro = max(1, len(index) // cfg.grad_accum)
             for start in range(0, len(index), micro):
                 idx = index[start:start + micro]
-                with torch.autocast("cuda", dtype=torch.bfloat16, enabled=autocast):
+                with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=autocast):
                     if frozen:
                         emb = model.project(cached_train[idx])  # type: ignore[index]
                         logits = model.logits(emb)

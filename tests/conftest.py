@@ -12,6 +12,10 @@ from routerdc.data import DataError, ScoreSet, resolve_data_dir
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# Commands, serve and the app route on torch fp32 in tests: engine="auto" measures every engine once per
+# router (minutes on 2 cores); tests/test_inference.py tests auto itself.
+os.environ.setdefault("ROUTERDC_ENGINE", "torch")
+os.environ.setdefault("ROUTERDC_PROBE_PER_TASK", "2")  # where auto does measure: 16 probe queries
 
 
 @pytest.fixture(autouse=True, scope="session")

@@ -98,7 +98,7 @@ class ServerProcess:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "routerdc", "serve", "--checkpoint", str(checkpoint), "--models-config",
              str(models_config), "--host", "127.0.0.1", "--port", str(self.port), "--preload",
-             "--log-level", "warning"], cwd=ROOT, stdout=self._log, stderr=subprocess.STDOUT)
+             "--log-level", "warning", "--engine", "torch"], cwd=ROOT, stdout=self._log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:

@@ -210,18 +210,21 @@ def test_a_router_that_ships_its_map_starts_with_it(minilm_router, tiny_set, tmp
     assert broken.emap is not None and "fitted" in broken.map_state
 
 
-def test_the_background_onnx_export_runs_in_a_separate_low_priority_process(minilm_router, tmp_path):
+def test_the_background_engine_measurement_runs_in_a_separate_low_priority_process(minilm_router, tmp_path):
     from app.resources import RouterView, onnx_dir, prepare_engine
     from routerdc.model import RouterDC
 
     minilm_router.save_pretrained(tmp_path / "r")
     view = RouterView("r", RouterDC.from_pretrained(tmp_path / "r"), tmp_path / "r")
+    assert view.engine.engine_name == "torch" and view.engine.decision is None
     msg = prepare_engine(view, str(tmp_path / "cache"), separate_process=True)
-    assert msg.startswith("ONNX engine ready"), msg
-    assert view.engine is not None and onnx_dir(str(tmp_path / "cache"), view.fingerprint).is_dir()
+    assert msg.startswith("routing on "), msg
+    assert view.engine.decision is not None and onnx_dir(str(tmp_path / "cache"), view.fingerprint).is_dir()
+    assert "auto: " in view.describe()
     texts = ["What is 2 + 2?", "def add(a, b): return a + b"]
-    np.testing.assert_allclose(view.engine.embed_texts(texts), view.router.embed_texts(texts, project=True), atol=1e-4)
+    np.testing.assert_allclose(view.route_embeddings(view.embed(texts)).probs,
+                               view.route_embeddings(view.router.embed_texts(texts, project=True)).probs, atol=1e-2)
     # A router folder the child cannot load: a clear message, routing stays on torch.
     broken = RouterView("b", view.router, tmp_path / "absent", fingerprint="0" * 24)
     assert prepare_engine(broken, str(tmp_path / "cache"), separate_process=True).startswith("routing stays on torch")
-    assert broken.engine is None
+    assert broken.engine.engine_name == "torch" and broken.engine.decision is None

@@ -30,6 +30,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from .backends import Backend, BackendError, SamplingParams
+from .batcher import BatchConfig, MicroBatcher
 from .registry import Registry
 
 ROUTED_MODEL = "routerdc"
@@ -113,23 +114,28 @@ def _next(it: Iterator[str]) -> Any:
     return next(it, _END)
 
 
-def create_api(router: Any, registry: Registry, *, check: bool = True, sleep_mode: bool = False) -> FastAPI:
+def create_api(router: Any, registry: Registry, *, check: bool = True, sleep_mode: bool = False,
+               batching: BatchConfig | None = None) -> FastAPI:
     """The routed OpenAI-compatible API.
 
     Args:
-        router: a :class:`routerdc.model.RouterDC`.
+        router: a :class:`routerdc.inference.Router` (from :func:`routerdc.load_router`; anything
+            with ``config.llm_names`` and ``route(texts)``).
         registry: the candidates' backends.
         check: verify that the models config names exactly the router's LLMs.
         sleep_mode: also serve vLLM's sleep-mode routes (``POST /sleep?level=1``, ``POST /wake_up``,
             ``GET /is_sleeping``) for the in-process backends, so that this server can be swapped
             on a GPU like a vLLM server (see :mod:`routerdc.serving.swap`).
+        batching: micro-batching of concurrent requests (:mod:`routerdc.serving.batcher`;
+            default: on, 2 ms window).
     """
     llm_names = tuple(router.config.llm_names)
     if check:
         registry.check_router(llm_names)
-    route_lock = threading.Lock()
+    batcher = MicroBatcher(router, batching or BatchConfig())
     app = FastAPI(title="RouterDC", description=__doc__)
     app.state.router = router
+    app.state.batcher = batcher
     app.state.registry = registry
 
     @app.exception_handler(RequestValidationError)
@@ -142,8 +148,7 @@ def create_api(router: Any, registry: Registry, *, check: bool = True, sleep_mod
         return _error(400, "invalid request: " + "; ".join(parts), "invalid_request_error")
 
     def decide(model: str, query: str) -> dict[str, Any]:
-        with route_lock:
-            r = router.route([query])
+        r = batcher.route(query)
         probs = {n: float(p) for n, p in zip(llm_names, r.probs[0])}
         choice = llm_names[int(r.probs[0].argmax())]
         routed = model == ROUTED_MODEL
@@ -159,7 +164,10 @@ def create_api(router: Any, registry: Registry, *, check: bool = True, sleep_mod
     @app.get("/v1/routerdc/status")
     async def status() -> dict[str, Any]:
         """Generations in flight (in-process backends) and the candidates."""
-        return {"active": registry.active(), "llms": list(llm_names)}
+        return {"active": registry.active(), "llms": list(llm_names),
+                "engine": getattr(router, "engine_name", None), "engine_reason": getattr(router, "reason", None),
+                "micro_batching": {"enabled": batcher.config.enabled, "window_ms": batcher.config.window_ms,
+                                   "batches": batcher.batches, "routed": batcher.routed}}
 
     if sleep_mode:
         def sleepers() -> list[Any]:

@@ -13,7 +13,16 @@ def add_serve_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--models-config", required=True, help="models config (.yaml/.yml/.json) of the candidates")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1)")
     p.add_argument("--port", type=int, default=8000, help="port (default: 8000)")
-    p.add_argument("--device", default="cpu", help="device of the router (default: cpu)")
+    p.add_argument("--device", help="device of the router (default: CUDA when there is one, else the CPU)")
+    from ..inference import ENGINE_CHOICES
+
+    p.add_argument("--engine", choices=ENGINE_CHOICES,
+                   help="inference engine of the router (default: $ROUTERDC_ENGINE, else auto: the fastest that "
+                        "routes like torch fp32)")
+    p.add_argument("--micro-batch-ms", type=float, default=2.0,
+                   help="gather concurrent requests for up to this many ms into one encoder batch "
+                        "(0: no waiting; default: 2)")
+    p.add_argument("--no-micro-batching", action="store_true", help="route each request alone")
     p.add_argument("--preload", action="store_true",
                    help="load every candidate's backend (weights, tokenizers) before accepting requests")
     p.add_argument("--log-level", default="info", help="uvicorn log level (default: info)")
@@ -22,30 +31,35 @@ def add_serve_arguments(p: argparse.ArgumentParser) -> None:
                         "models, so that a launcher or router can swap this server like a vLLM server")
 
 
-def build_app(checkpoint: str, models_config: str, *, device: str = "cpu", preload: bool = False,
-              sleep_mode: bool = False) -> Any:
-    """Load the router and the config, check that they match, and return the FastAPI app."""
-    from ..model import RouterDC
+def build_app(checkpoint: str, models_config: str, *, device: str | None = None, preload: bool = False,
+              sleep_mode: bool = False, engine: str | None = None, batching: Any = None) -> Any:
+    """Load the router (on ``engine``, see :func:`routerdc.load_router`) and the config, check that
+    they match, and return the FastAPI app."""
+    from ..inference import default_engine, load_router
     from .api import create_api
     from .config import load_models_config
     from .registry import Registry
 
     config = load_models_config(models_config)
-    router = RouterDC.from_pretrained(checkpoint, device=device)
+    router = load_router(checkpoint, engine or default_engine(), device)
+    print(f"router: {router.describe()}", file=sys.stderr, flush=True)
     config.check_router(router.config.llm_names)  # a clear error before loading anything else
     registry = Registry(config)
     if preload:
         for name in registry.names:
             ok = registry.get(name).health()
             print(f"{name}: {'ready' if ok else 'NOT healthy'}", file=sys.stderr, flush=True)
-    return create_api(router, registry, sleep_mode=sleep_mode)
+    return create_api(router, registry, sleep_mode=sleep_mode, batching=batching)
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
     """Run the API until interrupted."""
     import uvicorn
 
+    from .batcher import BatchConfig
+
     app = build_app(args.checkpoint, args.models_config, device=args.device, preload=args.preload,
-                    sleep_mode=args.enable_sleep_mode)
+                    sleep_mode=args.enable_sleep_mode, engine=args.engine,
+                    batching=BatchConfig(enabled=not args.no_micro_batching, window_ms=args.micro_batch_ms))
     uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level)
     return 0

@@ -1,0 +1,181 @@
+"""The engines that compute query embeddings E(x) for :class:`routerdc.inference.Router`.
+
+============  ==================================================================================
+``torch``       the safetensors router in float32 (the reference every other engine is checked
+                against)
+``torch-bf16``  the same under ``torch.autocast(bfloat16)``: CPUs with AMX-BF16 or AVX512-BF16,
+                or CUDA (fp32 weights, bf16 matmuls)
+``int8``        :func:`routerdc.inference.int8.quantize_int8`: torch dynamic int8 linear layers
+``onnx``        the router's ONNX form on ONNX Runtime (:mod:`routerdc.inference.onnx`), no
+                torch needed once exported
+``onnx-int8``   the same graph after ONNX Runtime's dynamic int8 quantization
+============  ==================================================================================
+
+All engines batch by token budget (:func:`routerdc.batching.token_budget_batches`) and hand
+their embeddings to the one routing rule, :func:`routerdc.routing.route_embeddings`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Protocol, Sequence
+
+import numpy as np
+
+from ..routing import RouterConfig
+from .features import cpu_features
+
+__all__ = ["ENGINES", "Engine", "EngineUnavailable", "OnnxEngine", "Sources", "TorchEngine", "build_engine",
+           "supported"]
+
+ENGINES: tuple[str, ...] = ("torch", "torch-bf16", "int8", "onnx", "onnx-int8")
+
+
+class EngineUnavailable(RuntimeError):
+    """The engine cannot run on this machine or for this router."""
+
+
+class Engine(Protocol):
+    name: str
+    config: RouterConfig
+    keys: np.ndarray
+    meta: dict | None
+
+    def embed(self, texts: Sequence[str], *, token_budget: int | None = None,
+              max_rows: int | None = None) -> np.ndarray: ...
+
+    def token_ids(self, text: str) -> list[int]: ...
+
+    @property
+    def unk_token_id(self) -> int | None: ...
+
+
+def supported(name: str, device: str) -> str | None:
+    """``None`` when ``name`` can run on ``device`` here, else why not."""
+    if name not in ENGINES:
+        raise ValueError(f"engine must be auto or one of {ENGINES}, got {name!r}")
+    cuda = device.startswith("cuda")
+    if name == "torch-bf16" and not cuda and not cpu_features().bf16:
+        return "the CPU has neither AMX-BF16 nor AVX512-BF16"
+    if name in ("int8", "onnx", "onnx-int8") and cuda:
+        return f"{name} runs on the CPU only"
+    return None
+
+
+@dataclass
+class TorchEngine:
+    """A :class:`routerdc.model.RouterDC` (fp32, bf16 autocast or int8-quantized)."""
+
+    model: Any
+    name: str = "torch"
+    bf16: bool = False
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)  # the HF tokenizer is not thread-safe
+
+    def __post_init__(self) -> None:
+        self.config = self.model.config
+        self.keys = self.model.llm_keys()
+        meta = getattr(self.model, "meta", None)  # None: a router built in memory (its encoder is pretrained)
+        self.meta = None if meta is None else dict(meta)
+
+    def embed(self, texts: Sequence[str], *, token_budget: int | None = None, max_rows: int | None = None,
+              project: bool = True) -> np.ndarray:
+        import torch
+
+        ctx = (torch.autocast(self.model.device.type, dtype=torch.bfloat16) if self.bf16
+               else contextlib.nullcontext())
+        with self._lock, ctx:
+            return self.model.embed_texts(list(texts), project=project, token_budget=token_budget,
+                                          batch_size=max_rows)
+
+    @property
+    def unk_token_id(self) -> int | None:
+        return getattr(self.model.tokenizer, "unk_token_id", None)
+
+    def token_ids(self, text: str) -> list[int]:
+        return list(self.model.tokenizer(text, add_special_tokens=False)["input_ids"])
+
+
+@dataclass
+class OnnxEngine:
+    """An :class:`routerdc.inference.onnx.OnnxRouter` (fp32 or int8 graph)."""
+
+    onnx: Any
+    name: str = "onnx"
+
+    def __post_init__(self) -> None:
+        self.config = self.onnx.config
+        self.keys = self.onnx.keys
+        self.meta = dict(self.onnx.meta)
+
+    def embed(self, texts: Sequence[str], *, token_budget: int | None = None,
+              max_rows: int | None = None) -> np.ndarray:
+        return self.onnx.embed_texts(list(texts), token_budget=token_budget, batch_size=max_rows)
+
+    @property
+    def unk_token_id(self) -> int | None:
+        return self.onnx.unk_token_id
+
+    def token_ids(self, text: str) -> list[int]:
+        return self.onnx.token_ids(text)
+
+
+class Sources:
+    """Where engines come from for one router folder: the torch router (loaded once, on first
+    need) and the ONNX form cached under ``onnx_dir`` (exported from torch when missing)."""
+
+    def __init__(self, folder: Path, *, device: str, threads: int, onnx_dir: Path,
+                 model: Any = None, loader: Callable[[Path, str], Any] | None = None) -> None:
+        self.folder, self.device, self.threads, self.onnx_dir = folder, device, threads, onnx_dir
+        self._model, self._loader = model, loader
+        self._lock = threading.Lock()
+
+    @property
+    def model(self) -> Any:
+        with self._lock:
+            if self._model is None:
+                import torch
+
+                from ..model import RouterDC
+
+                if self.threads > 0 and not self.device.startswith("cuda"):
+                    torch.set_num_threads(self.threads)
+                load = self._loader or (lambda f, d: RouterDC.from_pretrained(f, device=d))
+                self._model = load(self.folder, self.device)
+            return self._model
+
+    def onnx_folder(self) -> Path:
+        from .onnx import ONNX_FILES, export_onnx
+
+        if not all((self.onnx_dir / f).exists() for f in ONNX_FILES):
+            export_onnx(self.model, self.onnx_dir)
+        return self.onnx_dir
+
+
+def build_engine(name: str, sources: Sources) -> Engine:
+    """The engine ``name`` for the router of ``sources``; :class:`EngineUnavailable` when it cannot run."""
+    why = supported(name, sources.device)
+    if why:
+        raise EngineUnavailable(f"{name}: {why}")
+    try:
+        if name == "torch":
+            return TorchEngine(sources.model, "torch")
+        if name == "torch-bf16":
+            return TorchEngine(sources.model, "torch-bf16", bf16=True)
+        if name == "int8":
+            from .int8 import quantize_int8
+
+            return TorchEngine(quantize_int8(sources.model), "int8")
+        from .onnx import INT8_FILE, OnnxRouter, quantize_onnx_int8
+
+        folder = sources.onnx_folder()
+        if name == "onnx":
+            return OnnxEngine(OnnxRouter.load(folder, threads=sources.threads), "onnx")
+        quantize_onnx_int8(folder)
+        return OnnxEngine(OnnxRouter.load(folder, threads=sources.threads, model_file=INT8_FILE), "onnx-int8")
+    except EngineUnavailable:
+        raise
+    except (ImportError, RuntimeError, OSError, ValueError) as exc:
+        raise EngineUnavailable(f"{name}: {type(exc).__name__}: {exc}") from exc

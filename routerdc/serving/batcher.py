@@ -1,0 +1,130 @@
+"""Micro-batching for the routed API: concurrent requests share one encoder batch.
+
+As Triton's and vLLM's dynamic batching: the first query that arrives opens a batch; queries
+that arrive within ``window_ms`` join it, until it holds ``max_batch`` queries or about
+``token_budget`` tokens; then one worker thread routes the whole batch and hands each caller its
+row. A query alone waits at most ``window_ms`` before its forward pass starts. While a batch is
+being encoded, new queries queue and form the next one, so under load batches grow without
+any wait. ``enabled=False`` routes each query alone (serialised), the reference.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from concurrent.futures import Future
+from dataclasses import dataclass
+from typing import Any
+
+from ..routing import Routing
+
+__all__ = ["BatchConfig", "MicroBatcher"]
+
+
+@dataclass(frozen=True)
+class BatchConfig:
+    """Micro-batching of the routed API.
+
+    Attributes:
+        enabled: gather concurrent queries into one batch (else one forward pass per query).
+        window_ms: how long the first query of a batch waits for others.
+        max_batch: at most this many queries per batch.
+        token_budget: close a batch at about this many tokens (estimated as UTF-8 bytes / 4 + 2
+            per query, before tokenising).
+    """
+
+    enabled: bool = True
+    window_ms: float = 2.0
+    max_batch: int = 64
+    token_budget: int = 8192
+
+    def __post_init__(self) -> None:
+        if not (0 <= self.window_ms <= 1000):
+            raise ValueError(f"window_ms must be in [0, 1000], got {self.window_ms}")
+        if self.max_batch < 1 or self.token_budget < 1:
+            raise ValueError(f"max_batch and token_budget must be >= 1, got {self.max_batch}, {self.token_budget}")
+
+
+def _tokens(text: str) -> int:
+    return len(text.encode("utf-8", "surrogatepass")) // 4 + 2
+
+
+class MicroBatcher:
+    """Routes single queries for many threads through shared batches of ``router.route``."""
+
+    def __init__(self, router: Any, config: BatchConfig = BatchConfig()) -> None:
+        self.router = router
+        self.config = config
+        self._queue: queue.Queue[tuple[str, Future] | None] = queue.Queue()
+        self._lock = threading.Lock()
+        self._worker: threading.Thread | None = None
+        self.batches = 0  # forward passes so far (for status and tests)
+        self.routed = 0
+
+    def route(self, query: str, timeout: float | None = None) -> Routing:
+        """The routing of ``query`` alone (a one-row :class:`Routing`)."""
+        if not self.config.enabled:
+            with self._lock:
+                self.batches += 1
+                self.routed += 1
+                return self.router.route([query])
+        fut: Future = Future()
+        self._ensure_worker()
+        self._queue.put((query, fut))
+        return fut.result(timeout)
+
+    def _ensure_worker(self) -> None:
+        with self._lock:
+            if self._worker is None or not self._worker.is_alive():
+                self._worker = threading.Thread(target=self._run, name="routerdc-batcher", daemon=True)
+                self._worker.start()
+
+    def close(self) -> None:
+        """Stop the worker thread (queued queries are still answered)."""
+        with self._lock:
+            worker, self._worker = self._worker, None
+        if worker is not None:
+            self._queue.put(None)
+            worker.join(timeout=10)
+
+    def _gather(self, first: tuple[str, Future]) -> tuple[list[tuple[str, Future]], bool]:
+        batch, tokens, stop = [first], _tokens(first[0]), False
+        deadline = time.perf_counter() + self.config.window_ms / 1000
+        while len(batch) < self.config.max_batch and tokens < self.config.token_budget:
+            try:  # whatever is queued already joins at once; then wait out the window
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                left = deadline - time.perf_counter()
+                if left <= 0:
+                    break
+                try:
+                    item = self._queue.get(timeout=left)
+                except queue.Empty:
+                    break
+            if item is None:
+                stop = True
+                break
+            batch.append(item)
+            tokens += _tokens(item[0])
+        return batch, stop
+
+    def _run(self) -> None:
+        while True:
+            first = self._queue.get()
+            if first is None:
+                return
+            batch, stop = self._gather(first)
+            live = [(q, f) for q, f in batch if f.set_running_or_notify_cancel()]
+            if live:
+                try:
+                    r = self.router.route([q for q, _ in live])
+                    self.batches += 1
+                    self.routed += len(live)
+                    for i, (_, f) in enumerate(live):
+                        f.set_result(Routing(r.llm_names, r.probs[i:i + 1], r.similarities[i:i + 1]))
+                except BaseException as exc:  # noqa: BLE001 - every caller gets the error
+                    for _, f in live:
+                        f.set_exception(exc)
+            if stop:
+                return
