@@ -179,8 +179,10 @@ def test_router_options_cover_the_router_config():
 
     from routerdc.model import RouterConfig
 
-    # llm_bias is fitted after training (TrainConfig.calibrate), not a recipe option.
-    fields = {f.name for f in dataclasses.fields(RouterConfig)} - {"llm_names", "encoder", "init_std", "llm_bias"}
+    # llm_bias is fitted after training (TrainConfig.calibrate) and llm_cost comes from the training
+    # files' recorded costs: neither is a recipe option.
+    fields = {f.name for f in dataclasses.fields(RouterConfig)} - {"llm_names", "encoder", "init_std", "llm_bias",
+                                                                    "llm_cost"}
     cfg = TrainConfig(normalization="anyascii", projection=True)
     assert set(cfg.router_options()) == fields
     assert RouterConfig(llm_names=("a",), **cfg.router_options()).normalization == "anyascii"
