@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import html
 import logging
+import os
 import re
 import sys
 import unicodedata
@@ -19,6 +20,7 @@ from gradio.components.plot import PlotData
 from routerdc.checkpoint import CheckpointError
 from routerdc.data import DataError
 from routerdc.encoder import EncoderError
+from routerdc.limits import BOUNDS
 
 from . import plots
 from .resources import AppContext, RouterView
@@ -34,11 +36,31 @@ _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
 EXPECTED_ERRORS = (DataError, CheckpointError, EncoderError, ValueError, LookupError, OSError)
 
 
+_PATH = re.compile(r"(?<![\w.:/])(?:~|[A-Za-z]:)?[/\\](?:[^\s'\"`:,;()\[\]<>|*?/\\]+[/\\])+"
+                   r"([^\s'\"`:,;()\[\]<>|*?/\\]*)")
+
+
+def _server_path(m: re.Match) -> str:
+    text = m.group(0)
+    top = re.split(r"[/\\]", text.lstrip("~"), maxsplit=2)
+    if not text.startswith("~") and len(top) > 1 and not os.path.isdir(os.sep + top[1]):
+        return text  # not rooted in a folder of this machine: a URL path such as /v1/chat/completions
+    return m.group(1) or "(a server folder)"
+
+
+def strip_paths(msg: str) -> str:
+    """``msg`` with every absolute server path (one rooted in a top-level folder of this machine)
+    replaced by its last part, so that no message shows the server's folders (upload temp dirs,
+    the data dir, the checkout)."""
+    return _PATH.sub(_server_path, msg)
+
+
 def clean_message(msg: str, replacements: dict[str, str] | None = None) -> str:
-    """One readable message: temp-upload paths replaced by the file's own name."""
+    """One readable message: temp-upload paths replaced by the file's own name, other server
+    paths by their last part, invalid text (lone surrogates) replaced."""
     for old, new in (replacements or {}).items():
         msg = msg.replace(old, new)
-    return msg.strip()
+    return strip_paths(msg).encode("utf-8", "replace").decode("utf-8").strip()
 
 
 def guarded(fn: Callable) -> Callable:
@@ -54,8 +76,8 @@ def guarded(fn: Callable) -> Callable:
             raise gr.Error(clean_message(str(exc)) or type(exc).__name__, print_exception=False) from None
         except Exception as exc:  # noqa: BLE001 - the app must stay up for the next user
             log.exception("handler %s failed", fn.__name__)
-            raise gr.Error(f"Unexpected error ({type(exc).__name__}): {exc}. The app is still running; "
-                           "please try again or report it.", print_exception=False) from None
+            raise gr.Error(f"Unexpected error ({type(exc).__name__}): {clean_message(str(exc))}. The app is still "
+                           "running; please try again or report it.", print_exception=False) from None
 
     return wrapper
 
@@ -67,6 +89,11 @@ def check_query(query: Any) -> tuple[str, list[str]]:
     """
     if query is None or not isinstance(query, str):
         raise gr.Error("Type a query first: the box is empty.", print_exception=False)
+    try:
+        query.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise gr.Error(f"The query holds invalid text (a lone surrogate, U+{ord(query[exc.start]):04X}, at "
+                       f"character {exc.start}); paste it again as plain text.", print_exception=False) from None
     notices: list[str] = []
     n_control = len(_CONTROL.findall(query))
     if n_control:
@@ -110,6 +137,13 @@ def upload_path(file: Any) -> tuple[Path, str]:
         raise gr.Error(f"{name}: unsupported file type {path.suffix or '(none)'!r}; upload a score file "
                        f"in one of {', '.join(UPLOAD_TYPES)} (see the README's data formats).",
                        print_exception=False)
+    try:
+        size = path.stat().st_size
+    except OSError:
+        raise gr.Error(f"{name}: the upload is gone from the server; upload it again.", print_exception=False) from None
+    if size > BOUNDS.max_upload_bytes:
+        raise gr.Error(f"{name}: {size / 2**20:.1f} MiB; an uploaded score file may have at most "
+                       f"{BOUNDS.max_upload_bytes / 2**20:.0f} MiB.", print_exception=False)
     return path, name
 
 
@@ -124,6 +158,10 @@ def load_upload(file: Any) -> list:
         raise gr.Error(clean_message(str(exc), {str(path): name}), print_exception=False) from None
     if not sets or all(len(s) == 0 for s in sets):
         raise gr.Error(f"{name}: the file holds no rows.", print_exception=False)
+    rows = sum(len(s) for s in sets)
+    if rows > BOUNDS.max_upload_rows:
+        raise gr.Error(f"{name}: {rows:,} rows; an uploaded score file may have at most {BOUNDS.max_upload_rows:,}.",
+                       print_exception=False)
     return sets
 
 
@@ -150,7 +188,7 @@ def status_markdown(ctx: AppContext, key: str | None) -> str:
         try:
             view = ctx.get_router(key)
         except Exception as exc:  # noqa: BLE001
-            lines.append(f"- **Router**: cannot load `{key}`: {exc}")
+            lines.append(f"- **Router**: cannot load `{strip_paths(key)}`: {clean_message(str(exc))}")
     if view is not None:
         lines.append(f"- **Router**: {view.describe()}")
         lines.append(f"- **Map**: {view.map_state}")
@@ -158,7 +196,7 @@ def status_markdown(ctx: AppContext, key: str | None) -> str:
         lines.append("- **Router**: none loaded. Train one in the Train tab (frozen encoder: about a "
                      "minute on a CPU) or pick one in the list.")
     for note in ctx.notes:
-        lines.append(f"- **Note**: {note}")
+        lines.append(f"- **Note**: {clean_message(note)}")
     lines.append(f"- **Device**: {device_line()}")
     gen = ctx.generation
     if gen is not None:
@@ -167,15 +205,15 @@ def status_markdown(ctx: AppContext, key: str | None) -> str:
         lines.append("- **Generation backend**: none configured (start with `--models-config`, see README); "
                      "RouterBench queries show their recorded answers.")
     n = sum(len(e.set) for e in ctx.data.entries)
-    where = ctx.data.data_dir or "(no data directory)"
+    where = strip_paths(str(ctx.data.data_dir)) if ctx.data.data_dir else "(no data directory)"
     lines.append(f"- **Data**: {len(ctx.data.entries)} score sets, {n:,} queries from `{where}`")
     for err in ctx.data.errors[:5]:
-        lines.append(f"  - unavailable: {err}")
+        lines.append(f"  - unavailable: {clean_message(str(err))}")
     for note in ctx.data.notes[:5]:
         lines.append(f"  - note: {note.split(' (rows')[0]}")
     t = ctx.training
     lines.append(f"- **Training**: {'running, step %d/%d' % (t.step, t.steps) if t.running else 'idle'}")
-    return "\n".join(lines)
+    return strip_paths("\n".join(lines))  # no server folder in the status either
 
 
 # ----------------------------------------------------------------------------------- the map

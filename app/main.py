@@ -9,7 +9,9 @@ from typing import Sequence
 
 import gradio as gr
 
-from . import plots
+from . import plots, session_memory
+from routerdc.limits import BOUNDS
+
 from .common import guarded, status_markdown
 from .evaluate_tab import build_evaluate_tab, sets_update
 from .explore_tab import build_explore_tab, colour_radio
@@ -37,8 +39,10 @@ def create_app(settings: Settings | None = None, ctx: AppContext | None = None) 
     """The Gradio app over ``ctx`` (created from ``settings`` when not given)."""
     settings = settings or Settings.from_env()
     ctx = ctx or AppContext.create(settings)
+    session_memory.install()
     plots.use_template()
-    with gr.Blocks(title="RouterDC demo") as demo:
+    with gr.Blocks(title="RouterDC demo",
+                   delete_cache=(BOUNDS.delete_cache_every_s, BOUNDS.delete_cache_age_s)) as demo:
         gr.Markdown(INTRO)
         router_key = gr.State(ctx.default_key)
         routed = gr.State([])
@@ -74,6 +78,7 @@ def create_app(settings: Settings | None = None, ctx: AppContext | None = None) 
         refresh_status.click(lambda k: status_markdown(ctx, k), [router_key], [status], api_name="status",
                              queue=False)
         demo.load(lambda k: status_markdown(ctx, k), [router_key], [status], api_visibility="private", queue=False)
+    demo.state_session_capacity = BOUNDS.state_session_capacity  # also when mounted (launch() sets it too)
     demo.ctx = ctx  # type: ignore[attr-defined]  # for tests and benchmarks
     return demo
 
@@ -85,6 +90,7 @@ def launch_kwargs(settings: Settings) -> dict:
     if s.data_dir:
         blocked.append(str(s.data_dir))
     return dict(server_name=s.host, server_port=s.port, max_file_size=s.max_file_size,
+                state_session_capacity=BOUNDS.state_session_capacity,
                 allowed_paths=[str(ROOT / "assets")], blocked_paths=blocked, show_error=False, ssr_mode=False,
                 footer_links=["api"], theme=gr.themes.Soft(), css=CSS)
 
@@ -101,8 +107,21 @@ def routed_api(ctx: AppContext):
         ctx.notes.append(f"The routed API is not mounted: {why}")
         return None
     from routerdc.serving import create_api
+    from routerdc.serving.auth import BindRefused, check_bind
 
-    return create_api(view.engine, gen.registry, check=False)
+    s = ctx.settings
+    try:
+        line = check_bind(s.host, s.api_keys, s.allow_unauthenticated)
+    except BindRefused as exc:
+        ctx.notes.append(f"The routed API is not mounted: {exc}")
+        log.warning("%s", exc)
+        return None
+    log.info("%s", line)
+    ctx.notes.append(line[0].upper() + line[1:] + ".")
+    from routerdc.serving.auth import is_loopback
+
+    return create_api(view.engine, gen.registry, check=False, api_keys=s.api_keys,
+                      loopback_hosts=not s.api_keys and is_loopback(s.host))
 
 
 def _serve(api, demo: gr.Blocks, settings: Settings, *, prevent_thread_lock: bool = False,
@@ -112,6 +131,7 @@ def _serve(api, demo: gr.Blocks, settings: Settings, *, prevent_thread_lock: boo
 
     opts = launch_kwargs(settings)
     host, port = opts.pop("server_name"), opts.pop("server_port")
+    demo.state_session_capacity = opts.pop("state_session_capacity")
     opts.update({k: v for k, v in kwargs.items() if k in opts})
     gr.mount_gradio_app(api, demo, path="/", server_name=host, server_port=port, **opts)
     server = uvicorn.Server(uvicorn.Config(api, host=host, port=port, log_level="warning" if quiet else "info"))

@@ -7,6 +7,7 @@ router, its routed queries) lives in ``gr.State``. Nothing here imports Gradio.
 
 from __future__ import annotations
 
+import os
 import logging
 import os
 import threading
@@ -80,6 +81,9 @@ class DataBank:
             root = resolve_data_dir(data_dir)
         except DataError as exc:
             return cls([], [str(exc)], None)
+        if not os.access(root, os.R_OK | os.X_OK):
+            return cls([], [f"data directory {root.name!r} is not readable (permission denied); fix its "
+                            "permissions or pass another --data-dir"], None)
         entries: list[DataEntry] = []
         for family, role, rel in (files if files is not None else SHIPPED_FILES):
             path = root / rel
@@ -587,14 +591,15 @@ class AppContext:
         return ctx
 
     def _discover(self) -> None:
-        """Routers that can be picked: the configured one, extra ones, runs/*, runs/app/*."""
+        """Routers that can be picked: the configured one, extra ones, runs/*, runs/app/*. Left-overs
+        of killed writes (``.X.tmp-*``, ``.X.old-*``) are swept first and never listed."""
+        from routerdc.checkpoint import list_routers
+
         s = self.settings
         cands = [s.resolve(s.checkpoint), *(s.resolve(c) for c in s.extra_checkpoints)]
         bases = (s.resolve("checkpoints"), s.resolve("runs"), s.runs_path) if s.discover else ()
         for base in bases:
-            if base.is_dir():
-                cands.extend(sorted((p for p in base.iterdir() if (p / "config.json").exists()),
-                                    key=lambda p: -p.stat().st_mtime))
+            cands.extend(list_routers(base))
         for c in cands:
             if (c / "config.json").exists():
                 self.register(c)

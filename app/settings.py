@@ -15,6 +15,8 @@
 | --max-rows | ROUTERDC_MAX_ROWS | 0 = all rows of each data set (a cap makes tests fast) |
 | --torch-threads | ROUTERDC_TORCH_THREADS | 1 (several threads contend badly on small CPUs) |
 | --engine | ROUTERDC_ENGINE | auto: the inference layer's pick for this router and machine (measured once, after the map; an ONNX pick starts without torch); or torch, torch-bf16, int8, onnx, onnx-int8 |
+| --api-key | ROUTERDC_API_KEY | none: the routed API at /v1 (with a models config) is mounted only on a loopback --host |
+| --allow-unauthenticated | ROUTERDC_ALLOW_UNAUTHENTICATED=1 | off: mount /v1 without a key on a public --host |
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from pathlib import Path
 from typing import Sequence
 
 from routerdc.inference import ENGINE_CHOICES
+from routerdc.limits import BOUNDS
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_CHECKPOINT = "checkpoints/routerdc-minilm"
@@ -55,12 +58,14 @@ class Settings:
     torch_threads: int = 1
     engine: str = "auto"  # routerdc.load_router's engine argument (routerdc.inference.ENGINE_CHOICES)
     data_files: tuple[str, ...] | None = None  # None: every shipped score file
-    max_file_size: str = "20mb"
+    max_file_size: int = BOUNDS.max_upload_bytes  # Gradio refuses bigger uploads (413) before storing them
     concurrency: int = 2
     queue_size: int = 64
     eval_max_per_task: int = 500
     extra_checkpoints: tuple[str, ...] = field(default=())
     discover: bool = True  # list the routers under checkpoints/, runs/ and the runs dir
+    api_keys: tuple[str, ...] = ()  # keys for the routed API at /v1 (and its /docs, /openapi.json)
+    allow_unauthenticated: bool = False  # mount /v1 without a key on a non-loopback host
 
     def __post_init__(self) -> None:
         if self.engine not in ENGINE_CHOICES:
@@ -91,8 +96,16 @@ class Settings:
             max_rows=int(_env("ROUTERDC_MAX_ROWS", default="0")),  # type: ignore[arg-type]
             torch_threads=int(_env("ROUTERDC_TORCH_THREADS", default="1")),  # type: ignore[arg-type]
             engine=_env("ROUTERDC_ENGINE", default="auto"),  # type: ignore[arg-type]
+            api_keys=_keys(_env("ROUTERDC_API_KEY")),
+            allow_unauthenticated=_env("ROUTERDC_ALLOW_UNAUTHENTICATED", default="0") not in ("0", "", "false", "no"),
         )
         return replace(s, **overrides)  # type: ignore[arg-type]
+
+
+def _keys(value: str | Sequence[str] | None) -> tuple[str, ...]:
+    from routerdc.serving.auth import parse_keys
+
+    return parse_keys(value)
 
 
 def parse_args(argv: Sequence[str] | None = None) -> tuple[Settings, argparse.Namespace]:
@@ -117,6 +130,10 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[Settings, argparse.Na
     p.add_argument("--engine", choices=ENGINE_CHOICES, default=base.engine,
                    help="the inference layer's engine; auto: the fastest on this machine that routes like torch "
                         "fp32 (measured once after the map, then cached; an ONNX pick starts without torch)")
+    p.add_argument("--api-key", action="append", default=None, metavar="KEY",
+                   help="key for the routed API at /v1 (repeatable or comma-separated; default: $ROUTERDC_API_KEY)")
+    p.add_argument("--allow-unauthenticated", action="store_true", default=base.allow_unauthenticated,
+                   help="mount the routed API without a key on a non-loopback --host")
     p.add_argument("--prepare", action="store_true",
                    help="compute and cache the default router's map and ONNX form, then exit")
     p.add_argument("--ship-map", action="store_true",
@@ -127,5 +144,6 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[Settings, argparse.Na
                 launch_llms=a.launch_llms,
                 host=a.host, port=a.port, cache_dir=a.cache_dir, runs_dir=a.runs_dir,
                 map_method=a.map_method, map_per_set=a.map_per_set, max_rows=a.max_rows,
-                torch_threads=a.torch_threads, engine=a.engine)
+                torch_threads=a.torch_threads, engine=a.engine,
+                api_keys=_keys(a.api_key) or base.api_keys, allow_unauthenticated=a.allow_unauthenticated)
     return s, a

@@ -16,7 +16,7 @@ import gradio as gr
 from routerdc.data import DataError, check_same_llms, task_label
 
 from . import plots
-from .common import clean_message, guarded, load_upload, status_markdown
+from .common import clean_message, guarded, load_upload, status_markdown, strip_paths
 from .resources import AppContext
 
 POLL_SECONDS = 0.5
@@ -197,7 +197,7 @@ def build_train_tab(ctx: AppContext, router_key: gr.State, router_picker: gr.Dro
                               f"{cal['train_avg_before']:.1f} -> {cal['train_avg_after']:.1f}.")
                 msg = (("Cancelled" if res.cancelled else "Finished") +
                        f" at step {res.steps_done}/{cfg.steps} in {secs:.0f} s. Saved the best router (step "
-                       f"{res.best_step}; {summary}) to `{res.output_dir}`.{calibrated} Press **Use this router** "
+                       f"{res.best_step}; {summary}) to `{strip_paths(str(res.output_dir))}`.{calibrated} Press **Use this router** "
                        "to route and explore with it.")
             yield (msg, plots.loss_figure(history), plots.accuracy_figure(history, labels), None, key,
                    gr.update(interactive=key is not None))

@@ -8,18 +8,21 @@ Layout of a router folder::
 
 Only safetensors are ever read; pickled files (``*.bin``, ``*.pt``, ``*.pth``, ``*.pkl``,
 ``*.ckpt``) are refused. A folder is written to a temporary sibling and renamed into place, so
-a crash or a cancel never leaves a half-written router where a good one was.
+a crash or a cancel never leaves a half-written router where a good one was (the one
+atomic-write path, :mod:`routerdc.io`, fsyncs files and folders around the renames).
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
-import shutil
-import tempfile
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterator
+from typing import TYPE_CHECKING, Any
+
+from .io import atomic_dir, write_bytes
+
+__all__ = ["atomic_dir", "write_json", "json_bytes", "read_config", "save_state_dict", "load_state_dict",
+           "CheckpointError"]
 
 if TYPE_CHECKING:
     import torch
@@ -36,50 +39,14 @@ class CheckpointError(RuntimeError):
     """A router folder is missing, foreign, pickled, corrupt or incompatible."""
 
 
-@contextlib.contextmanager
-def atomic_dir(final: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary folder beside ``final``; on success it replaces ``final`` by rename.
-
-    On an exception (or a cancel) the temporary folder is removed and ``final`` is untouched.
-    """
-    final = Path(final)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=final.parent))
-    try:
-        yield tmp
-        _normal_permissions(tmp)
-        old = None
-        if final.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{final.name}.old-", dir=final.parent))
-            os.rmdir(old)
-            os.replace(final, old)
-        os.replace(tmp, final)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-
-
-def _normal_permissions(folder: Path) -> None:
-    """Give ``folder`` (made 0700 by mkdtemp) and its files the modes the umask allows, like any
-    folder written in place, so that a checkpoint is readable by whoever may read its parent."""
-    umask = os.umask(0)
-    os.umask(umask)
-    for p in [folder, *folder.rglob("*")]:
-        os.chmod(p, (0o777 if p.is_dir() else 0o666) & ~umask)
-
-
 def json_bytes(obj: Any) -> bytes:
     """The exact bytes :func:`write_json` writes for ``obj``."""
     return (json.dumps(obj, indent=2, ensure_ascii=False) + "\n").encode("utf-8")
 
 
 def write_json(path: Path, obj: Any) -> None:
-    """Write JSON to ``path`` atomically (temp file + rename)."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_bytes(json_bytes(obj))
-    os.replace(tmp, path)
+    """Write JSON to ``path`` atomically (:func:`routerdc.io.write_bytes`: fsync + rename)."""
+    write_bytes(path, json_bytes(obj))
 
 
 def read_config(folder: str | os.PathLike) -> dict[str, Any]:
@@ -150,3 +117,20 @@ def load_state_dict(folder: Path) -> dict[str, "torch.Tensor"]:
         except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
             raise CheckpointError(f"{f}: corrupt safetensors file ({exc})") from None
     return state
+
+
+def list_routers(folder: str | os.PathLike, *, sweep: bool = True) -> list[Path]:
+    """The router folders directly in ``folder``, newest first. Left-overs of killed writes
+    (``.X.tmp-*``, ``.X.old-*``) are never listed; with ``sweep`` stale ones are removed first."""
+    from .io import is_leftover, sweep_stale
+
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    if sweep:
+        sweep_stale(folder)
+    try:
+        found = [p for p in folder.iterdir() if not is_leftover(p.name) and (p / CONFIG_NAME).exists()]
+    except OSError:
+        return []
+    return sorted(found, key=lambda p: -p.stat().st_mtime)

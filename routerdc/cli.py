@@ -44,6 +44,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("train", help="train a router with the dual contrastive losses")
     common(p)
     add_train_options(p)
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace the router already in --output-dir from the first evaluation on; without it a new "
+                        "run replaces that router only with a better one (by the selection rule), and refuses a "
+                        "folder that holds something else")
 
     p = sub.add_parser("calibrate", help="fit one routing offset per LLM on training data (after training)")
     common(p)
@@ -168,8 +172,18 @@ def cmd_train(args: argparse.Namespace) -> int:
             avg = {k: round(v, 2) for k, v in metrics.items() if k.endswith("avg")}
             print(f"step {step}: loss {losses['total']:.4f} {avg}", file=sys.stderr, flush=True)
 
-    result = train(cfg, progress=True, on_step=log_eval)
+    try:
+        result = train(cfg, progress=True, on_step=log_eval, overwrite=args.overwrite)
+    except ValueError as exc:
+        if "--overwrite" not in str(exc):
+            raise
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     status = "cancelled" if result.cancelled else "done"
+    if result.kept_existing is not None:
+        status = "kept-existing"
+        print(f"kept the router already in {cfg.output_dir}: its {cfg.select_by} score {result.kept_existing:.2f} "
+              f"was not beaten by this run (pass --overwrite to replace it anyway)", file=sys.stderr)
     print(json.dumps({"status": status, "output_dir": str(result.output_dir), "best_step": result.best_step,
                       "best_score": result.best_score, "metrics": result.best_metrics,
                       "calibration": result.calibration,
@@ -302,12 +316,11 @@ def cmd_route(args: argparse.Namespace) -> int:
         print(f"routing on {router.describe()}", file=sys.stderr)
     routing = router.route(queries, temperature=args.temperature, cost_weight=args.cost_weight)
     out = Path(args.output)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp")
-    with tmp.open("w", encoding="utf-8") as f:
+    from .io import atomic_file
+
+    with atomic_file(out, "w", encoding="utf-8") as f:
         for rec in routing.records(queries):
             f.write(json.dumps(rec, ensure_ascii=False) + "\n")
-    tmp.replace(out)
     print(f"routed {len(queries)} queries to {args.output}", file=sys.stderr)
     return 0
 

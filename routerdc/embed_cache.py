@@ -149,11 +149,10 @@ def cached_embeddings(
             pass  # a damaged entry is recomputed below
     arr = model.embed_texts(texts, batch_size=batch_size, project=False)
     try:
-        folder.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        with tmp.open("wb") as f:
+        from .io import atomic_file
+
+        with atomic_file(path, "wb") as f:
             np.save(f, arr, allow_pickle=False)
-        os.replace(tmp, path)
     except OSError:
         pass  # a read-only cache is not an error
     return arr

@@ -157,7 +157,6 @@ def save_map(m: EmbeddingMap, path: str | os.PathLike, *, compact: bool = False,
     with the full form's within about 1e-3, plenty for placement and nearest-query look-ups.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     arrays: dict[str, np.ndarray] = {"coords": m.coords, "llm_coords": m.llm_coords, **extra}
     if compact:
         if "raw" not in extra:
@@ -166,11 +165,11 @@ def save_map(m: EmbeddingMap, path: str | os.PathLike, *, compact: bool = False,
                   for k, v in arrays.items()}
     else:
         arrays["embeddings"] = m.embeddings
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with tmp.open("wb") as f:
+    from .io import atomic_file
+
+    with atomic_file(path, "wb") as f:
         (np.savez_compressed if compact else np.savez)(
             f, method=np.asarray(m.method), version=np.asarray(MAP_FORMAT_VERSION), **arrays)
-    os.replace(tmp, path)
     return path
 
 

@@ -59,6 +59,7 @@ class TrainResult:
     seconds: float = 0.0
     samples_per_second: float = 0.0
     calibration: dict[str, Any] | None = None
+    kept_existing: float | None = None  # the existing router's score that this run did not beat
 
 
 def _device(name: str) -> torch.device:
@@ -106,8 +107,9 @@ class Trainer:
 
     def __init__(self, config: TrainConfig, *, train_sets: Sequence[ScoreSet] | None = None,
                  test_sets: Sequence[ScoreSet] | None = None, on_step: OnStep | None = None,
-                 cancel: Cancel | None = None, progress: bool = False) -> None:
+                 cancel: Cancel | None = None, progress: bool = False, overwrite: bool = False) -> None:
         self.config = config
+        self.overwrite = overwrite
         self.on_step = on_step
         self.cancel = cancel
         self.progress = progress
@@ -197,6 +199,8 @@ class Trainer:
     def run(self) -> TrainResult:
         cfg = self.config
         t0 = time.perf_counter()
+        select_key = "val/avg" if cfg.select_by == "val" else "train/avg"
+        existing = existing_score(Path(cfg.output_dir), select_key, overwrite=self.overwrite)  # before any work
         torch.manual_seed(cfg.seed)
         gen = torch.Generator().manual_seed(cfg.seed)
         model, sets, groups_np = self._build()
@@ -236,7 +240,6 @@ class Trainer:
                                          generator=gen)
         autocast = bf16_autocast(self.device.type, cuda=cfg.bf16, cpu=cfg.cpu_bf16)
         out_dir = Path(cfg.output_dir)
-        select_key = "val/avg" if cfg.select_by == "val" else "train/avg"
         result = TrainResult(output_dir=None, best_step=None, best_score=None, best_metrics={})
         bar = None
         if self.progress:
@@ -283,7 +286,7 @@ class Trainer:
             result.history.append({"step": step, **totals, **(metrics or {})})
             if metrics is not None:
                 score = metrics[select_key]
-                if result.best_score is None or score > result.best_score:
+                if (result.best_score is None or score > result.best_score) and (existing is None or score > existing):
                     result.best_score, result.best_step, result.best_metrics = score, step, metrics
                     self._save(model, out_dir, step, metrics, result)
                     result.output_dir = out_dir
@@ -297,6 +300,8 @@ class Trainer:
         if bar is not None:
             bar.close()
         result.samples_per_second = seen / max(time.perf_counter() - t0, 1e-9)  # training only
+        if existing is not None and result.output_dir is None:
+            result.kept_existing = existing
         if cfg.calibrate and result.output_dir is not None and not result.cancelled:
             from .calibration import calibrate_checkpoint
 
@@ -316,6 +321,31 @@ class Trainer:
             metrics={"step": step, **metrics}, dtype=dtype, max_shard_size=cfg.max_shard_size,
             extra_json={"train.json": cfg.to_dict(), "history.json": result.history},
         )
+
+
+def existing_score(out_dir: Path, select_key: str, *, overwrite: bool = False) -> float | None:
+    """The selection score of the router already in ``out_dir`` (a new run must beat it), or None
+    (no router there, or ``overwrite``). A folder that holds something else, or a router without
+    that score, is refused unless ``overwrite``: a new run never destroys it silently."""
+    from .checkpoint import CheckpointError, read_config
+
+    if overwrite or not out_dir.exists():
+        return None
+    if not out_dir.is_dir():
+        raise ValueError(f"{out_dir} is a file, not a router folder; choose another output folder")
+    if not (out_dir / "config.json").exists():
+        if any(out_dir.iterdir()):
+            raise ValueError(f"{out_dir} is not empty and holds no router; choose another output folder or pass "
+                             "--overwrite to replace it")
+        return None
+    try:
+        score = read_config(out_dir).get("metrics", {}).get(select_key)
+    except CheckpointError as exc:
+        raise ValueError(f"{exc}; pass --overwrite to replace it") from None
+    if not isinstance(score, (int, float)):
+        raise ValueError(f"{out_dir} holds a router without a {select_key!r} score, so a new run cannot tell whether "
+                         "it is better: choose another output folder or pass --overwrite to replace it")
+    return float(score)
 
 
 def train(config: TrainConfig, **kwargs: Any) -> TrainResult:

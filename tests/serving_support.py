@@ -90,7 +90,7 @@ def write_config(path: Path, models: list[dict], **top) -> Path:
 class ServerProcess:
     """``python -m routerdc serve`` in a subprocess on a free port of 127.0.0.1."""
 
-    def __init__(self, checkpoint: Path, models_config: Path, log: Path) -> None:
+    def __init__(self, checkpoint: Path, models_config: Path, log: Path, env: dict[str, str] | None = None) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = log
@@ -98,7 +98,8 @@ class ServerProcess:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "routerdc", "serve", "--checkpoint", str(checkpoint), "--models-config",
              str(models_config), "--host", "127.0.0.1", "--port", str(self.port), "--preload",
-             "--log-level", "warning", "--engine", "torch"], cwd=ROOT, stdout=self._log, stderr=subprocess.STDOUT)
+             "--log-level", "warning", "--engine", "torch"], cwd=ROOT, stdout=self._log, stderr=subprocess.STDOUT,
+            env={**os.environ, **env} if env else None)
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:

@@ -26,6 +26,7 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
+from ..limits import BOUNDS
 from .registry import canonical_task, task_metric
 from .scoreset import METRICS, DataError, ScoreSet
 
@@ -150,19 +151,35 @@ def _pairs(pairs: list[tuple[str, Any]]) -> _Obj:
     return obj
 
 
-def _json(text: str) -> Any:
-    return json.loads(text, object_pairs_hook=_pairs)
+def _json(text: str, where: str) -> Any:
+    try:
+        return json.loads(text, object_pairs_hook=_pairs)
+    except RecursionError:
+        raise DataError(f"{where}: the JSON is nested too deeply to be a score file") from None
+
+
+def _kind(value: Any) -> str:
+    """The JSON name of a parsed value's type (for messages)."""
+    if isinstance(value, dict):
+        keys = list(value)[:5]
+        return f"an object (keys {keys})" if keys else "an empty object"
+    for t, name in ((bool, "a boolean"), (str, "a string"), (int, "a number"), (float, "a number"),
+                    (list, "a list"), (type(None), "null")):
+        if isinstance(value, t):
+            return name
+    return type(value).__name__
 
 
 def _load_json(path: Path, task: str, metric: str | None, missing: str = "error") -> list[ScoreSet]:
     try:
-        data = _json(_read_text(path))
+        data = _json(_read_text(path), str(path))
     except json.JSONDecodeError as exc:
         raise DataError(f"{path}: not valid JSON ({exc})") from None
     if isinstance(data, dict) and "data" in data:
         data = data["data"]
     if not isinstance(data, list):
-        raise DataError(f"{path}: expected a JSON list of rows, got {type(data).__name__}")
+        raise DataError(f"{path}: expected a JSON list of rows (or an object with a \"data\" list), "
+                        f"got {_kind(data)}")
     return _load_objects(path, ((i + 1, obj) for i, obj in enumerate(data)), task, metric, missing)
 
 
@@ -172,7 +189,7 @@ def _load_jsonl(path: Path, task: str, metric: str | None, missing: str = "error
             if not line.strip():
                 continue
             try:
-                yield n, _json(line)
+                yield n, _json(line, f"{path}, line {n}")
             except json.JSONDecodeError as exc:
                 raise DataError(f"{path}, line {n}: not valid JSON ({exc.msg})") from None
     return _load_objects(path, rows(), task, metric, missing)
@@ -184,7 +201,7 @@ def _load_objects(path: Path, rows: Iterable[tuple[int, Any]], task: str, metric
     for row, obj in rows:
         where = f"{path}, row {row}"
         if not isinstance(obj, dict):
-            raise DataError(f"{where}: expected an object, got {type(obj).__name__}")
+            raise DataError(f"{where}: expected an object, got {_kind(obj)}")
         qfield = "query" if "query" in obj else "question"
         if qfield not in obj:
             raise DataError(f"{where}: missing field 'query' (or 'question')")
@@ -215,12 +232,18 @@ def _parse_list_literal(cell: str, where: str, field: str) -> str:
     text = cell.strip()
     if not (text.startswith("[") and text.endswith("]")):
         return cell
+    if len(text) > BOUNDS.max_cell_chars:  # ast.literal_eval of a huge cell costs GBs
+        raise DataError(f"{where}: {field!r} has {len(text):,} characters; a list-literal cell may have at most "
+                        f"{BOUNDS.max_cell_chars:,}")
     try:
         value = ast.literal_eval(text)
-    except (ValueError, SyntaxError, MemoryError, RecursionError):
+    except (ValueError, SyntaxError, MemoryError, RecursionError, TypeError):
         raise DataError(f"{where}: {field!r} is not a valid list literal") from None
     if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
         raise DataError(f"{where}: {field!r} must be a list of strings")
+    if len(value) > BOUNDS.max_list_items:
+        raise DataError(f"{where}: {field!r} is a list of {len(value):,} strings; at most "
+                        f"{BOUNDS.max_list_items:,} are accepted")
     return "\n".join(value)
 
 
@@ -359,12 +382,11 @@ def to_records(s: ScoreSet) -> list[dict[str, Any]]:
 
 def write_jsonl(sets: Sequence[ScoreSet], path: str | os.PathLike) -> Path:
     """Write ``sets`` to one JSONL file in our format (atomically: temp file + rename)."""
+    from ..io import atomic_file
+
     p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    tmp = p.with_name(f".{p.name}.tmp")
-    with tmp.open("w", encoding="utf-8") as f:
+    with atomic_file(p, "w", encoding="utf-8") as f:
         for s in sets:
             for rec in to_records(s):
                 f.write(json.dumps(rec, ensure_ascii=False) + "\n")
-    os.replace(tmp, p)
     return p

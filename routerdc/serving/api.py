@@ -11,8 +11,11 @@ still reported, with ``routed: false``). Every answer carries the routing decisi
 
 Errors use the OpenAI shape ``{"error": {"message", "type", "code"}}`` plus the ``routerdc``
 field when a decision was made: 400 for a bad request or a prompt that does not fit, 502/503
-for a backend that fails or is down. A client that disconnects cancels the generation.
-``create_api(router, registry)`` returns a FastAPI app that the Gradio app can mount.
+for a backend that fails or is down, 401 without a valid API key (:mod:`.auth`), 413 for a body
+over the bound (:mod:`.limits`). A client that disconnects cancels the generation. Every stream
+ends with ``data: [DONE]``, after an error event too. ``usage`` and ``finish_reason`` come from
+the backend's own counts. ``create_api(router, registry)`` returns a FastAPI app that the Gradio
+app can mount.
 """
 
 from __future__ import annotations
@@ -25,12 +28,17 @@ from typing import Any, AsyncIterator, Iterator, Literal
 
 import anyio
 from fastapi import FastAPI, Request
+from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from .backends import Backend, BackendError, SamplingParams
+from ..limits import BOUNDS
+from .auth import ApiKeyAuth, protected
+from .backends import Backend, BackendError, Outcome, SamplingParams
 from .batcher import BatchConfig, MicroBatcher
+from .limits import MAX_MESSAGES, BodyLimit, Content, Name, Seed, Stop, printable
 from .registry import Registry
 
 ROUTED_MODEL = "routerdc"
@@ -41,8 +49,8 @@ class ChatMessage(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     role: Literal["system", "user", "assistant"]
-    content: str
-    name: str | None = None
+    content: Content
+    name: Name | None = None
 
 
 class StreamOptions(BaseModel):
@@ -54,12 +62,13 @@ class ChatRequest(BaseModel):
     """The accepted subset of OpenAI's chat-completions request; any other field is an error.
 
     ``n`` is clamped to 1, ``max_tokens`` to the server's bound and the context left by the
-    prompt, ``temperature`` to [0, 2] and ``top_p`` to (0, 1].
+    prompt, ``temperature`` to [0, 2] and ``top_p`` to (0, 1]. Messages, stop strings and the
+    seed are bounded (:data:`routerdc.limits.BOUNDS`); text must be valid Unicode.
     """
 
     model_config = ConfigDict(extra="forbid")
-    model: str
-    messages: list[ChatMessage] = Field(min_length=1)
+    model: Name
+    messages: list[ChatMessage] = Field(min_length=1, max_length=MAX_MESSAGES)
     stream: bool = False
     stream_options: StreamOptions | None = None
     max_tokens: int | None = Field(None, ge=1)
@@ -67,14 +76,14 @@ class ChatRequest(BaseModel):
     temperature: float | None = None
     top_p: float | None = None
     n: int | None = None
-    seed: int | None = None
-    stop: str | list[str] | None = None
-    user: str | None = None
+    seed: Seed | None = None
+    stop: Stop | None = None
+    user: Name | None = None
 
 
 def _error(status: int, message: str, kind: str, routing: dict[str, Any] | None = None,
            headers: dict[str, str] | None = None) -> JSONResponse:
-    body: dict[str, Any] = {"error": {"message": message, "type": kind, "code": status}}
+    body: dict[str, Any] = {"error": {"message": printable(message), "type": kind, "code": status}}
     if routing is not None:
         body["routerdc"] = routing
     return JSONResponse(body, status_code=status, headers=headers)
@@ -115,7 +124,8 @@ def _next(it: Iterator[str]) -> Any:
 
 
 def create_api(router: Any, registry: Registry, *, check: bool = True, sleep_mode: bool = False,
-               batching: BatchConfig | None = None) -> FastAPI:
+               batching: BatchConfig | None = None, api_keys: tuple[str, ...] = (),
+               max_body_bytes: int = BOUNDS.max_body_bytes, loopback_hosts: bool = False) -> FastAPI:
     """The routed OpenAI-compatible API.
 
     Args:
@@ -128,6 +138,12 @@ def create_api(router: Any, registry: Registry, *, check: bool = True, sleep_mod
             on a GPU like a vLLM server (see :mod:`routerdc.serving.swap`).
         batching: micro-batching of concurrent requests (:mod:`routerdc.serving.batcher`;
             default: on, 2 ms window).
+        api_keys: the keys a caller must present (``Authorization: Bearer``) for ``/v1``,
+            ``/docs`` and ``/openapi.json``; none: open (the caller decides where it binds, see
+            :func:`routerdc.serving.auth.check_bind`).
+        max_body_bytes: bodies over this get 413 before they are read whole.
+        loopback_hosts: without keys, answer only requests whose ``Host:`` is a loopback name
+            (set by ``serve`` and the app when they bind to loopback without a key).
     """
     llm_names = tuple(router.config.llm_names)
     if check:
@@ -137,13 +153,30 @@ def create_api(router: Any, registry: Registry, *, check: bool = True, sleep_mod
     app.state.router = router
     app.state.batcher = batcher
     app.state.registry = registry
+    app.add_middleware(BodyLimit, max_bytes=max_body_bytes)  # inner: runs after the key check
+    app.add_middleware(ApiKeyAuth, keys=tuple(api_keys), loopback_hosts=loopback_hosts)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException) -> Any:
+        if not protected(request.url.path):  # e.g. the Gradio app mounted beside: its own shape
+            return await http_exception_handler(request, exc)
+        kind = "invalid_request_error" if exc.status_code < 500 else "server_error"
+        return _error(exc.status_code, f"invalid request: {exc.detail}", kind, headers=getattr(exc, "headers", None))
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        return _error(500, f"internal error ({type(exc).__name__}); the server is still running", "server_error")
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
         parts = []
         for err in exc.errors():
-            loc = ".".join(str(x) for x in err["loc"] if x != "body")
+            loc = ".".join(str(x) for x in err["loc"] if x != "body") or "body"
             msg = "unknown field; it is not forwarded" if err["type"] == "extra_forbidden" else err["msg"]
+            if err["type"] == "string_unicode":
+                msg = "invalid text (a lone surrogate?); send valid UTF-8"
+            if err["type"] == "json_invalid":
+                msg = f"the body is not valid JSON ({err.get('ctx', {}).get('error', 'parse error')})"
             parts.append(f"{loc}: {msg}")
         return _error(400, "invalid request: " + "; ".join(parts), "invalid_request_error")
 
@@ -221,18 +254,25 @@ def create_api(router: Any, registry: Registry, *, check: bool = True, sleep_mod
                                       temperature=req.temperature, top_p=req.top_p, seed=req.seed, stop=stop)
         messages = [{"role": m.role, "content": m.content} for m in req.messages]
         cancel = threading.Event()
+        outcome = Outcome()
         cid, created = f"chatcmpl-{uuid.uuid4().hex[:24]}", int(time.time())
-        chunks = backend.stream(messages, params, cancel)
+        chunks = backend.stream(messages, params, cancel, outcome)
         try:  # the first chunk before any byte is sent: a failing backend gives a plain HTTP error
             first = await anyio.to_thread.run_sync(_next, chunks)
         except BackendError as exc:
             return _error(exc.status, str(exc), "backend_error", routing, headers)
 
         def usage(text: str) -> dict[str, int]:
-            p, c = backend.count_tokens(messages), backend.count_tokens(text) if text else 0
+            """The backend's own counts; re-tokenising only where a backend reports none."""
+            p = outcome.prompt_tokens if outcome.prompt_tokens is not None else backend.count_tokens(messages)
+            c = outcome.completion_tokens
+            if c is None:
+                c = backend.count_tokens(text) if text else 0
             return {"prompt_tokens": p, "completion_tokens": c, "total_tokens": p + c}
 
         def finish(text: str) -> str:
+            if outcome.finish_reason is not None:
+                return outcome.finish_reason
             if routing["source"] == "recorded":  # a recorded answer is served whole
                 return "stop"
             return "length" if text and backend.count_tokens(text) >= params.max_tokens else "stop"
@@ -274,9 +314,16 @@ def create_api(router: Any, registry: Registry, *, check: bool = True, sleep_mod
                     yield event({"content": piece})
                     piece = await anyio.to_thread.run_sync(_next, chunks)
             except BackendError as exc:
-                err = {"error": {"message": str(exc), "type": "backend_error", "code": exc.status},
+                err = {"error": {"message": printable(str(exc)), "type": "backend_error", "code": exc.status},
                        "routerdc": routing}
                 yield f"data: {json.dumps(err)}\n\n"
+                yield "data: [DONE]\n\n"  # clients that wait for [DONE] end here too
+                return
+            except Exception as exc:  # noqa: BLE001 - the stream still ends cleanly
+                err = {"error": {"message": f"internal error ({type(exc).__name__})", "type": "server_error",
+                                 "code": 500}, "routerdc": routing}
+                yield f"data: {json.dumps(err)}\n\n"
+                yield "data: [DONE]\n\n"
                 return
             text = "".join(parts)
             extra: dict[str, Any] = {"routerdc": routing}

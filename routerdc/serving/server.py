@@ -25,6 +25,12 @@ def add_serve_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-micro-batching", action="store_true", help="route each request alone")
     p.add_argument("--preload", action="store_true",
                    help="load every candidate's backend (weights, tokenizers) before accepting requests")
+    p.add_argument("--api-key", action="append", default=None, metavar="KEY",
+                   help="key callers must send as 'Authorization: Bearer KEY' (repeatable, or comma-separated; "
+                        "default: $ROUTERDC_API_KEY). Without one, only a loopback --host is allowed")
+    p.add_argument("--allow-unauthenticated", action="store_true",
+                   help="serve without an API key on a non-loopback --host (anyone who reaches it may spend "
+                        "the LLMs)")
     p.add_argument("--log-level", default="info", help="uvicorn log level (default: info)")
     p.add_argument("--enable-sleep-mode", action="store_true",
                    help="serve vLLM's sleep-mode routes (/sleep, /wake_up, /is_sleeping) for the in-process "
@@ -32,7 +38,8 @@ def add_serve_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def build_app(checkpoint: str, models_config: str, *, device: str | None = None, preload: bool = False,
-              sleep_mode: bool = False, engine: str | None = None, batching: Any = None) -> Any:
+              sleep_mode: bool = False, engine: str | None = None, batching: Any = None,
+              api_keys: tuple[str, ...] = (), loopback_hosts: bool = False) -> Any:
     """Load the router (on ``engine``, see :func:`routerdc.load_router`) and the config, check that
     they match, and return the FastAPI app."""
     from ..inference import default_engine, load_router
@@ -49,7 +56,8 @@ def build_app(checkpoint: str, models_config: str, *, device: str | None = None,
         for name in registry.names:
             ok = registry.get(name).health()
             print(f"{name}: {'ready' if ok else 'NOT healthy'}", file=sys.stderr, flush=True)
-    return create_api(router, registry, sleep_mode=sleep_mode, batching=batching)
+    return create_api(router, registry, sleep_mode=sleep_mode, batching=batching, api_keys=api_keys,
+                      loopback_hosts=loopback_hosts)
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -57,9 +65,18 @@ def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from .batcher import BatchConfig
+    from .auth import BindRefused, check_bind, is_loopback, keys_from_env
 
+    keys = keys_from_env(args.api_key)
+    try:
+        line = check_bind(args.host, keys, args.allow_unauthenticated)
+    except BindRefused as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(line, file=sys.stderr, flush=True)
     app = build_app(args.checkpoint, args.models_config, device=args.device, preload=args.preload,
                     sleep_mode=args.enable_sleep_mode, engine=args.engine,
-                    batching=BatchConfig(enabled=not args.no_micro_batching, window_ms=args.micro_batch_ms))
+                    batching=BatchConfig(enabled=not args.no_micro_batching, window_ms=args.micro_batch_ms),
+                    api_keys=keys, loopback_hosts=not keys and is_loopback(args.host))
     uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level)
     return 0

@@ -21,7 +21,7 @@ from __future__ import annotations
 import threading
 import time
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Iterator, Sequence
+from typing import Any, TYPE_CHECKING, Iterator, Sequence
 
 import httpx
 
@@ -151,10 +151,10 @@ class SwappedBackend:
         self.spec = inner.spec
 
     def stream(self, messages: Sequence[Message], params: SamplingParams,
-               cancel: threading.Event | None = None) -> Iterator[str]:
+               cancel: threading.Event | None = None, outcome: Any = None) -> Iterator[str]:
         with self.swapper.use(self.spec.name):
             try:
-                yield from self.inner.stream(messages, params, cancel)
+                yield from self.inner.stream(messages, params, cancel, outcome)
             except BackendUnavailable:
                 self.swapper.forget(self.spec.name)  # e.g. restarted asleep: read its state again next time
                 raise

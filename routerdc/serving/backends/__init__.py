@@ -8,13 +8,13 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from .base import (Backend, BackendError, BackendUnavailable, Message, PromptTooLong, SamplingParams,
+from .base import (Backend, BackendError, BackendUnavailable, Message, Outcome, PromptTooLong, SamplingParams,
                    check_fits, render_prompt)
 
 if TYPE_CHECKING:
     from ..config import ModelSpec, ModelsConfig
 
-__all__ = ["Backend", "BackendError", "BackendUnavailable", "Message", "PromptTooLong", "SamplingParams",
+__all__ = ["Backend", "BackendError", "BackendUnavailable", "Message", "Outcome", "PromptTooLong", "SamplingParams",
            "check_fits", "make_backend", "render_prompt"]
 
 

@@ -53,6 +53,17 @@ class PromptTooLong(BackendError):
         self.max_context = max_context
 
 
+@dataclass
+class Outcome:
+    """What a backend reports about one finished answer, from its own counts (filled in as the
+    stream ends; ``None`` where the backend does not know): the tokens it generated and read,
+    and why it stopped (``"stop"``: end of answer or a stop string; ``"length"``: max_tokens)."""
+
+    completion_tokens: int | None = None
+    prompt_tokens: int | None = None
+    finish_reason: str | None = None
+
+
 @dataclass(frozen=True)
 class SamplingParams:
     """Clamped sampling parameters: one answer, bounded length, finite temperature and top_p."""
@@ -74,7 +85,7 @@ class SamplingParams:
         t = d.temperature if temperature is None or not math.isfinite(temperature) else float(temperature)
         p = d.top_p if top_p is None or not math.isfinite(top_p) else float(top_p)
         return cls(max_tokens=mt, temperature=min(max(t, 0.0), 2.0), top_p=min(max(p, 1e-3), 1.0),
-                   seed=seed, stop=tuple(stop)[:4])
+                   seed=seed, stop=tuple(stop))
 
 
 def check_fits(spec: ModelSpec, prompt_tokens: int, params: SamplingParams) -> SamplingParams:
@@ -102,8 +113,9 @@ class Backend(Protocol):
     spec: ModelSpec
 
     def stream(self, messages: Sequence[Message], params: SamplingParams,
-               cancel: threading.Event | None = None) -> Iterator[str]:
-        """Text chunks of the answer; stops early when ``cancel`` is set."""
+               cancel: threading.Event | None = None, outcome: Outcome | None = None) -> Iterator[str]:
+        """Text chunks of the answer; stops early when ``cancel`` is set. At the end the backend
+        fills ``outcome`` (when given) from its own counts."""
         ...
 
     def count_tokens(self, text: str | Sequence[Message]) -> int:

@@ -13,7 +13,7 @@ import threading
 from typing import Any, Iterator, Sequence
 
 from ..config import Limits, ModelSpec
-from .base import BackendError, BackendUnavailable, Message, SamplingParams, check_fits
+from .base import BackendError, BackendUnavailable, Message, Outcome, SamplingParams, check_fits
 from .tokens import PromptCounter
 
 
@@ -63,12 +63,13 @@ class OpenAIBackend:
         return BackendError(name, f"connection to {url} broke mid-answer: {type(exc).__name__}: {exc}")
 
     def stream(self, messages: Sequence[Message], params: SamplingParams,
-               cancel: threading.Event | None = None) -> Iterator[str]:
+               cancel: threading.Event | None = None, outcome: Outcome | None = None) -> Iterator[str]:
         cancel = cancel or threading.Event()
         msgs = [{"role": m["role"], "content": m["content"]} for m in messages]
         params = check_fits(self.spec, self.count_tokens(msgs), params)
         common: dict[str, Any] = dict(model=self.spec.model, max_tokens=params.max_tokens, n=1, stream=True,
-                                      temperature=params.temperature, top_p=params.top_p)
+                                      temperature=params.temperature, top_p=params.top_p,
+                                      stream_options={"include_usage": True})  # the server's own counts
         if params.seed is not None:
             common["seed"] = params.seed
         if params.stop:
@@ -85,9 +86,15 @@ class OpenAIBackend:
             for event in stream:
                 if cancel.is_set():
                     return
+                usage = getattr(event, "usage", None)
+                if usage is not None and outcome is not None:
+                    outcome.completion_tokens = usage.completion_tokens
+                    outcome.prompt_tokens = usage.prompt_tokens
                 if not event.choices:
                     continue
                 choice = event.choices[0]
+                if choice.finish_reason and outcome is not None:
+                    outcome.finish_reason = "length" if choice.finish_reason == "length" else "stop"
                 finished = finished or bool(choice.finish_reason)
                 text = choice.text if self.spec.prompt_format == "completion" else choice.delta.content
                 if text:

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Iterator, Sequence
 
 from ..config import ModelSpec
-from .base import BackendError, Message, SamplingParams
+from .base import BackendError, Message, Outcome, SamplingParams
 from .tokens import PromptCounter
 
 
@@ -76,13 +76,16 @@ class RecordedBackend:
         return row[col]
 
     def stream(self, messages: Sequence[Message], params: SamplingParams,
-               cancel: threading.Event | None = None) -> Iterator[str]:
+               cancel: threading.Event | None = None, outcome: Outcome | None = None) -> Iterator[str]:
         users = [m["content"] for m in messages if m.get("role") == "user"]
         text = self.answer(users[-1] if users else "")
         for piece in re.findall(r"\S+\s*|\s+", text):
             if cancel is not None and cancel.is_set():
                 return
             yield piece
+        if outcome is not None:  # a recorded answer is served whole: its own length, not max_tokens
+            outcome.completion_tokens = self.count_tokens(text)
+            outcome.finish_reason = "stop"
 
     def count_tokens(self, text: str | Sequence[Message]) -> int:
         return self._counter.count(text)

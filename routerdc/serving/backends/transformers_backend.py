@@ -11,7 +11,7 @@ import threading
 from typing import Any, Iterator, Sequence
 
 from ..config import ModelSpec
-from .base import BackendError, BackendUnavailable, Message, SamplingParams, check_fits
+from .base import BackendError, BackendUnavailable, Message, Outcome, SamplingParams, check_fits
 from .tokens import PromptCounter
 
 
@@ -85,7 +85,7 @@ class TransformersBackend:
 
     # ------------------------------------------------------------------ generation
     def stream(self, messages: Sequence[Message], params: SamplingParams,
-               cancel: threading.Event | None = None) -> Iterator[str]:
+               cancel: threading.Event | None = None, outcome: Outcome | None = None) -> Iterator[str]:
         import torch
         from transformers import StoppingCriteriaList, TextIteratorStreamer
 
@@ -95,7 +95,8 @@ class TransformersBackend:
         prompt = self._counter.render(messages)
         tok = self._counter.tokenizer
         ids = tok(prompt, return_tensors="pt", add_special_tokens=self.spec.prompt_format == "completion")
-        params = check_fits(self.spec, int(ids["input_ids"].shape[1]), params)
+        n_prompt = int(ids["input_ids"].shape[1])
+        params = check_fits(self.spec, n_prompt, params)
         model = self._load()
         streamer = TextIteratorStreamer(tok, skip_prompt=True, skip_special_tokens=True, timeout=60.0)
         kwargs: dict[str, Any] = dict(
@@ -110,6 +111,7 @@ class TransformersBackend:
         if params.stop:
             kwargs.update(stop_strings=list(params.stop), tokenizer=tok)
         errors: list[BaseException] = []
+        generated: list[Any] = []
 
         def run() -> None:
             with self._gen_lock:
@@ -117,7 +119,7 @@ class TransformersBackend:
                     if params.seed is not None:
                         torch.manual_seed(params.seed)
                     with torch.inference_mode():
-                        model.generate(**kwargs)
+                        generated.append(model.generate(**kwargs)[0, n_prompt:].tolist())
                 except BaseException as exc:  # surfaced in the consumer thread
                     errors.append(exc)
                     streamer.end()
@@ -134,11 +136,31 @@ class TransformersBackend:
                     yield chunk
             if errors:
                 raise BackendError(self.spec.name, f"generation failed: {errors[0]}") from errors[0]
+            worker.join(timeout=5.0)
+            if outcome is not None and generated:
+                self._report(outcome, generated[0], n_prompt, params, model)
         finally:
             cancel.set()  # also when the consumer stops early or closes the generator
             worker.join(timeout=5.0)
             with self._active_lock:
                 self.active -= 1
+
+    def _report(self, outcome: Outcome, new_ids: list[int], n_prompt: int, params: SamplingParams,
+                model: Any) -> None:
+        """Counts from the generated ids themselves; ``length`` only when max_tokens ended it."""
+        tok = self._counter.tokenizer
+        eos = model.generation_config.eos_token_id
+        eos_ids = set(eos if isinstance(eos, (list, tuple)) else [] if eos is None else [eos])
+        pad = tok.pad_token_id if tok.pad_token_id is not None else None
+        while new_ids and pad is not None and new_ids[-1] == pad and pad not in eos_ids:
+            new_ids = new_ids[:-1]
+        outcome.prompt_tokens = n_prompt
+        outcome.completion_tokens = len(new_ids)
+        ended = bool(new_ids) and new_ids[-1] in eos_ids
+        if not ended and params.stop and len(new_ids) >= params.max_tokens:
+            tail = tok.decode(new_ids[-32:], skip_special_tokens=True)
+            ended = any(tail.endswith(s) for s in params.stop)
+        outcome.finish_reason = "length" if len(new_ids) >= params.max_tokens and not ended else "stop"
 
     def close(self) -> None:
         self._model = None
