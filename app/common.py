@@ -169,7 +169,10 @@ def status_markdown(ctx: AppContext, key: str | None) -> str:
     n = sum(len(e.set) for e in ctx.data.entries)
     where = ctx.data.data_dir or "(no data directory)"
     lines.append(f"- **Data**: {len(ctx.data.entries)} score sets, {n:,} queries from `{where}`")
-    for err in ctx.data.errors[:5]:
+    fetch = getattr(ctx, "fetch", None)
+    if fetch is not None:
+        lines.append(fetch.status_line())
+    for err in ctx.data.errors[:5] if fetch is None or fetch.finished.is_set() else ():
         lines.append(f"  - unavailable: {err}")
     for note in ctx.data.notes[:5]:
         lines.append(f"  - note: {note.split(' (rows')[0]}")

@@ -544,6 +544,7 @@ class AppContext:
     training: TrainingStatus = field(default_factory=TrainingStatus)
     started_at: float = field(default_factory=time.time)
     generation: object | None = None  # app.generation.Generation, with a models config
+    fetch: object | None = None  # app.data_fetch.DataFetch: the score data downloading in the background
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _map_threads: dict[str, threading.Thread] = field(default_factory=dict)
     _preloaded: dict[str, Future] = field(default_factory=dict)
@@ -555,6 +556,9 @@ class AppContext:
                preload: "Preload | None" = None) -> "AppContext":
         data = preload.data.result() if preload is not None else load_data(settings)
         ctx = cls(settings=settings, data=data)
+        from .data_fetch import start_fetch  # an empty data directory: download the data in the background
+
+        ctx.fetch = start_fetch(ctx)
         if settings.models_config:
             from .generation import Generation
 

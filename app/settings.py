@@ -15,6 +15,7 @@
 | --max-rows | ROUTERDC_MAX_ROWS | 0 = all rows of each data set (a cap makes tests fast) |
 | --torch-threads | ROUTERDC_TORCH_THREADS | 1 (several threads contend badly on small CPUs) |
 | --engine | ROUTERDC_ENGINE | auto: the inference layer's pick for this router and machine (measured once, after the map; an ONNX pick starts without torch); or torch, torch-bf16, int8, onnx, onnx-int8 |
+| --no-fetch-data | ROUTERDC_FETCH_DATA=0 | on: an empty data directory is filled in the background from ROUTERDC_DATA_URL (default: the official repository) |
 """
 
 from __future__ import annotations
@@ -61,6 +62,7 @@ class Settings:
     eval_max_per_task: int = 500
     extra_checkpoints: tuple[str, ...] = field(default=())
     discover: bool = True  # list the routers under checkpoints/, runs/ and the runs dir
+    fetch_data: bool = True  # download the score data in the background when the data directory is empty
 
     def __post_init__(self) -> None:
         if self.engine not in ENGINE_CHOICES:
@@ -91,6 +93,7 @@ class Settings:
             max_rows=int(_env("ROUTERDC_MAX_ROWS", default="0")),  # type: ignore[arg-type]
             torch_threads=int(_env("ROUTERDC_TORCH_THREADS", default="1")),  # type: ignore[arg-type]
             engine=_env("ROUTERDC_ENGINE", default="auto"),  # type: ignore[arg-type]
+            fetch_data=_env("ROUTERDC_FETCH_DATA", default="1") not in ("0", "false", "no"),
         )
         return replace(s, **overrides)  # type: ignore[arg-type]
 
@@ -117,6 +120,8 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[Settings, argparse.Na
     p.add_argument("--engine", choices=ENGINE_CHOICES, default=base.engine,
                    help="the inference layer's engine; auto: the fastest on this machine that routes like torch "
                         "fp32 (measured once after the map, then cached; an ONNX pick starts without torch)")
+    p.add_argument("--no-fetch-data", dest="fetch_data", action="store_false", default=base.fetch_data,
+                   help="do not download the score data when the data directory is empty")
     p.add_argument("--prepare", action="store_true",
                    help="compute and cache the default router's map and ONNX form, then exit")
     p.add_argument("--ship-map", action="store_true",
@@ -127,5 +132,5 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[Settings, argparse.Na
                 launch_llms=a.launch_llms,
                 host=a.host, port=a.port, cache_dir=a.cache_dir, runs_dir=a.runs_dir,
                 map_method=a.map_method, map_per_set=a.map_per_set, max_rows=a.max_rows,
-                torch_threads=a.torch_threads, engine=a.engine)
+                torch_threads=a.torch_threads, engine=a.engine, fetch_data=a.fetch_data)
     return s, a

@@ -17,6 +17,7 @@ class Behaviour:
     cut_once: dict[str, int] = field(default_factory=dict)  # url path -> bytes sent before the connection drops (once)
     corrupt: set[str] = field(default_factory=set)  # url paths served with one byte flipped
     ignore_range: bool = False
+    hold: threading.Event | None = None  # when set: every response waits for it (a slow download)
     requests: list[tuple[str, str | None]] = field(default_factory=list)  # (url path, Range header)
 
 
@@ -36,6 +37,8 @@ class FileServer:
 
             def do_GET(self) -> None:  # noqa: N802 - http.server's name
                 b = server.behaviour
+                if b.hold is not None:
+                    b.hold.wait(60)
                 rng = self.headers.get("Range")
                 b.requests.append((self.path, rng))
                 path = server.root / self.path.lstrip("/")
