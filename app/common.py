@@ -138,7 +138,10 @@ def device_line() -> str:
             return "an NVIDIA driver is present; torch (and CUDA) load with the first training or evaluation"
         return f"CPU; no GPU: no NVIDIA driver on this machine, so {slow}"
     if torch.cuda.is_available():
-        return f"GPU {torch.cuda.get_device_name(0)}; routing runs on the CPU copy of the router"
+        import os
+
+        where = "CUDA" if (os.environ.get("ROUTERDC_DEVICE") or "cpu").startswith("cuda") else "the CPU copy of the router"
+        return f"GPU {torch.cuda.get_device_name(0)}; routing runs on {where}"
     return (f"CPU ({torch.get_num_threads()} torch thread(s)); no GPU: CUDA is not available on "
             f"this machine, so {slow}")
 

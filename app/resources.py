@@ -452,7 +452,9 @@ def _load_view(key: str, threads: int, cache_dir: str | None = None, engine: str
 
     t0 = time.perf_counter()
     folder = Path(key)
-    routing = load_router(key, engine, "cpu", threads=threads, cache_dir=cache_dir, measure=False)
+    # $ROUTERDC_DEVICE: cuda on the GPU Space (deploy/gpu-space, with ROUTERDC_ENGINE=torch); default cpu.
+    device = os.environ.get("ROUTERDC_DEVICE") or "cpu"
+    routing = load_router(key, engine, device, threads=threads, cache_dir=cache_dir, measure=False)
     return RouterView(key, None, folder, time.perf_counter() - t0, engine=routing, torch_threads=threads,
                       fingerprint=router_fingerprint(folder))
 

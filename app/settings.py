@@ -14,6 +14,7 @@
 | --map-per-set | ROUTERDC_MAP_PER_SET | 250 queries per data set on the map |
 | --max-rows | ROUTERDC_MAX_ROWS | 0 = all rows of each data set (a cap makes tests fast) |
 | --torch-threads | ROUTERDC_TORCH_THREADS | 1 (several threads contend badly on small CPUs) |
+| (no option) | ROUTERDC_DEVICE | cpu: the torch router's device (cuda on the GPU Space, with ROUTERDC_ENGINE=torch) |
 | --engine | ROUTERDC_ENGINE | auto: the inference layer's pick for this router and machine (measured once, after the map; an ONNX pick starts without torch); or torch, torch-bf16, int8, onnx, onnx-int8 |
 | --no-fetch-data | ROUTERDC_FETCH_DATA=0 | on: an empty data directory is filled in the background from ROUTERDC_DATA_URL (default: the official repository) |
 """
