@@ -133,3 +133,10 @@ def test_cli_fetches_every_file_of_the_manifest(data_dir, tmp_path, capsys, monk
     url = f"http://127.0.0.1:{_free_port()}"
     assert main(["data", "fetch", "--dest", str(tmp_path / "d2"), "--url", url, "--retries", "0", "--quiet"]) == 2
     assert "download failed after 1 attempt(s): ConnectError" in capsys.readouterr().err
+
+
+def test_unwritable_destination_is_a_clear_error(small, server, tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    with pytest.raises(FetchError, match="cannot create the data directory"):
+        fetch(blocker / "data", url=server.url, files=small[:1])

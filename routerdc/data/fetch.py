@@ -155,7 +155,10 @@ def fetch(dest: str | os.PathLike, *, url: str | None = None, files: Sequence[Re
     with httpx.Client(timeout=timeout, follow_redirects=True, headers={"Accept-Encoding": "identity"}) as client:
         for f in todo:
             target = root / f.path
-            target.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                target.parent.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise FetchError(f"cannot create the data directory {target.parent}: {exc}") from None
             attempt = 0
             while True:
                 try:
@@ -167,6 +170,8 @@ def fetch(dest: str | os.PathLike, *, url: str | None = None, files: Sequence[Re
                     if attempt > retries:
                         raise FetchError(f"{f.path}: download failed after {attempt} attempt(s): {exc}") from None
                     time.sleep(backoff * attempt)
+                except OSError as exc:  # the destination: not writable, full disk
+                    raise FetchError(f"{f.path}: cannot write into {root}: {exc}") from None
             downloaded.append(f.path)
             done_bytes += f.size
             report(len(present) + len(downloaded), 0)
