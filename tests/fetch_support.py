@@ -17,7 +17,7 @@ class Behaviour:
     cut_once: dict[str, int] = field(default_factory=dict)  # url path -> bytes sent before the connection drops (once)
     corrupt: set[str] = field(default_factory=set)  # url paths served with one byte flipped
     ignore_range: bool = False
-    hold: threading.Event | None = None  # when set: every response waits for it (a slow download)
+    hold: threading.Event | None = None  # until it is set, bodies trickle out one byte a second (a slow download)
     requests: list[tuple[str, str | None]] = field(default_factory=list)  # (url path, Range header)
 
 
@@ -37,8 +37,6 @@ class FileServer:
 
             def do_GET(self) -> None:  # noqa: N802 - http.server's name
                 b = server.behaviour
-                if b.hold is not None:
-                    b.hold.wait(60)
                 rng = self.headers.get("Range")
                 b.requests.append((self.path, rng))
                 path = server.root / self.path.lstrip("/")
@@ -71,7 +69,12 @@ class FileServer:
                     self.wfile.flush()
                     self.close_connection = True
                     return
-                self.wfile.write(body)
+                sent = 0
+                while b.hold is not None and not b.hold.wait(1.0) and sent < len(body) - 1:
+                    self.wfile.write(body[sent:sent + 1])  # keeps the client's read timeout alive
+                    self.wfile.flush()
+                    sent += 1
+                self.wfile.write(body[sent:])
 
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.httpd.daemon_threads = True

@@ -53,7 +53,18 @@ def test_empty_data_dir_is_filled_in_the_background(data_dir, tmp_path, monkeypa
     view = ctx.get_router(ctx.default_key)
     assert ctx.wait_map(view, 120), view.map_state  # the map is computed over the downloaded data
     assert len(view.pool.texts) == 40  # 20 per set of the router's 7 LLMs (RouterBench's 11 are not on it)
-    # A restart finds the data there and downloads nothing.
+    # A page opened before the data came gets them from its 2-s poll: Train's and Evaluate's sets,
+    # the examples; then the poll stops.
+    from app.main import create_app
+
+    demo = create_app(ctx.settings, ctx)
+    tick = next(f.fn for f in demo.fns.values() if f.name == "tick")
+    status, train_sets, eval_sets, examples, timer = tick(ctx.default_key)
+    assert "Data download**: done" in status and timer.active is False
+    assert [k for _, k in train_sets["choices"]] == ["routerdc/train/humaneval"]
+    assert sorted(k for _, k in eval_sets["choices"]) == ["routerdc/test/humaneval", "routerdc/train/humaneval"]
+    assert examples.visible and len(examples.samples) == len(ctx.data.examples()) > 0
+        # A restart finds the data there and downloads nothing.
     assert AppContext.create(_settings(tmp_path), load_default=False).fetch is None
 
 
