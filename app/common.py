@@ -176,7 +176,10 @@ def device_line() -> str:
             return "an NVIDIA driver is present; torch (and CUDA) load with the first training or evaluation"
         return f"CPU; no GPU: no NVIDIA driver on this machine, so {slow}"
     if torch.cuda.is_available():
-        return f"GPU {torch.cuda.get_device_name(0)}; routing runs on the CPU copy of the router"
+        import os
+
+        where = "CUDA" if (os.environ.get("ROUTERDC_DEVICE") or "cpu").startswith("cuda") else "the CPU copy of the router"
+        return f"GPU {torch.cuda.get_device_name(0)}; routing runs on {where}"
     return (f"CPU ({torch.get_num_threads()} torch thread(s)); no GPU: CUDA is not available on "
             f"this machine, so {slow}")
 
@@ -207,7 +210,10 @@ def status_markdown(ctx: AppContext, key: str | None) -> str:
     n = sum(len(e.set) for e in ctx.data.entries)
     where = strip_paths(str(ctx.data.data_dir)) if ctx.data.data_dir else "(no data directory)"
     lines.append(f"- **Data**: {len(ctx.data.entries)} score sets, {n:,} queries from `{where}`")
-    for err in ctx.data.errors[:5]:
+    fetch = getattr(ctx, "fetch", None)
+    if fetch is not None:
+        lines.append(fetch.status_line())
+    for err in ctx.data.errors[:5] if fetch is None or fetch.finished.is_set() else ():
         lines.append(f"  - unavailable: {clean_message(str(err))}")
     for note in ctx.data.notes[:5]:
         lines.append(f"  - note: {note.split(' (rows')[0]}")

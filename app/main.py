@@ -16,9 +16,9 @@ from .common import guarded, status_markdown
 from .evaluate_tab import build_evaluate_tab, sets_update
 from .explore_tab import build_explore_tab, colour_radio
 from .resources import AppContext, Preload
-from .route_tab import build_route_tab
+from .route_tab import build_route_tab, examples_args
 from .settings import ROOT, Settings, parse_args
-from .train_tab import build_train_tab
+from .train_tab import build_train_tab, shipped_choices
 
 log = logging.getLogger("routerdc.app")
 
@@ -56,11 +56,11 @@ def create_app(settings: Settings | None = None, ctx: AppContext | None = None) 
         colour = colour_radio()
         with gr.Tabs(elem_id="tabs"):
             with gr.Tab("Route", id="route", elem_id="tab-route"):
-                build_route_tab(ctx, router_key, routed, map_plot, colour)
+                route = build_route_tab(ctx, router_key, routed, map_plot, colour)
             with gr.Tab("Explore", id="explore", elem_id="tab-explore") as explore_tab:
                 explore = build_explore_tab(ctx, router_key, routed, map_plot, colour)
             with gr.Tab("Train", id="train", elem_id="tab-train"):
-                build_train_tab(ctx, router_key, picker, status)
+                train = build_train_tab(ctx, router_key, picker, status)
             with gr.Tab("Evaluate", id="evaluate", elem_id="tab-evaluate"):
                 ev = build_evaluate_tab(ctx, router_key)
 
@@ -78,9 +78,30 @@ def create_app(settings: Settings | None = None, ctx: AppContext | None = None) 
         refresh_status.click(lambda k: status_markdown(ctx, k), [router_key], [status], api_name="status",
                              queue=False)
         demo.load(lambda k: status_markdown(ctx, k), [router_key], [status], api_visibility="private", queue=False)
+        if ctx.fetch is not None:
+            _poll_data_fetch(ctx, router_key, status, train["shipped"], ev["sets"], route["examples"])
     demo.state_session_capacity = BOUNDS.state_session_capacity  # also when mounted (launch() sets it too)
     demo.ctx = ctx  # type: ignore[attr-defined]  # for tests and benchmarks
     return demo
+
+
+def _poll_data_fetch(ctx: AppContext, router_key: gr.State, status: gr.Markdown, train_sets, eval_sets,
+                     examples: gr.Dataset) -> None:
+    """While the score data download (app.data_fetch), each page's status follows it every 2 s;
+    once it has finished, the page's data choices and examples are filled in and the polling stops."""
+    timer = gr.Timer(2.0)
+
+    def tick(key):
+        if not ctx.fetch.finished.is_set():
+            return status_markdown(ctx, key), gr.skip(), gr.skip(), gr.skip(), gr.Timer(active=True)
+        choices, default = shipped_choices(ctx)
+        ex = examples_args(ctx.data.examples())
+        return (status_markdown(ctx, key), gr.update(choices=choices, value=default), sets_update(ctx, key),
+                gr.Dataset(samples=ex["examples"], sample_labels=ex["example_labels"], label=ex["label"],
+                           visible=bool(ex["examples"])), gr.Timer(active=False))
+
+    timer.tick(tick, [router_key], [status, train_sets, eval_sets, examples, timer], api_visibility="private",
+               queue=False)
 
 
 def launch_kwargs(settings: Settings) -> dict:
@@ -182,6 +203,8 @@ def main(argv: Sequence[str] | None = None, settings: Settings | None = None, ar
         atexit.register(ctx.generation.close)  # stops the vLLM servers launched by the app
     log.info("loaded in %.1f s: router %s", time.perf_counter() - t0, ctx.default_key)
     if args.prepare:
+        if ctx.fetch is not None and not ctx.fetch.wait():
+            print(f"the score data download failed: {ctx.fetch.detail}", file=sys.stderr)
         if not ctx.default_key:
             print("no router to prepare a map for: " + " ".join(ctx.notes), file=sys.stderr)
             return 2

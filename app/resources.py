@@ -456,7 +456,9 @@ def _load_view(key: str, threads: int, cache_dir: str | None = None, engine: str
 
     t0 = time.perf_counter()
     folder = Path(key)
-    routing = load_router(key, engine, "cpu", threads=threads, cache_dir=cache_dir, measure=False)
+    # $ROUTERDC_DEVICE: cuda on the GPU Space (deploy/gpu-space, with ROUTERDC_ENGINE=torch); default cpu.
+    device = os.environ.get("ROUTERDC_DEVICE") or "cpu"
+    routing = load_router(key, engine, device, threads=threads, cache_dir=cache_dir, measure=False)
     return RouterView(key, None, folder, time.perf_counter() - t0, engine=routing, torch_threads=threads,
                       fingerprint=router_fingerprint(folder))
 
@@ -548,6 +550,7 @@ class AppContext:
     training: TrainingStatus = field(default_factory=TrainingStatus)
     started_at: float = field(default_factory=time.time)
     generation: object | None = None  # app.generation.Generation, with a models config
+    fetch: object | None = None  # app.data_fetch.DataFetch: the score data downloading in the background
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _map_threads: dict[str, threading.Thread] = field(default_factory=dict)
     _preloaded: dict[str, Future] = field(default_factory=dict)
@@ -559,6 +562,9 @@ class AppContext:
                preload: "Preload | None" = None) -> "AppContext":
         data = preload.data.result() if preload is not None else load_data(settings)
         ctx = cls(settings=settings, data=data)
+        from .data_fetch import start_fetch  # an empty data directory: download the data in the background
+
+        ctx.fetch = start_fetch(ctx)
         if settings.models_config:
             from .generation import Generation
 

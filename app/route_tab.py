@@ -133,10 +133,9 @@ def build_route_tab(ctx: AppContext, router_key: gr.State, routed: gr.State, map
                 clear_btn = gr.ClearButton([query], value="Clear")
             temperature = gr.Slider(0.05, 5.0, value=1.0, step=0.05, elem_id="temperature",
                                     label="Temperature tau (re-renders without re-encoding)")
-            if examples:
-                gr.Examples([[q] for q, _ in examples], inputs=[query], label="Examples from the score sets "
-                            f"({len(examples)}: every task, English and Chinese)", example_labels=[
-                                f"{lab}: {q[:60]}" for q, lab in examples], examples_per_page=12)
+            # Hidden while there are no data (they may be downloading: app.data_fetch fills it in).
+            examples_box = gr.Examples(**examples_args(examples), inputs=[query], examples_per_page=12,
+                                       visible=bool(examples))
         with gr.Column(scale=4):
             chosen_md = gr.Markdown("Route a query to see the router's choice.", elem_id="chosen")
             bar = gr.Plot(label="Routing probabilities", elem_id="route-plot")
@@ -225,4 +224,10 @@ def build_route_tab(ctx: AppContext, router_key: gr.State, routed: gr.State, map
                         concurrency_id="route", show_progress="hidden")
     return {"query": query, "route_btn": route_btn, "temperature": temperature, "chosen": chosen_md, "bar": bar,
             "answer": answer_md, "stop": stop_btn, "scores": scores_df, "neighbours": neigh_df, "json": result_json, "last": last,
-            "clear": clear_btn}
+            "clear": clear_btn, "examples": examples_box.dataset}
+
+
+def examples_args(examples: list[tuple[str, str]]) -> dict[str, Any]:
+    """The examples, their labels and the box's label: for ``gr.Examples`` and ``gr.Dataset``."""
+    return {"examples": [[q] for q, _ in examples], "example_labels": [f"{lab}: {q[:60]}" for q, lab in examples],
+            "label": f"Examples from the score sets ({len(examples)}: every task, English and Chinese)"}

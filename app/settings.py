@@ -14,9 +14,11 @@
 | --map-per-set | ROUTERDC_MAP_PER_SET | 250 queries per data set on the map |
 | --max-rows | ROUTERDC_MAX_ROWS | 0 = all rows of each data set (a cap makes tests fast) |
 | --torch-threads | ROUTERDC_TORCH_THREADS | 1 (several threads contend badly on small CPUs) |
+| (no option) | ROUTERDC_DEVICE | cpu: the torch router's device (cuda on the GPU Space, with ROUTERDC_ENGINE=torch) |
 | --engine | ROUTERDC_ENGINE | auto: the inference layer's pick for this router and machine (measured once, after the map; an ONNX pick starts without torch); or torch, torch-bf16, int8, onnx, onnx-int8 |
 | --api-key | ROUTERDC_API_KEY | none: the routed API at /v1 (with a models config) is mounted only on a loopback --host |
 | --allow-unauthenticated | ROUTERDC_ALLOW_UNAUTHENTICATED=1 | off: mount /v1 without a key on a public --host |
+| --no-fetch-data | ROUTERDC_FETCH_DATA=0 | on: an empty data directory is filled in the background from ROUTERDC_DATA_URL (default: the official repository) |
 """
 
 from __future__ import annotations
@@ -66,6 +68,7 @@ class Settings:
     discover: bool = True  # list the routers under checkpoints/, runs/ and the runs dir
     api_keys: tuple[str, ...] = ()  # keys for the routed API at /v1 (and its /docs, /openapi.json)
     allow_unauthenticated: bool = False  # mount /v1 without a key on a non-loopback host
+    fetch_data: bool = True  # download the score data in the background when the data directory is empty
 
     def __post_init__(self) -> None:
         if self.engine not in ENGINE_CHOICES:
@@ -98,6 +101,7 @@ class Settings:
             engine=_env("ROUTERDC_ENGINE", default="auto"),  # type: ignore[arg-type]
             api_keys=_keys(_env("ROUTERDC_API_KEY")),
             allow_unauthenticated=_env("ROUTERDC_ALLOW_UNAUTHENTICATED", default="0") not in ("0", "", "false", "no"),
+            fetch_data=_env("ROUTERDC_FETCH_DATA", default="1") not in ("0", "false", "no"),
         )
         return replace(s, **overrides)  # type: ignore[arg-type]
 
@@ -134,6 +138,8 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[Settings, argparse.Na
                    help="key for the routed API at /v1 (repeatable or comma-separated; default: $ROUTERDC_API_KEY)")
     p.add_argument("--allow-unauthenticated", action="store_true", default=base.allow_unauthenticated,
                    help="mount the routed API without a key on a non-loopback --host")
+    p.add_argument("--no-fetch-data", dest="fetch_data", action="store_false", default=base.fetch_data,
+                   help="do not download the score data when the data directory is empty")
     p.add_argument("--prepare", action="store_true",
                    help="compute and cache the default router's map and ONNX form, then exit")
     p.add_argument("--ship-map", action="store_true",
@@ -144,6 +150,6 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[Settings, argparse.Na
                 launch_llms=a.launch_llms,
                 host=a.host, port=a.port, cache_dir=a.cache_dir, runs_dir=a.runs_dir,
                 map_method=a.map_method, map_per_set=a.map_per_set, max_rows=a.max_rows,
-                torch_threads=a.torch_threads, engine=a.engine,
+                torch_threads=a.torch_threads, engine=a.engine, fetch_data=a.fetch_data,
                 api_keys=_keys(a.api_key) or base.api_keys, allow_unauthenticated=a.allow_unauthenticated)
     return s, a

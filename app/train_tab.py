@@ -27,15 +27,20 @@ def _safe_name(name: str) -> str:
     return name[:40] or "router"
 
 
+def shipped_choices(ctx: AppContext) -> tuple[list[tuple[str, str]], list[str]]:
+    """The shipped training sets (choices) and the default selection: the paper's five."""
+    train_entries = [e for e in ctx.data.entries if e.role == "train"]
+    return ([(e.label, e.key) for e in train_entries],
+            [e.key for e in train_entries if e.family == "routerdc"][:5])
+
+
 def build_train_tab(ctx: AppContext, router_key: gr.State, router_picker: gr.Dropdown,
                     status_md: gr.Markdown) -> dict[str, Any]:
     cancels: dict[str, threading.Event] = {}  # run id -> cancel flag (shared: one run at a time)
-    train_entries = [e for e in ctx.data.entries if e.role == "train"]
+    choices, default = shipped_choices(ctx)
     with gr.Row():
         with gr.Column(scale=2):
-            shipped = gr.CheckboxGroup([(e.label, e.key) for e in train_entries], label="Shipped training sets",
-                                       value=[e.key for e in train_entries if e.family == "routerdc"][:5],
-                                       elem_id="train-sets")
+            shipped = gr.CheckboxGroup(choices, label="Shipped training sets", value=default, elem_id="train-sets")
             uploads = gr.File(label="…or upload score files (.json, .jsonl, .csv; all with the same LLMs)",
                               file_count="multiple", file_types=[".json", ".jsonl", ".csv"], elem_id="train-upload")
             name = gr.Textbox(label="Name of the new router", value="my-router", elem_id="train-name")
@@ -234,4 +239,4 @@ def build_train_tab(ctx: AppContext, router_key: gr.State, router_picker: gr.Dro
     use.click(do_use, [trained_key], [router_key, router_picker, status_md], api_name="use_trained",
               concurrency_id="route")
     return {"start": start, "cancel": cancel, "use": use, "progress": progress_md, "loss": loss_plot,
-            "acc": acc_plot, "trained_key": trained_key}
+            "acc": acc_plot, "trained_key": trained_key, "shipped": shipped}

@@ -1,6 +1,6 @@
 """Command line: ``python -m routerdc {cluster,train,calibrate,evaluate,export,route,serve,serve-llms,
 add-llm,remove-llm,costs,
-import-lm-eval,collect}``.
+import-lm-eval,collect,data}``.
 
 Every command takes ``--data-dir`` (else ``$ROUTERDC_DATA``, else ``../shared/data``); data
 files may be given relative to it.
@@ -113,11 +113,13 @@ def build_parser() -> argparse.ArgumentParser:
     add_serve_llms_arguments(sub.add_parser("serve-llms", help="launch a vLLM server per 'vllm' candidate"))
     from .cli_costs import add_costs_command
     from .cli_collect import add_collect_commands
+    from .cli_data import add_data_command
     from .cli_fleet import add_fleet_commands
 
     add_fleet_commands(sub)
     add_costs_command(sub)
     add_collect_commands(sub)
+    add_data_command(sub)
     return parser
 
 
@@ -337,7 +339,8 @@ COMMANDS = {"cluster": cmd_cluster, "train": cmd_train, "calibrate": cmd_calibra
             "serve-llms": _lazy(".serving.launcher", "cmd_serve_llms"),
             "add-llm": _lazy(".cli_fleet", "cmd_add_llm"), "remove-llm": _lazy(".cli_fleet", "cmd_remove_llm"),
             "costs": _lazy(".cli_costs", "cmd_costs"),
-            "import-lm-eval": _lazy(".cli_collect", "cmd_import_lm_eval"), "collect": _lazy(".cli_collect", "cmd_collect")}
+            "import-lm-eval": _lazy(".cli_collect", "cmd_import_lm_eval"), "collect": _lazy(".cli_collect", "cmd_collect"),
+            "data": _lazy(".cli_data", "cmd_data")}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

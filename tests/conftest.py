@@ -16,6 +16,9 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 # router (minutes on 2 cores); tests/test_inference.py tests auto itself.
 os.environ.setdefault("ROUTERDC_ENGINE", "torch")
 os.environ.setdefault("ROUTERDC_PROBE_PER_TASK", "2")  # where auto does measure: 16 probe queries
+# No test downloads the score data from the official repository: a fetch that a test did not point
+# at its own 127.0.0.1 server goes to the discard port of the loopback and fails at once.
+os.environ.setdefault("ROUTERDC_DATA_URL", "http://127.0.0.1:9")
 
 
 @pytest.fixture(autouse=True, scope="session")

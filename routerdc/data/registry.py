@@ -86,13 +86,19 @@ def task_label(task: str) -> str:
     return info.label if info else task
 
 
-def resolve_data_dir(data_dir: str | os.PathLike | None = None) -> Path:
-    """The score-data directory: the argument, else ``$ROUTERDC_DATA``, else ``../shared/data``."""
+def data_dir_path(data_dir: str | os.PathLike | None = None) -> Path:
+    """Where the score data are (or go): the argument, else ``$ROUTERDC_DATA``, else
+    ``../shared/data`` beside the checkout; unchecked (``data fetch`` creates it)."""
     if data_dir is None:
         data_dir = os.environ.get(DATA_ENV)
     if data_dir is None:
         data_dir = Path(__file__).resolve().parents[2].parent / "shared" / "data"
-    path = Path(data_dir).expanduser()
+    return Path(data_dir).expanduser()
+
+
+def resolve_data_dir(data_dir: str | os.PathLike | None = None) -> Path:
+    """The score-data directory: the argument, else ``$ROUTERDC_DATA``, else ``../shared/data``."""
+    path = data_dir_path(data_dir)
     if not path.is_dir():
         raise DataError(
             f"data directory {str(path)!r} does not exist; pass --data-dir or set {DATA_ENV}"
