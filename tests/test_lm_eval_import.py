@@ -324,3 +324,24 @@ def test_paper_task_files_load_into_the_harness_index():
     for name in ("routerdc_gsm8k_train", "routerdc_mmlu_5shot", "routerdc_cmmlu_5shot", "routerdc_ceval_5shot",
                  "routerdc_arc", "routerdc_code_n10", "tiny_mc", "tiny_gen"):
         assert name in index, name
+
+
+@pytest.mark.slow
+def test_the_imported_file_trains_in_the_app(collected):
+    """The Train tab takes the imported JSONL as an upload and trains a router over its LLMs."""
+    from gradio_client import Client, handle_file
+
+    from tests.app_support.server import app_server
+
+    srv = app_server()
+    try:
+        client = Client(srv.url, verbose=False)
+        # shipped, uploads, name, frozen, projection, steps, batch, rows, eval_every, lr, head_lr, tau, lam,
+        # K+, K-, H, n clusters, re-cluster, calibrate
+        outputs = client.predict([], [handle_file(str(collected["out"]))], "from-lm-eval", True, True, 4, 4, 0, 2,
+                                 5e-5, 1e-2, 1.0, 1.0, 1, 1, 1, 2, False, True, api_name="/train")
+        assert outputs[0].startswith("Finished") and "from-lm-eval" in outputs[0], outputs[0]
+        trained = next(k for k in srv.ctx.known if k.endswith("from-lm-eval"))
+        assert set(srv.ctx.get_router(trained).llms) == set(TINY_NAMES)
+    finally:
+        srv.demo.close()
