@@ -81,18 +81,18 @@ def run_cost_sweep(specs: Mapping[str, Sequence[str]], loaded: dict[str, Any], t
     from .baselines import KNNRouter
     from .cost_sweep import sweep
     from .embed_cache import cached_embeddings, embedding_key, router_embeddings
+    from .inference import default_engine, load_router
     from .model import RouterDC
 
     routers = {}
     for label, dirs in specs.items():
         for d in dirs:
             routers[label if len(dirs) == 1 else f"{label} [{Path(d).name}]"] = (
-                loaded[d] if d in loaded else RouterDC.from_pretrained(d))
+                loaded[d] if d in loaded else load_router(d, args.engine or default_engine(), data_dir=args.data_dir))
     given = {}
     for label, r in routers.items():
-        keys = r.llm_embeddings.weight.detach().float().cpu().numpy()
         embs = [router_embeddings(r, s.queries, key=embedding_key(r)) for s in test_sets]
-        given[label] = (r.config, keys, embs)
+        given[label] = (r.config, r.keys, embs)
     knn_scores = None
     if train_sets:
         first = next(iter(routers.values()))

@@ -338,10 +338,12 @@ def test_the_imported_file_trains_in_the_app(collected):
         client = Client(srv.url, verbose=False)
         # shipped, uploads, name, frozen, projection, steps, batch, rows, eval_every, lr, head_lr, tau, lam,
         # K+, K-, H, n clusters, re-cluster, calibrate
-        outputs = client.predict([], [handle_file(str(collected["out"]))], "from-lm-eval", True, True, 4, 4, 0, 2,
+        outputs = client.predict([], [handle_file(str(collected["out"]))], "from-lm-eval", True, True, 4, 4, 40, 2,
                                  5e-5, 1e-2, 1.0, 1.0, 1, 1, 1, 2, False, True, api_name="/train")
         assert outputs[0].startswith("Finished") and "from-lm-eval" in outputs[0], outputs[0]
-        trained = next(k for k in srv.ctx.known if k.endswith("from-lm-eval"))
-        assert set(srv.ctx.get_router(trained).llms) == set(TINY_NAMES)
+        from routerdc.checkpoint import read_config
+
+        saved = read_config(srv.ctx.training.output_dir)
+        assert set(saved["router"]["llm_names"]) == set(TINY_NAMES)
     finally:
         srv.demo.close()
