@@ -23,14 +23,13 @@ are untouched; the offsets are stored in the router's config (``llm_bias``).
 from __future__ import annotations
 
 import os
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 
-from .checkpoint import CONFIG_NAME, atomic_dir, read_config, write_json
+from .checkpoint import read_config, write_config
 from .data import ScoreSet
 from .evaluate import query_values
 
@@ -168,11 +167,5 @@ def calibrate_checkpoint(folder: str | os.PathLike, sets: Sequence[ScoreSet], *,
     meta["router"] = {**meta["router"], "llm_bias": list(result.bias)}
     meta["calibration"] = {**result.to_dict(), "tasks": [s.task for s in sets],
                            "sources": [s.source for s in sets]}
-    out = Path(output) if output is not None else folder
-    if out.resolve() == folder.resolve():
-        write_json(folder / CONFIG_NAME, meta)
-    else:
-        with atomic_dir(out) as tmp:
-            shutil.copytree(folder, tmp, dirs_exist_ok=True)
-            write_json(tmp / CONFIG_NAME, meta)
+    write_config(folder, meta, output)
     return result

@@ -49,6 +49,23 @@ def write_json(path: Path, obj: Any) -> None:
     write_bytes(path, json_bytes(obj))
 
 
+def write_config(folder: str | os.PathLike, meta: dict[str, Any], output: str | os.PathLike | None = None) -> Path:
+    """Give the router in ``folder`` the config ``meta``: rewrite its ``config.json`` in place
+    (atomically; the weights untouched) or, with another ``output``, write a copy of the folder with
+    the new config there in one atomic step. Returns where the router now is."""
+    import shutil
+
+    folder = Path(folder)
+    out = Path(output) if output is not None else folder
+    if out.resolve() == folder.resolve():
+        write_json(folder / CONFIG_NAME, meta)
+    else:
+        with atomic_dir(out) as tmp:
+            shutil.copytree(folder, tmp, dirs_exist_ok=True)
+            write_json(tmp / CONFIG_NAME, meta)
+    return out
+
+
 def read_config(folder: str | os.PathLike) -> dict[str, Any]:
     """The routerdc config of ``folder``; :class:`CheckpointError` if it is not a router folder."""
     folder = Path(folder)

@@ -28,7 +28,7 @@ def add_costs_command(sub: Any) -> None:
 
 
 def cmd_costs(args: argparse.Namespace) -> int:
-    from .checkpoint import atomic_dir, read_config, write_json
+    from .checkpoint import read_config, write_config
     from .cost_curve import mean_costs
     from .data import load_many, resolve_file
 
@@ -58,16 +58,7 @@ def cmd_costs(args: argparse.Namespace) -> int:
                   "prompt_tokens": prompt, "answer_tokens": args.answer_tokens}
     meta["router"] = {**meta["router"], "llm_cost": [recorded[n] for n in names]}
     meta["costs"] = source
-    folder = Path(args.checkpoint)
-    out = Path(args.output) if args.output else folder
-    if out.resolve() == folder.resolve():
-        write_json(folder / "config.json", meta)
-    else:
-        import shutil
-
-        with atomic_dir(out) as tmp:
-            shutil.copytree(folder, tmp, dirs_exist_ok=True)
-            write_json(tmp / "config.json", meta)
+    out = write_config(args.checkpoint, meta, args.output)
     print(json.dumps({"output": str(out), "llm_cost": dict(zip(names, meta["router"]["llm_cost"])), **source}, indent=2))
     return 0
 
