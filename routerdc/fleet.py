@@ -189,8 +189,7 @@ def _write(router: Any, folder: Path, output: Path, names: tuple[str, ...], keys
     included = meta.get("encoder_weights", "included") == "included"
     history = [*meta.get("fleet_changes", []), {**record, "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
                                                 "llm_names": list(names)}]
-    extra = {k: v for k, v in meta.items() if k in ("calibration",)}
-    extra["calibration"] = {**cal.to_dict(), "tasks": [s.task for s in sets], "sources": [s.source for s in sets]}
+    calibration = {**cal.to_dict(), "tasks": [s.task for s in sets], "sources": [s.source for s in sets]}
     train_json = folder / "train.json"
     extra_json = {}
     if train_json.exists():
@@ -199,7 +198,7 @@ def _write(router: Any, folder: Path, output: Path, names: tuple[str, ...], keys
         extra_json["train.json"] = json.loads(train_json.read_text(encoding="utf-8"))
     new.save_pretrained(output, include_encoder=included, recipe=meta.get("recipe"), metrics={},
                         dtype=dtype if isinstance(dtype, torch.dtype) else None,
-                        extra_meta={**extra, "fleet_changes": history}, extra_json=extra_json)
+                        extra_meta={"calibration": calibration, "fleet_changes": history}, extra_json=extra_json)
     return cal.before, cal.after
 
 
