@@ -14,6 +14,11 @@ playwright_api = pytest.importorskip("playwright.sync_api")
 
 from tests.app_support.server import ARTIFACTS, app_server  # noqa: E402
 
+# Plotly renders a figure some seconds after its data arrive; on a loaded 2-core machine that can
+# exceed Playwright's default 5 s for an assertion, so assertions wait up to 30 s (pages and
+# handlers keep their own, longer timeouts).
+playwright_api.expect.set_options(timeout=30_000)
+
 CHROMIUM = os.environ.get("ROUTERDC_CHROMIUM", "/usr/bin/chromium")
 ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
         "--disable-sync", "--no-first-run", "--disable-quic", "--disable-dev-shm-usage"]
