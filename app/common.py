@@ -19,7 +19,7 @@ from gradio.components.plot import PlotData
 
 from routerdc.checkpoint import CheckpointError
 from routerdc.data import DataError
-from routerdc.encoder import EncoderError
+from routerdc.model.encoder import EncoderError
 from routerdc.limits import BOUNDS
 
 from . import plots

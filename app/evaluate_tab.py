@@ -98,7 +98,7 @@ def build_evaluate_tab(ctx: AppContext, router_key: gr.State) -> dict[str, Any]:
                 col = {name_: i for i, name_ in enumerate(sets[0].llms)}
                 choices.append(np.asarray([col[x] for x in routing.llms], dtype=np.int64))
         label = f"RouterDC ({view.name})"
-        from routerdc.compare import comparison_table  # noqa: PLC0415 - keeps start-up light
+        from routerdc.evaluate.compare import comparison_table  # noqa: PLC0415 - keeps start-up light
 
         df = comparison_table(sets, {label: choices}, id_tasks=_id_tasks(view))
         shown = df.round(2).reset_index()

@@ -143,8 +143,8 @@ def router_fingerprint(folder: Path, *, embeddings_only: bool = False) -> str:
     shipped 45 MB): a copy or a fresh clone of the same router finds the same cached map and ONNX
     form, and any change to its files gives a new identity. ``embeddings_only`` leaves out the
     calibrated routing offsets, which change no embedding (the map's cache key)."""
-    from routerdc.embed_cache import checkpoint_key
-    from routerdc.embedding_map import map_key
+    from routerdc.inference.embed_cache import checkpoint_key
+    from routerdc.inference.embedding_map import map_key
 
     return map_key(checkpoint_key(folder, embeddings_only=embeddings_only))
 
@@ -154,7 +154,7 @@ SHIPPED_MAP_DIR = "maps"  # a router folder may ship its map here (see RouterVie
 
 def map_file_name(fingerprint: str, method: str, texts: Sequence[str]) -> str:
     """The map file of a router (by content) over exactly ``texts``, fitted with ``method``."""
-    from routerdc.embedding_map import map_key
+    from routerdc.inference.embedding_map import map_key
 
     return f"map-{map_key(fingerprint, method, texts=texts)}.npz"
 
@@ -167,7 +167,7 @@ def _pool_seed(entry_key: str) -> int:
 
 def _read_map(path: Path, n: int, n_llms: int):
     """``(map, raw embeddings)`` from ``path``, or ``(None, None)`` when it is unusable (logged)."""
-    from routerdc.embedding_map import load_map
+    from routerdc.inference.embedding_map import load_map
 
     try:
         emap, extra = load_map(path)
@@ -242,7 +242,7 @@ class RouterView:
         self.torch_threads = torch_threads
         self.fingerprint = fingerprint or router_fingerprint(folder)
         self.pool: Pool | None = None
-        self.emap = None  # routerdc.embedding_map.EmbeddingMap once ready
+        self.emap = None  # routerdc.inference.embedding_map.EmbeddingMap once ready
         self.pool_raw: np.ndarray | None = None  # (n, d) projected embeddings
         self.pool_routed: np.ndarray | None = None
         self.map_state = "not computed"
@@ -255,7 +255,7 @@ class RouterView:
 
     @property
     def router(self):
-        """The torch :class:`~routerdc.model.RouterDC`, loaded on first use."""
+        """The torch :class:`~routerdc.model.router.RouterDC`, loaded on first use."""
         if self._router is None:
             with self._load_lock:
                 if self._router is None:
@@ -313,7 +313,7 @@ class RouterView:
     def embed_set(self, s: ScoreSet, cache_dir: str | None) -> np.ndarray:
         """Projected embeddings of a whole set, through the on-disk cache when the encoder is
         frozen (the cache holds pre-projection vectors)."""
-        from routerdc.embed_cache import router_embeddings
+        from routerdc.inference.embed_cache import router_embeddings
 
         with self._emb_lock:
             return router_embeddings(self.engine, s.queries, cache_dir=cache_dir)
@@ -334,8 +334,8 @@ class RouterView:
     def compute_map(self, data: DataBank, *, per_set: int, method: str, cache_dir: str | None,
                     on_state: Callable[[str], None] | None = None) -> None:
         """Build the pool, then load the map from the disk cache or fit and store it."""
-        from routerdc.embed_cache import default_cache_dir
-        from routerdc.embedding_map import fit_map, save_map
+        from routerdc.inference.embed_cache import default_cache_dir
+        from routerdc.inference.embedding_map import fit_map, save_map
 
         with self._map_lock:
             if self.emap is not None:
@@ -386,7 +386,7 @@ class RouterView:
         """Write the computed map into the router's folder (``maps/``, compact: float16, compressed),
         with which rows of which data files its points are, so that a fresh clone of the router
         starts with its map. Call after :meth:`compute_map`."""
-        from routerdc.embedding_map import save_map
+        from routerdc.inference.embedding_map import save_map
 
         if self.emap is None or self.pool is None or self.pool_raw is None:
             raise RuntimeError(f"{self.name}: no map to ship ({self.map_state})")
@@ -406,7 +406,7 @@ class RouterView:
                         files=np.asarray(files), rows=np.asarray([r for _, r in self.pool.entry_rows], dtype=np.int64))
 
     def _embed_pool(self, data: DataBank, pool: Pool, cache_dir: str | None) -> np.ndarray:
-        from routerdc.embed_cache import cache_path, encoder_key, router_embeddings
+        from routerdc.inference.embed_cache import cache_path, encoder_key, router_embeddings
 
         if encoder_key(self.engine) is None:
             return self.embed(pool.texts)

@@ -104,7 +104,7 @@ def build_train_tab(ctx: AppContext, router_key: gr.State, router_picker: gr.Dro
 
     def train(shipped_keys, files, name_, frozen_, proj_, steps_, batch_, rows_, eval_every_, lr_, head_lr_, tau_,
               lam_, k_pos_, k_neg_, n_neg_, n_clusters_, recluster_, calibrate_=True, progress=gr.Progress()):
-        from routerdc.trainer import TrainConfig, Trainer
+        from routerdc.train.trainer import TrainConfig, Trainer
 
         try:
             sets, llms, names = _gather(shipped_keys, files)

@@ -36,12 +36,12 @@ DEFAULT_OUTPUT = Path(__file__).resolve().parent / "results" / "train_bf16.json"
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
-    from routerdc.batching import Collator, length_grouped_batches, pretokenize
+    from routerdc.train.batching import Collator, length_grouped_batches, pretokenize
     from routerdc.data import balance, load_many, paper_files
     from routerdc.inference.features import cpu_features
-    from routerdc.losses import router_loss
-    from routerdc.model import RouterDC
-    from routerdc.train_config import TrainConfig
+    from routerdc.model.losses import router_loss
+    from routerdc.model.router import RouterDC
+    from routerdc.train.config import TrainConfig
 
     info = machine_info()
     if args.threads:

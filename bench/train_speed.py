@@ -2,7 +2,7 @@
 
 Both variants take real training steps on the real MiniLM encoder: the balanced paper training
 data (5 tasks x 1000 rows, cluster ids as groups), the RouterDC loss
-(``routerdc.losses.router_loss`` with the paper's defaults) and AdamW (lr 5e-5, weight decay 0.01):
+(``routerdc.model.losses.router_loss`` with the paper's defaults) and AdamW (lr 5e-5, weight decay 0.01):
 
   (a) naive: every query padded to 512 tokens, random batches, attention dropout on (the
       encoder config's 0.1, as the official code trains);
@@ -58,11 +58,11 @@ def child(variant: str, args: argparse.Namespace) -> dict[str, Any]:
     import numpy as np
     import torch
 
-    from routerdc.batching import Collator, length_grouped_batches, pretokenize
+    from routerdc.train.batching import Collator, length_grouped_batches, pretokenize
     from routerdc.data import balance, load_many, paper_files
-    from routerdc.losses import router_loss
-    from routerdc.model import RouterDC
-    from routerdc.train_config import TrainConfig
+    from routerdc.model.losses import router_loss
+    from routerdc.model.router import RouterDC
+    from routerdc.train.config import TrainConfig
 
     spec = VARIANTS[variant]
     if args.threads:

@@ -15,10 +15,10 @@ __version__ = "0.1.0"
 _LAZY = {
     "ScoreSet": "routerdc.data", "DataError": "routerdc.data", "load_scores": "routerdc.data",
     "load_many": "routerdc.data", "balance": "routerdc.data", "paper_files": "routerdc.data",
-    "RouterDC": "routerdc.model", "RouterConfig": "routerdc.model",
+    "RouterDC": "routerdc.model.router", "RouterConfig": "routerdc.routing", "Routing": "routerdc.routing",
     "CheckpointError": "routerdc.checkpoint",
-    "TrainConfig": "routerdc.trainer", "Trainer": "routerdc.trainer", "train": "routerdc.trainer",
-    "results_table": "routerdc.evaluate",
+    "TrainConfig": "routerdc.train.config", "Trainer": "routerdc.train.trainer", "train": "routerdc.train.trainer",
+    "results_table": "routerdc.evaluate.metrics",
     "load_router": "routerdc.inference", "Router": "routerdc.inference",
 }
 

@@ -1,6 +1,6 @@
-"""``python -m routerdc``: see :mod:`routerdc.cli`."""
+"""``python -m routerdc``: see :mod:`routerdc.cli.main`."""
 
-from .cli import main
+from routerdc.cli.main import main
 
 if __name__ == "__main__":
     raise SystemExit(main())

@@ -19,7 +19,7 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .io import atomic_dir, write_bytes
+from routerdc.io import atomic_dir, write_bytes
 
 __all__ = ["atomic_dir", "write_json", "json_bytes", "read_config", "save_state_dict", "load_state_dict",
            "CheckpointError"]
@@ -139,7 +139,7 @@ def load_state_dict(folder: Path) -> dict[str, "torch.Tensor"]:
 def list_routers(folder: str | os.PathLike, *, sweep: bool = True) -> list[Path]:
     """The router folders directly in ``folder``, newest first. Left-overs of killed writes
     (``.X.tmp-*``, ``.X.old-*``) are never listed; with ``sweep`` stale ones are removed first."""
-    from .io import is_leftover, sweep_stale
+    from routerdc.io import is_leftover, sweep_stale
 
     folder = Path(folder)
     if not folder.is_dir():

@@ -25,8 +25,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from .data.lm_eval_import import import_runs, read_run
-from .data.scoreset import DataError, ScoreSet
+from routerdc.data.lm_eval_import import import_runs, read_run
+from routerdc.data.scoreset import DataError, ScoreSet
 
 
 @dataclass(frozen=True)

@@ -4,13 +4,13 @@ rule over query embeddings and LLM keys, in numpy).
 
     p(t | x) = softmax_t( (sim(E(x), k_t) + b_t - lambda * c_t) / tau ),   sim = cosine (default) or inner product
 
-b_t are per-LLM offsets fitted after training by :mod:`routerdc.calibration` (``llm_bias``);
+b_t are per-LLM offsets fitted after training by :mod:`routerdc.train.calibration` (``llm_bias``);
 without them (``None``, the paper's rule) b = 0. lambda >= 0 is a cost weight chosen at routing
 time and c_t the LLM's expected cost per query (``llm_cost``, dollars) scaled to [0, 1] over the
 fleet (:func:`normalized_costs`: the cheapest 0, the dearest 1); lambda = 0 (the default) is the
 rule without costs, bit for bit.
 
-:mod:`routerdc.model` (torch) and :mod:`routerdc.onnx_engine` (ONNX Runtime) both compute E(x);
+:mod:`routerdc.model.router` (torch) and :mod:`routerdc.inference.onnx` (ONNX Runtime) both compute E(x);
 this module is shared by them and by the app, which routes without importing torch.
 """
 
@@ -22,8 +22,8 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from .checkpoint import CheckpointError
-from .encoder import DEFAULT_ENCODER, NORMALIZATIONS, POOLINGS
+from routerdc.checkpoint import CheckpointError
+from routerdc.model.encoder import DEFAULT_ENCODER, NORMALIZATIONS, POOLINGS
 
 __all__ = ["SIMILARITIES", "RouterConfig", "Routing", "check_cost_weight", "normalized_costs", "route_embeddings",
            "similarities"]
@@ -45,9 +45,9 @@ class RouterConfig:
         projection: a d x d linear map (identity-initialised) after pooling.
         init_std: standard deviation of the LLM embeddings' normal initialisation.
         normalization: text normalisation before tokenising: ``none``, ``anyascii`` or
-            ``translit-unk`` (see :func:`routerdc.encoder.normalize_texts`).
+            ``translit-unk`` (see :func:`routerdc.model.encoder.normalize_texts`).
         llm_bias: one offset b_t per LLM added to the similarity before the temperature
-            (fitted by :func:`routerdc.calibration.fit_llm_bias`); ``None``: all zero.
+            (fitted by :func:`routerdc.train.calibration.fit_llm_bias`); ``None``: all zero.
         llm_cost: each LLM's expected cost per query in dollars (e.g. the mean recorded cost on
             the training files), for cost-weighted routing; ``None``: unknown.
     """

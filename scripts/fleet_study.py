@@ -1,5 +1,5 @@
 """Fleet changes on the paper's data: remove each LLM from a router and add it back from the
-training files (``routerdc.fleet``), then evaluate, against the router that had all 7 from the start.
+training files (``routerdc.train.fleet``), then evaluate, against the router that had all 7 from the start.
 
     python scripts/fleet_study.py [--checkpoint checkpoints/routerdc-minilm] [--work runs/fleet]
 
@@ -25,12 +25,12 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def main(argv: Sequence[str] | None = None) -> int:
     from routerdc.checkpoint import read_config
-    from routerdc.compare import comparison_table, router_choices
+    from routerdc.evaluate.compare import comparison_table, router_choices
     from routerdc.data import load_many, paper_files, resolve_file
     from routerdc.data.registry import PAPER_ID_TASKS
-    from routerdc.embed_cache import embedding_key
-    from routerdc.fleet import add_llm, remove_llm
-    from routerdc.model import RouterDC
+    from routerdc.inference.embed_cache import embedding_key
+    from routerdc.train.fleet import add_llm, remove_llm
+    from routerdc.model.router import RouterDC
 
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--checkpoint", default=str(ROOT / "checkpoints" / "routerdc-minilm"))

@@ -61,7 +61,7 @@ def calibration_section(config: dict) -> list[str]:
     out = [
         "## Calibration", "",
         "After training, one offset `b_t` per LLM was fitted on all "
-        f"{cal['n_queries']:,} training queries (`python -m routerdc calibrate`; `routerdc/calibration.py`): "
+        f"{cal['n_queries']:,} training queries (`python -m routerdc calibrate`; `routerdc/train/calibration.py`): "
         "coordinate ascent over a grid maximises the training-set average, the same criterion as the checkpoint "
         f"selection. Training-set average {cal['train_avg_before']:.2f} → {cal['train_avg_after']:.2f}; the encoder "
         "and the LLM embeddings are unchanged.", "",

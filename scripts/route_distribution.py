@@ -29,10 +29,10 @@ def distribution_markdown(name: str, llms: Sequence[str], tasks: Sequence[str], 
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from routerdc.compare import router_choices
+    from routerdc.evaluate.compare import router_choices
     from routerdc.data import load_many, paper_files
-    from routerdc.embed_cache import embedding_key
-    from routerdc.model import RouterDC
+    from routerdc.inference.embed_cache import embedding_key
+    from routerdc.model.router import RouterDC
 
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("checkpoints", nargs="+")

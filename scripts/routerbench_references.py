@@ -17,8 +17,8 @@ FILES = ("arc_challenge_test.csv", "mbpp_test.csv", "winograde_test.csv")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from routerdc.cost_curve import aiq, point
-    from routerdc.cost_sweep import pooled
+    from routerdc.evaluate.cost_curve import aiq, point
+    from routerdc.evaluate.cost_sweep import pooled
     from routerdc.data import load_scores, resolve_data_dir
 
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])

@@ -31,7 +31,7 @@ def unk_stats(tokenizer, texts: Sequence[str], max_length: int = 512) -> dict[st
 
 def main(argv: Sequence[str] | None = None) -> int:
     from routerdc.data import load_many, paper_files
-    from routerdc.encoder import NORMALIZATIONS, load_tokenizer, normalize_texts
+    from routerdc.model.encoder import NORMALIZATIONS, load_tokenizer, normalize_texts
 
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--encoder", default="all-MiniLM-L6-v2")

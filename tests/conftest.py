@@ -52,7 +52,7 @@ def data_dir() -> Path:
 @pytest.fixture(scope="session")
 def minilm_router():
     """A fresh RouterDC over four LLMs with the real embedded MiniLM encoder (read-only use)."""
-    from routerdc.model import RouterDC
+    from routerdc.model.router import RouterDC
 
     return RouterDC.build(LLMS, seed=0)
 

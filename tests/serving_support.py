@@ -69,7 +69,7 @@ def tiny_llms() -> dict[str, Path]:
 
 def build_router(folder: Path, llm_names) -> Path:
     """An untrained router (real MiniLM encoder) over ``llm_names``."""
-    from routerdc.model import RouterDC
+    from routerdc.model.router import RouterDC
 
     if not (folder / "config.json").exists():
         RouterDC.build(list(llm_names)).save_pretrained(folder)

@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from routerdc.embedding_map import EmbeddingMap, fit_map, load_map, map_key, nearest, place, save_map
+from routerdc.inference.embedding_map import EmbeddingMap, fit_map, load_map, map_key, nearest, place, save_map
 
 
 def _clusters(n=60, d=16, seed=0):
@@ -142,8 +142,8 @@ def test_app_import_is_light():
 
 def test_a_calibrated_copy_reuses_the_map_but_routes_with_its_offsets(minilm_router, tiny_set, tmp_path):
     from app.resources import DataBank, DataEntry, RouterView
-    from routerdc.calibration import calibrate_checkpoint
-    from routerdc.model import RouterDC
+    from routerdc.train.calibration import calibrate_checkpoint
+    from routerdc.model.router import RouterDC
 
     minilm_router.save_pretrained(tmp_path / "plain")
     calibrate_checkpoint(tmp_path / "plain", [tiny_set], output=tmp_path / "cal")
@@ -182,7 +182,7 @@ def test_compact_map_round_trip_is_small_and_close(tmp_path):
 
 def test_a_router_that_ships_its_map_starts_with_it(minilm_router, tiny_set, tmp_path):
     from app.resources import DataBank, DataEntry, RouterView
-    from routerdc.model import RouterDC
+    from routerdc.model.router import RouterDC
 
     minilm_router.save_pretrained(tmp_path / "r")
     bank = DataBank([DataEntry("t/train/mmlu", "t", "train", tiny_set, str(tmp_path / "data" / "mmlu.json"))],
@@ -212,7 +212,7 @@ def test_a_router_that_ships_its_map_starts_with_it(minilm_router, tiny_set, tmp
 
 def test_the_background_engine_measurement_runs_in_a_separate_low_priority_process(minilm_router, tmp_path):
     from app.resources import RouterView, onnx_dir, prepare_engine
-    from routerdc.model import RouterDC
+    from routerdc.model.router import RouterDC
 
     minilm_router.save_pretrained(tmp_path / "r")
     view = RouterView("r", RouterDC.from_pretrained(tmp_path / "r"), tmp_path / "r")

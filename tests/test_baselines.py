@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from routerdc.baselines import KNNRouter, MLPRouter
+from routerdc.evaluate.baselines import KNNRouter, MLPRouter
 
 # Four training points on the unit circle, and their scores for 3 LLMs.
 TRAIN_X = np.array([[1.0, 0.0], [0.0, 1.0], [-1.0, 0.0], [0.0, -1.0]])

@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 import torch
 
-from routerdc.calibration import DEFAULT_GRID, _sweep_values, calibrate, calibrate_checkpoint, fit_llm_bias, objective
+from routerdc.train.calibration import DEFAULT_GRID, _sweep_values, calibrate, calibrate_checkpoint, fit_llm_bias, objective
 from routerdc.checkpoint import CheckpointError
 from routerdc.data import ScoreSet
-from routerdc.embed_cache import checkpoint_key
-from routerdc.model import RouterDC
+from routerdc.inference.embed_cache import checkpoint_key
+from routerdc.model.router import RouterDC
 from routerdc.routing import RouterConfig, route_embeddings
 
 from .conftest import LLMS
@@ -172,7 +172,7 @@ def test_a_config_with_wrong_offsets_is_refused(saved_router):
 
 
 def test_calibrate_cli(saved_router, tiny_set, tmp_path, capsys):
-    from routerdc.cli import main
+    from routerdc.cli.main import main
     from routerdc.data import write_jsonl
 
     data = write_jsonl([tiny_set], tmp_path / "train.jsonl")

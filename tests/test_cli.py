@@ -9,9 +9,9 @@ import sys
 import numpy as np
 import pytest
 
-from routerdc.cli import build_parser, main
+from routerdc.cli.main import build_parser, main
 from routerdc.data import load_score_set, paper_files, write_jsonl
-from routerdc.trainer import TrainConfig, train
+from routerdc.train.trainer import TrainConfig, train
 
 
 @pytest.fixture(scope="module")
@@ -122,7 +122,7 @@ def test_evaluate_seeds_mean_and_spread(frozen_checkpoint, data_dir, tmp_path, c
 def test_aggregate_seeds_hand_values():
     import pandas as pd
 
-    from routerdc.compare import aggregate_seeds
+    from routerdc.evaluate.compare import aggregate_seeds
 
     df = pd.DataFrame({"A": [10.0, 20.0, 30.0, 1.0]}, index=["s0", "s1", "s2", "other"])
     values, spread = aggregate_seeds(df, {"ours": ["s0", "s1", "s2"]})
@@ -143,7 +143,7 @@ def test_route_int8_matches_fp32_format(frozen_checkpoint, tmp_path):
 
 
 def test_export_fp16_sharded(minilm_router, tmp_path):
-    from routerdc.model import RouterDC
+    from routerdc.model.router import RouterDC
 
     src = minilm_router.save_pretrained(tmp_path / "fp32", recipe={"steps": 5, "train_tasks": ["mmlu"]},
                                         metrics={"train/avg": 50.0})

@@ -1,5 +1,5 @@
 """Cost-weighted routing (routing.route_embeddings with a cost weight) and the quality-vs-cost
-curve (routerdc.cost_curve: upper convex hull, AIQ, cost to match)."""
+curve (routerdc.evaluate.cost_curve: upper convex hull, AIQ, cost to match)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import dataclasses
 import numpy as np
 import pytest
 
-from routerdc.cost_curve import aiq, cost_to_match, point, upper_hull
+from routerdc.evaluate.cost_curve import aiq, cost_to_match, point, upper_hull
 from routerdc.routing import RouterConfig, normalized_costs, route_embeddings
 
 
@@ -89,9 +89,9 @@ def test_costs_and_the_cost_sweep_commands_on_routerbench(data_dir, tmp_path):
     routes by cost, and `evaluate --cost-sweep` writes every method's curve and AIQ."""
     import json
 
-    from routerdc.cli import main
+    from routerdc.cli.main import main
     from routerdc.data import load_scores, write_jsonl
-    from routerdc.model import RouterDC
+    from routerdc.model.router import RouterDC
 
     rb = data_dir / "routerbench" / "routerbench_zs"
     train = [s.subset(np.arange(40)) for f in ("arc_challenge_train.csv", "mbpp_train.csv")

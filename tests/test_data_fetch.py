@@ -7,7 +7,7 @@ import socket
 
 import pytest
 
-from routerdc.cli import main
+from routerdc.cli.main import main
 from routerdc.data.fetch import FetchError, RemoteFile, build_manifest, check, fetch, load_manifest, sha256_file
 from tests.fetch_support import FileServer, official_layout
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from routerdc.data.scoreset import DataError, ScoreSet
-from routerdc.evaluate import (
+from routerdc.evaluate.metrics import (
     accuracy,
     oracle_accuracy,
     query_correct,

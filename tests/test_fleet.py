@@ -1,4 +1,4 @@
-"""Fleet changes without retraining the encoder (routerdc.fleet, add-llm / remove-llm).
+"""Fleet changes without retraining the encoder (routerdc.train.fleet, add-llm / remove-llm).
 
 A hand-built toy with a known answer: a frozen-MiniLM router whose two keys sit on history and
 cooking queries; a third LLM that is the only one to score on arithmetic is added from scores
@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from routerdc.data import ScoreSet, write_jsonl
-from routerdc.fleet import FleetError, add_llm, remove_llm
+from routerdc.train.fleet import FleetError, add_llm, remove_llm
 
 ROOT = Path(__file__).resolve().parent.parent
 TOPICS = {
@@ -44,7 +44,7 @@ def two_llm_router(tmp_path_factory):
     """A frozen-encoder router over a, b with keys on the history and cooking queries."""
     import torch
 
-    from routerdc.model import RouterDC
+    from routerdc.model.router import RouterDC
 
     r = RouterDC.build(("a", "b"), seed=0)
     with torch.no_grad():
@@ -56,7 +56,7 @@ def two_llm_router(tmp_path_factory):
 
 
 def _routed(folder: Path, topic: str) -> list[str]:
-    from routerdc.model import RouterDC
+    from routerdc.model.router import RouterDC
 
     return RouterDC.from_pretrained(folder).route(TOPICS[topic]).llms
 
@@ -73,7 +73,7 @@ def test_an_added_llm_takes_exactly_the_queries_it_is_best_at(two_llm_router, tm
     assert cfg["fleet_changes"][-1]["op"] == "add" and cfg["fleet_changes"][-1]["llm"] == "c"
     assert cfg["calibration"]["train_avg_after"] == pytest.approx(100.0)
     # the encoder and the old keys are untouched
-    from routerdc.model import RouterDC
+    from routerdc.model.router import RouterDC
 
     old, new = RouterDC.from_pretrained(two_llm_router), RouterDC.from_pretrained(tmp_path / "abc")
     np.testing.assert_array_equal(new.llm_embeddings.weight[:2].detach().numpy(),
@@ -87,7 +87,7 @@ def test_a_removed_llm_is_never_picked_and_the_others_keep_theirs(two_llm_router
                         cache_dir=tmp_path / "cache")
     assert change.llm_names == ("a", "c")
     every = [q for qs in TOPICS.values() for q in qs]
-    from routerdc.model import RouterDC
+    from routerdc.model.router import RouterDC
 
     routing = RouterDC.from_pretrained(tmp_path / "ac").route(every)
     assert routing.probs.shape == (len(every), 2) and "b" not in routing.llms
@@ -115,7 +115,7 @@ def test_bad_fleet_changes_are_refused_and_write_nothing(two_llm_router, tmp_pat
 
 
 def test_the_commands_write_a_router_that_routes(two_llm_router, tmp_path):
-    from routerdc.cli import main
+    from routerdc.cli.main import main
 
     write_jsonl([_set(("a", "b", "c"))], tmp_path / "scores.jsonl")
     assert main(["add-llm", "--checkpoint", str(two_llm_router), "--llm", "c", "--scores",
@@ -139,8 +139,8 @@ def test_the_commands_write_a_router_that_routes(two_llm_router, tmp_path):
 def test_fit_key_minimises_the_sample_llm_loss_over_the_new_key():
     import torch
 
-    from routerdc.fleet import fit_key
-    from routerdc.losses import sample_llm_loss
+    from routerdc.train.fleet import fit_key
+    from routerdc.model.losses import sample_llm_loss
 
     rng = np.random.default_rng(0)
     emb = rng.normal(size=(60, 8)).astype(np.float32)

@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from routerdc.data import ScoreSet
-from routerdc.model import RouterDC
-from routerdc.trainer import TrainConfig, train
+from routerdc.model.router import RouterDC
+from routerdc.train.trainer import TrainConfig, train
 
 pytestmark = pytest.mark.gpu
 

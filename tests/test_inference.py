@@ -170,7 +170,7 @@ def test_micro_batcher_alone_waits_at_most_the_window(minilm_router):
 
 
 def test_cli_route_says_which_engine(saved_router, tmp_path, capsys):
-    from routerdc.cli import main
+    from routerdc.cli.main import main
 
     src = tmp_path / "queries.txt"
     src.write_text("\n".join(QUERIES[:3]) + "\n", encoding="utf-8")

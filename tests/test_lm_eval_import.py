@@ -17,7 +17,7 @@ import pytest
 
 pytest.importorskip("lm_eval")
 
-from routerdc.cli import main  # noqa: E402
+from routerdc.cli.main import main  # noqa: E402
 from routerdc.data import DataError  # noqa: E402
 from routerdc.data.formats import load_scores  # noqa: E402
 from routerdc.data.lm_eval_import import import_runs, read_run  # noqa: E402

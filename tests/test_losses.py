@@ -1,4 +1,4 @@
-"""Tests for routerdc.losses: hand-computed values, per-row reference loops, edge cases."""
+"""Tests for routerdc.model.losses: hand-computed values, per-row reference loops, edge cases."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from routerdc.losses import (
+from routerdc.model.losses import (
     RouterLoss,
     router_loss,
     sample_llm_loss,

@@ -12,8 +12,8 @@ import pytest
 import torch
 
 from routerdc.checkpoint import CheckpointError, atomic_dir
-from routerdc.encoder import pool
-from routerdc.model import RouterConfig, RouterDC
+from routerdc.model.encoder import pool
+from routerdc.model.router import RouterConfig, RouterDC
 
 from .conftest import LLMS
 
@@ -156,7 +156,7 @@ def test_atomic_dir_keeps_previous_on_failure(tmp_path):
 
 
 def test_embedding_cache_round_trip(minilm_router, tmp_path):
-    from routerdc.embed_cache import cached_embeddings, encoder_key
+    from routerdc.inference.embed_cache import cached_embeddings, encoder_key
 
     assert encoder_key(minilm_router).startswith("all-MiniLM-L6-v2|pool=cls")
     first = cached_embeddings(minilm_router, QUERIES, cache_dir=tmp_path)
@@ -177,10 +177,10 @@ def test_trained_router_embeddings_are_cached_by_content(tmp_path):
 
     import torch
 
-    from routerdc.compare import router_choices
+    from routerdc.evaluate.compare import router_choices
     from routerdc.data import ScoreSet
-    from routerdc.embed_cache import checkpoint_key, encoder_key
-    from routerdc.model import RouterDC
+    from routerdc.inference.embed_cache import checkpoint_key, encoder_key
+    from routerdc.model.router import RouterDC
 
     torch.manual_seed(0)
     router = RouterDC.build(["a", "b", "c"])
@@ -209,8 +209,8 @@ def test_embedding_key_ignores_the_fleet_and_offsets_but_not_the_encoder(tmp_pat
 
     import torch
 
-    from routerdc.embed_cache import embedding_key, encoder_key
-    from routerdc.model import RouterDC
+    from routerdc.inference.embed_cache import embedding_key, encoder_key
+    from routerdc.model.router import RouterDC
 
     torch.manual_seed(0)
     a = RouterDC.from_pretrained(RouterDC.build(["a", "b", "c"]).save_pretrained(tmp_path / "abc"))
@@ -228,7 +228,7 @@ def test_embedding_key_ignores_the_fleet_and_offsets_but_not_the_encoder(tmp_pat
 
 
 def test_text_normalization_modes(minilm_router):
-    from routerdc.encoder import normalize_texts
+    from routerdc.model.encoder import normalize_texts
 
     tok = minilm_router.tokenizer
     text = "中国的首都是哪里？ ok"

@@ -11,8 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from routerdc import onnx_engine
-from routerdc.onnx_engine import ONNX_FILES, OnnxError, OnnxRouter, export_onnx
+from routerdc.inference import onnx as onnx_engine
+from routerdc.inference.onnx import ONNX_FILES, OnnxError, OnnxRouter, export_onnx
 
 ROOT = Path(__file__).resolve().parent.parent
 SHIPPED = ROOT / "checkpoints" / "routerdc-minilm"
@@ -28,7 +28,7 @@ AWKWARD = [
 
 @pytest.fixture(scope="module")
 def shipped():
-    from routerdc.model import RouterDC
+    from routerdc.model.router import RouterDC
 
     return RouterDC.from_pretrained(SHIPPED)
 
@@ -70,7 +70,7 @@ def test_embeds_and_routes_as_torch_does(shipped, exported):
 
 
 def test_routes_without_importing_torch(exported):
-    code = ("import sys; from routerdc.onnx_engine import OnnxRouter; "
+    code = ("import sys; from routerdc.inference.onnx import OnnxRouter; "
             f"r = OnnxRouter.load({str(exported)!r}).route(['What is 2 + 2?']); "
             "print(r.llms[0]); assert 'torch' not in sys.modules and 'transformers' not in sys.modules")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
@@ -80,7 +80,7 @@ def test_routes_without_importing_torch(exported):
 
 
 def test_translit_unk_normalisation_is_applied(minilm_router, tmp_path):
-    from routerdc.model import RouterDC
+    from routerdc.model.router import RouterDC
 
     router = RouterDC(minilm_router.config.__class__(**{**minilm_router.config.to_dict(),
                                                         "normalization": "translit-unk"}),

@@ -1,4 +1,4 @@
-"""Int8 dynamic quantization (routerdc.quantize): a faithful, inference-only copy of the router.
+"""Int8 dynamic quantization (routerdc.inference.int8): a faithful, inference-only copy of the router.
 
 Tolerances. The int8 encoder perturbs each query embedding a little: cosine(fp32, int8) was
 >= 0.989 on 497 real test queries and >= 0.99 on the ones below; the bound is 0.97 so that other
@@ -22,7 +22,7 @@ import torch
 
 from routerdc.data import TASKS as TASKS_INFO
 from routerdc.data import load_score_set, paper_files
-from routerdc.quantize import is_quantized, quantize_int8
+from routerdc.inference.int8 import is_quantized, quantize_int8
 
 TASKS = ("gsm8k", "cmmlu", "mbpp", "mmlu")  # math, Chinese, code, general knowledge
 PER_TASK = 5

@@ -98,7 +98,7 @@ def test_recorded_backend_serves_the_recorded_answer(data_dir):
 def test_api_over_recorded_answers(data_dir, tmp_path_factory):
     from fastapi.testclient import TestClient
 
-    from routerdc.model import RouterDC
+    from routerdc.model.router import RouterDC
     from routerdc.serving.api import create_api
     from routerdc.serving.registry import Registry
 
@@ -128,7 +128,7 @@ def test_api_mounts_beside_a_gradio_app(tmp_path_factory):
     import gradio as gr
     from fastapi.testclient import TestClient
 
-    from routerdc.model import RouterDC
+    from routerdc.model.router import RouterDC
     from routerdc.serving.api import create_api
     from routerdc.serving.config import parse_models_config
     from routerdc.serving.registry import Registry

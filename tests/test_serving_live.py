@@ -268,7 +268,7 @@ def test_api_non_streaming_disconnect_aborts_generation(server):
 def test_api_backend_down_gives_fast_error_with_routing(tiny_router):
     from fastapi.testclient import TestClient
 
-    from routerdc.model import RouterDC
+    from routerdc.model.router import RouterDC
     from routerdc.serving.api import create_api
     from routerdc.serving.registry import Registry
 
@@ -288,7 +288,7 @@ def test_api_backend_down_gives_fast_error_with_routing(tiny_router):
 
 
 def test_cli_serve_refuses_a_mismatched_config(tiny, tiny_router, tmp_path, capsys):
-    from routerdc.cli import main
+    from routerdc.cli.main import main
 
     models = _transformers_models(tiny)[:1] + [{"name": "tiny-z", "backend": "transformers", "model": "x"}]
     cfg = write_config(tmp_path / "bad.json", models)

@@ -21,7 +21,7 @@ PER_TASK = 3
 
 @pytest.fixture(scope="module")
 def shipped():
-    from routerdc.model import RouterDC
+    from routerdc.model.router import RouterDC
 
     return RouterDC.from_pretrained(SHIPPED)
 
@@ -81,7 +81,7 @@ def test_it_ships_its_map_for_the_shipped_data(data_dir):
     shipped score data (same router content, same sampled queries), and it names those queries."""
     from app.resources import DataBank, build_pool, map_file_name, router_fingerprint
     from app.settings import Settings
-    from routerdc.embedding_map import load_map
+    from routerdc.inference.embedding_map import load_map
 
     bank = DataBank.load(str(data_dir))
     llms = json.loads((SHIPPED / "config.json").read_text(encoding="utf-8"))["router"]["llm_names"]

@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 import torch
 
-from routerdc.batching import length_grouped_batches, sorted_batches
-from routerdc.cluster import assign_clusters, cluster_embeddings
+from routerdc.train.batching import length_grouped_batches, sorted_batches
+from routerdc.train.cluster import assign_clusters, cluster_embeddings
 from routerdc.data import load_score_set, paper_files
-from routerdc.model import RouterDC
-from routerdc.trainer import TrainConfig, Trainer, train
+from routerdc.model.router import RouterDC
+from routerdc.train.trainer import TrainConfig, Trainer, train
 
 
 @pytest.fixture(scope="module")
@@ -177,7 +177,7 @@ def test_saved_history_includes_the_saved_step(small_sets, tmp_path):
 def test_router_options_cover_the_router_config():
     import dataclasses
 
-    from routerdc.model import RouterConfig
+    from routerdc.model.router import RouterConfig
 
     # llm_bias is fitted after training (TrainConfig.calibrate) and llm_cost comes from the training
     # files' recorded costs: neither is a recipe option.

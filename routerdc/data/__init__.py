@@ -1,12 +1,12 @@
 """Score data: the :class:`ScoreSet` type, file readers, task registry and task balancing."""
 
-from .balance import balance
-from .formats import MISSING, load_many, load_score_set, load_scores, read_queries, to_records, write_jsonl
-from .registry import (
+from routerdc.data.balance import balance
+from routerdc.data.formats import MISSING, load_many, load_score_set, load_scores, read_queries, to_records, write_jsonl
+from routerdc.data.registry import (
     DATA_ENV, PAPER_ID_TASKS, PAPER_OOD_TASKS, TASKS, TaskInfo, canonical_task, paper_files,
     resolve_data_dir, resolve_file, task_label, task_metric,
 )
-from .scoreset import METRICS, DataError, ScoreSet, check_same_llms
+from routerdc.data.scoreset import METRICS, DataError, ScoreSet, check_same_llms
 
 __all__ = [
     "DATA_ENV", "METRICS", "PAPER_ID_TASKS", "PAPER_OOD_TASKS", "TASKS", "DataError", "ScoreSet",

@@ -6,7 +6,7 @@ from typing import Sequence
 
 import numpy as np
 
-from .scoreset import DataError, ScoreSet
+from routerdc.data.scoreset import DataError, ScoreSet
 
 
 def balance(sets: Sequence[ScoreSet], n: int | None = 1000, *, seed: int | None = None) -> list[ScoreSet]:

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable, Sequence
 
-from .scoreset import DataError
+from routerdc.data.scoreset import DataError
 
 URL_ENV = "ROUTERDC_DATA_URL"
 DEFAULT_BASE_URL = "https://raw.githubusercontent.com/shuhao02/RouterDC/main"

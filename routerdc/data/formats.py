@@ -26,9 +26,9 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
-from ..limits import BOUNDS
-from .registry import canonical_task, task_metric
-from .scoreset import METRICS, DataError, ScoreSet
+from routerdc.limits import BOUNDS
+from routerdc.data.registry import canonical_task, task_metric
+from routerdc.data.scoreset import METRICS, DataError, ScoreSet
 
 MISSING: tuple[str, ...] = ("error", "drop", "zero")
 _RESPONSE, _COST = "|model_response", "|total_cost"
@@ -382,7 +382,7 @@ def to_records(s: ScoreSet) -> list[dict[str, Any]]:
 
 def write_jsonl(sets: Sequence[ScoreSet], path: str | os.PathLike) -> Path:
     """Write ``sets`` to one JSONL file in our format (atomically: temp file + rename)."""
-    from ..io import atomic_file
+    from routerdc.io import atomic_file
 
     p = Path(path)
     with atomic_file(p, "w", encoding="utf-8") as f:

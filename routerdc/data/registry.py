@@ -11,7 +11,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from .scoreset import DataError
+from routerdc.data.scoreset import DataError
 
 DATA_ENV = "ROUTERDC_DATA"
 

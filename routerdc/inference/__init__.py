@@ -14,8 +14,8 @@ import os
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from .engines import ENGINES, EngineUnavailable, Sources, build_engine
-from .router import Router
+from routerdc.inference.engines import ENGINES, EngineUnavailable, Sources, build_engine
+from routerdc.inference.router import Router
 
 __all__ = ["ENGINES", "ENGINE_CHOICES", "ENGINE_ENV", "EngineUnavailable", "Router", "default_engine", "load_router",
            "onnx_dir", "router_fingerprint"]
@@ -35,21 +35,21 @@ def default_engine() -> str:
 def router_fingerprint(folder: str | os.PathLike) -> str:
     """Identity of a saved router's content (config and weights): a copy finds the same cached
     ONNX form and engine decision; any change to its files gives a new one."""
-    from ..embed_cache import checkpoint_key
-    from ..embedding_map import map_key
+    from routerdc.inference.embed_cache import checkpoint_key
+    from routerdc.inference.embedding_map import map_key
 
     return map_key(checkpoint_key(folder))
 
 
 def onnx_dir(cache_dir: str | os.PathLike | None, fingerprint: str) -> Path:
     """Where the ONNX form of the router with ``fingerprint`` is cached."""
-    from ..embed_cache import default_cache_dir
+    from routerdc.inference.embed_cache import default_cache_dir
 
     return (Path(cache_dir) if cache_dir else default_cache_dir()) / "onnx" / f"router-{fingerprint}"
 
 
 def _default_device() -> str:
-    from .features import cuda_present
+    from routerdc.inference.features import cuda_present
 
     if cuda_present():
         import torch
@@ -73,7 +73,7 @@ def load_router(folder: str | os.PathLike, engine: str = "auto", device: str | N
         threads: > 0 caps the engine's intra-op threads.
         cache_dir: where the ONNX form and the ``auto`` decision are cached
             (default ``$ROUTERDC_CACHE`` or ``~/.cache/routerdc``).
-        token_budget: padded tokens per batch (default :data:`routerdc.batching.DEFAULT_TOKEN_BUDGET`).
+        token_budget: padded tokens per batch (default :data:`routerdc.train.batching.DEFAULT_TOKEN_BUDGET`).
         max_rows: at most this many queries per batch.
         data_dir: where ``auto`` finds its probe queries (the paper's test files).
         remeasure: ``auto`` measures again instead of reading its cached decision.
@@ -84,7 +84,7 @@ def load_router(folder: str | os.PathLike, engine: str = "auto", device: str | N
     Raises:
         ValueError: an unknown engine; EngineUnavailable: the engine cannot run here.
     """
-    from ..embed_cache import default_cache_dir
+    from routerdc.inference.embed_cache import default_cache_dir
 
     if engine not in ENGINE_CHOICES:
         raise ValueError(f"engine must be one of {ENGINE_CHOICES}, got {engine!r}")
@@ -96,7 +96,7 @@ def load_router(folder: str | os.PathLike, engine: str = "auto", device: str | N
                       loader=loader)
     reason, decision = f"{engine}: asked for", None
     if engine == "auto" and not measure and not remeasure:
-        from .select import decision_path, read_decision
+        from routerdc.inference.select import decision_path, read_decision
 
         decision = read_decision(decision_path(cache, fingerprint, device)) if tuple(candidates) == ENGINES else None
         if decision is None:
@@ -104,7 +104,7 @@ def load_router(folder: str | os.PathLike, engine: str = "auto", device: str | N
                           "meanwhile", token_budget=token_budget, max_rows=max_rows, folder=folder, sources=sources)
         engine, reason = decision.engine, decision.reason + " (decision cached for this router and machine)"
     elif engine == "auto":
-        from .select import choose
+        from routerdc.inference.select import choose
 
         decision, cached = choose(sources, cache, fingerprint, data_dir=data_dir, token_budget=token_budget,
                                   remeasure=remeasure, candidates=candidates)

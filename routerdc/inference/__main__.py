@@ -19,7 +19,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--data-dir", help="where the probe queries come from (the paper's test files)")
     p.add_argument("--remeasure", action="store_true")
     a = p.parse_args(argv)
-    from . import EngineUnavailable, load_router
+    from routerdc.inference import EngineUnavailable, load_router
 
     try:
         router = load_router(a.checkpoint, "auto", a.device, threads=a.threads, cache_dir=a.cache_dir,

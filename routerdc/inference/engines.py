@@ -11,7 +11,7 @@
 ``onnx-int8``   the same graph after ONNX Runtime's dynamic int8 quantization
 ============  ==================================================================================
 
-All engines batch by token budget (:func:`routerdc.batching.token_budget_batches`) and hand
+All engines batch by token budget (:func:`routerdc.train.batching.token_budget_batches`) and hand
 their embeddings to the one routing rule, :func:`routerdc.routing.route_embeddings`.
 """
 
@@ -25,8 +25,8 @@ from typing import Any, Callable, Protocol, Sequence
 
 import numpy as np
 
-from ..routing import RouterConfig
-from .features import cpu_features
+from routerdc.routing import RouterConfig
+from routerdc.inference.features import cpu_features
 
 __all__ = ["ENGINES", "Engine", "EngineUnavailable", "OnnxEngine", "Sources", "TorchEngine", "build_engine",
            "supported"]
@@ -67,7 +67,7 @@ def supported(name: str, device: str) -> str | None:
 
 @dataclass
 class TorchEngine:
-    """A :class:`routerdc.model.RouterDC` (fp32, bf16 autocast or int8-quantized)."""
+    """A :class:`routerdc.model.router.RouterDC` (fp32, bf16 autocast or int8-quantized)."""
 
     model: Any
     name: str = "torch"
@@ -138,7 +138,7 @@ class Sources:
             if self._model is None:
                 import torch
 
-                from ..model import RouterDC
+                from routerdc.model.router import RouterDC
 
                 if self.threads > 0 and not self.device.startswith("cuda"):
                     torch.set_num_threads(self.threads)
@@ -147,7 +147,7 @@ class Sources:
             return self._model
 
     def onnx_folder(self) -> Path:
-        from .onnx import ONNX_FILES, export_onnx
+        from routerdc.inference.onnx import ONNX_FILES, export_onnx
 
         if not all((self.onnx_dir / f).exists() for f in ONNX_FILES):
             export_onnx(self.model, self.onnx_dir)
@@ -165,10 +165,10 @@ def build_engine(name: str, sources: Sources) -> Engine:
         if name == "torch-bf16":
             return TorchEngine(sources.model, "torch-bf16", bf16=True)
         if name == "int8":
-            from .int8 import quantize_int8
+            from routerdc.inference.int8 import quantize_int8
 
             return TorchEngine(quantize_int8(sources.model), "int8")
-        from .onnx import INT8_FILE, OnnxRouter, quantize_onnx_int8
+        from routerdc.inference.onnx import INT8_FILE, OnnxRouter, quantize_onnx_int8
 
         folder = sources.onnx_folder()
         if name == "onnx":

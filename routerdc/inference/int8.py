@@ -41,7 +41,7 @@ import torch
 from torch import nn
 
 if TYPE_CHECKING:
-    from ..model import RouterDC
+    from routerdc.model.router import RouterDC
 
 __all__ = ["Int8DynamicLinear", "QuantizationUnavailable", "is_quantized", "quantize_int8"]
 
@@ -90,7 +90,7 @@ def is_quantized(model: nn.Module) -> bool:
 def _refuse_save(*_: Any, **__: Any) -> NoReturn:
     raise RuntimeError(
         "an int8-quantized router cannot be saved: save the float32 router and call "
-        "routerdc.quantize.quantize_int8 after loading it"
+        "routerdc.inference.int8.quantize_int8 after loading it"
     )
 
 

@@ -12,7 +12,7 @@ it: the tokenizer (``tokenizers``), the encoder graph (``onnxruntime``) and the 
   router config as ``router.json``, in one atomically written folder. The export is checked
   against torch on a probe batch before the folder appears.
 * :class:`OnnxRouter` (no torch): the same ``embed_texts`` / ``route_embeddings`` / ``route``
-  as :class:`~routerdc.model.RouterDC`, within float rounding of it.
+  as :class:`~routerdc.model.router.RouterDC`, within float rounding of it.
 
 It is a derived, cacheable artefact (about 90 MB for MiniLM in fp32), not a checkpoint: the
 safetensors folder stays the source of truth.
@@ -29,12 +29,12 @@ from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 
-from ..checkpoint import atomic_dir
-from ..encoder import normalize_texts, vocab_chars
-from ..routing import RouterConfig, Routing, route_embeddings
+from routerdc.checkpoint import atomic_dir
+from routerdc.model.encoder import normalize_texts, vocab_chars
+from routerdc.routing import RouterConfig, Routing, route_embeddings
 
 if TYPE_CHECKING:
-    from ..model import RouterDC
+    from routerdc.model.router import RouterDC
 
 __all__ = ["OnnxError", "OnnxRouter", "export_onnx", "quantize_onnx_int8", "ONNX_FILES", "INT8_FILE"]
 
@@ -188,7 +188,7 @@ class OnnxRouter:
 
     def tokenize(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
         """``(input_ids, attention_mask)``: special tokens, left truncation to ``max_length``,
-        padding to the longest, as :func:`routerdc.encoder.tokenize` does with transformers."""
+        padding to the longest, as :func:`routerdc.model.encoder.tokenize` does with transformers."""
         encs = self.tokenizer.encode_batch(list(texts))
         shape = (len(encs), len(encs[0].ids) if encs else 0)
         return (np.array([e.ids for e in encs], dtype=np.int64).reshape(shape),
@@ -202,7 +202,7 @@ class OnnxRouter:
                     token_budget: int | None = None) -> np.ndarray:
         """Query embeddings ``(n, d)`` (after the projection): tokenised once, sorted by length and
         packed into batches of at most ``token_budget`` padded tokens and ``batch_size`` rows."""
-        from .batching import DEFAULT_TOKEN_BUDGET, MAX_BATCH_ROWS, token_budget_batches
+        from routerdc.inference.batching import DEFAULT_TOKEN_BUDGET, MAX_BATCH_ROWS, token_budget_batches
 
         texts = self.prepare_texts(list(texts))
         out = np.empty((len(texts), self.dim), dtype=np.float32)
@@ -272,7 +272,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     a = p.parse_args(argv)
     import torch
 
-    from ..model import RouterDC
+    from routerdc.model.router import RouterDC
 
     if a.threads > 0:
         torch.set_num_threads(a.threads)

@@ -7,8 +7,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from ..routing import RouterConfig, Routing, route_embeddings
-from .engines import Engine
+from routerdc.routing import RouterConfig, Routing, route_embeddings
+from routerdc.inference.engines import Engine
 
 __all__ = ["Router"]
 
@@ -19,8 +19,8 @@ class Router:
     Attributes:
         engine: the engine that computes the embeddings (``.name`` says which).
         reason: why this engine (the ``auto`` measurement, or "asked for").
-        token_budget: padded tokens per batch (None: :data:`routerdc.batching.DEFAULT_TOKEN_BUDGET`).
-        max_rows: at most this many queries per batch (None: :data:`routerdc.batching.MAX_BATCH_ROWS`).
+        token_budget: padded tokens per batch (None: :data:`routerdc.train.batching.DEFAULT_TOKEN_BUDGET`).
+        max_rows: at most this many queries per batch (None: :data:`routerdc.train.batching.MAX_BATCH_ROWS`).
         folder: the router folder it was loaded from (None when built from a model in memory).
     """
 
@@ -37,9 +37,9 @@ class Router:
 
     @classmethod
     def from_model(cls, model: Any, *, engine: str = "torch", token_budget: int | None = None) -> "Router":
-        """A router over an in-memory :class:`routerdc.model.RouterDC` (e.g. the trainer's), on
+        """A router over an in-memory :class:`routerdc.model.router.RouterDC` (e.g. the trainer's), on
         ``torch`` or ``torch-bf16``."""
-        from .engines import TorchEngine, supported
+        from routerdc.inference.engines import TorchEngine, supported
 
         if engine not in ("torch", "torch-bf16"):
             raise ValueError(f"a model in memory routes on torch or torch-bf16, not {engine!r}")
@@ -78,7 +78,7 @@ class Router:
 
     @property
     def model(self) -> Any:
-        """The torch :class:`routerdc.model.RouterDC` (loaded on first use when the engine is ONNX)."""
+        """The torch :class:`routerdc.model.router.RouterDC` (loaded on first use when the engine is ONNX)."""
         model = getattr(self.engine, "model", None)
         if model is not None and self.engine.name != "int8":
             return model
@@ -109,7 +109,7 @@ class Router:
         ids = self.engine.token_ids(text)
         return sum(i == unk for i in ids), len(ids)
 
-    # -- what the embedding caches need (routerdc.embed_cache takes a Router or a RouterDC) -------
+    # -- what the embedding caches need (routerdc.inference.embed_cache takes a Router or a RouterDC) -------
     @property
     def cache_tag(self) -> str:
         """Appended to embedding-cache keys: engines that do not reproduce torch fp32's vectors
@@ -123,7 +123,7 @@ class Router:
 
     @property
     def encoder(self) -> Any:
-        """The torch encoder (for :func:`routerdc.embed_cache.embedding_key` of a fine-tuned router)."""
+        """The torch encoder (for :func:`routerdc.inference.embed_cache.embedding_key` of a fine-tuned router)."""
         return self.model.encoder
 
     @property
@@ -134,7 +134,7 @@ class Router:
         return self.model.project(pooled)
 
     def embed_texts(self, texts: Sequence[str], *, batch_size: int | None = None, project: bool = True) -> np.ndarray:
-        """As :meth:`routerdc.model.RouterDC.embed_texts`, on this router's engine; the pooled
+        """As :meth:`routerdc.model.router.RouterDC.embed_texts`, on this router's engine; the pooled
         vectors before a projection (``project=False`` with ``config.projection``) come from torch."""
         if project or not self.config.projection:
             return self.engine.embed(list(texts), token_budget=self.token_budget, max_rows=batch_size or self.max_rows)

@@ -21,9 +21,9 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from ..routing import route_embeddings
-from .engines import ENGINES, EngineUnavailable, Sources, build_engine, supported
-from .features import cpu_features, machine_key
+from routerdc.routing import route_embeddings
+from routerdc.inference.engines import ENGINES, EngineUnavailable, Sources, build_engine, supported
+from routerdc.inference.features import cpu_features, machine_key
 
 __all__ = ["MIN_AGREEMENT", "PROB_TOL", "Decision", "Trial", "choose", "decision_path", "probe_texts"]
 
@@ -75,8 +75,8 @@ def probe_texts(data_dir: str | os.PathLike | None = None, per_task: int | None 
     when the data are not there."""
     per_task = per_task or int(os.environ.get(PROBE_ENV) or PROBE_PER_TASK)
     try:
-        from ..data import read_queries
-        from ..data.registry import paper_files
+        from routerdc.data import read_queries
+        from routerdc.data.registry import paper_files
 
         out: list[str] = []
         for path in paper_files(data_dir)[1]:

@@ -34,12 +34,12 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from ..limits import BOUNDS
-from .auth import ApiKeyAuth, protected
-from .backends import Backend, BackendError, Outcome, SamplingParams
-from .batcher import BatchConfig, MicroBatcher
-from .limits import MAX_MESSAGES, BodyLimit, Content, Name, Seed, Stop, printable
-from .registry import Registry
+from routerdc.limits import BOUNDS
+from routerdc.serving.auth import ApiKeyAuth, protected
+from routerdc.serving.backends import Backend, BackendError, Outcome, SamplingParams
+from routerdc.serving.batcher import BatchConfig, MicroBatcher
+from routerdc.serving.limits import MAX_MESSAGES, BodyLimit, Content, Name, Seed, Stop, printable
+from routerdc.serving.registry import Registry
 
 ROUTED_MODEL = "routerdc"
 
@@ -334,7 +334,7 @@ def create_api(router: Any, registry: Registry, *, check: bool = True, sleep_mod
 
         return _GenerationResponse(body(), cancel, chunks, headers)
 
-    from .completions import add_completions
+    from routerdc.serving.completions import add_completions
 
     add_completions(app, registry)  # POST /v1/completions (echo + logprobs), in its own module
     return app

@@ -17,7 +17,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any
 
-from ..routing import Routing
+from routerdc.routing import Routing
 
 __all__ = ["BatchConfig", "MicroBatcher"]
 

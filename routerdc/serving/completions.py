@@ -20,8 +20,8 @@ from fastapi import FastAPI
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
-from .backends import BackendError, SamplingParams
-from .registry import Registry
+from routerdc.serving.backends import BackendError, SamplingParams
+from routerdc.serving.registry import Registry
 
 Prompt = str | list[str] | list[int] | list[list[int]]
 

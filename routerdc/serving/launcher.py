@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Mapping, Sequence
 
 if TYPE_CHECKING:  # pydantic stays unimported until a config is read
-    from .config import ModelSpec, ModelsConfig
+    from routerdc.serving.config import ModelSpec, ModelsConfig
 
 VLLM_PYTHON_ENV = "ROUTERDC_VLLM_PYTHON"
 DEFAULT_COMMAND = ("{python}", "-m", "vllm.entrypoints.openai.api_server", "--model", "{model}",
@@ -274,7 +274,7 @@ def add_serve_llms_arguments(p: argparse.ArgumentParser) -> None:
 
 def cmd_serve_llms(args: argparse.Namespace) -> int:
     """Launch the servers, print their URLs, and keep them up until interrupted."""
-    from .config import load_models_config
+    from routerdc.serving.config import load_models_config
 
     env = {"VLLM_CPU_KVCACHE_SPACE": os.environ.get("VLLM_CPU_KVCACHE_SPACE", "1")} if args.cpu else {}
     options = LaunchOptions(python=args.vllm_python, extra_args=tuple(args.extra_arg), env=env, gpu=not args.cpu,

@@ -14,8 +14,8 @@ from typing import Annotated, Any
 
 from pydantic import AfterValidator, Field
 
-from ..limits import BOUNDS
-from .auth import protected, send_error
+from routerdc.limits import BOUNDS
+from routerdc.serving.auth import protected, send_error
 
 
 def valid_text(value: str) -> str:

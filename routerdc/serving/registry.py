@@ -5,8 +5,8 @@ from __future__ import annotations
 import threading
 from typing import Sequence
 
-from .backends import Backend, make_backend
-from .config import ModelsConfig
+from routerdc.serving.backends import Backend, make_backend
+from routerdc.serving.config import ModelsConfig
 
 
 class Registry:
@@ -24,7 +24,7 @@ class Registry:
         self._lock = threading.Lock()
         self.swapper = None
         if config.uses_sleep_mode:  # vllm candidates that do not fit the GPU together
-            from .swap import SleepSwapper
+            from routerdc.serving.swap import SleepSwapper
 
             self.swapper = SleepSwapper(config)
 
@@ -43,7 +43,7 @@ class Registry:
             if name not in self._backends:
                 backend = make_backend(spec, self.config)
                 if self.swapper is not None and spec.backend == "vllm":
-                    from .swap import SwappedBackend
+                    from routerdc.serving.swap import SwappedBackend
 
                     backend = SwappedBackend(backend, self.swapper)
                 self._backends[name] = backend

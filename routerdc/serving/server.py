@@ -14,7 +14,7 @@ def add_serve_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1)")
     p.add_argument("--port", type=int, default=8000, help="port (default: 8000)")
     p.add_argument("--device", help="device of the router (default: CUDA when there is one, else the CPU)")
-    from ..inference import ENGINE_CHOICES
+    from routerdc.inference import ENGINE_CHOICES
 
     p.add_argument("--engine", choices=ENGINE_CHOICES,
                    help="inference engine of the router (default: $ROUTERDC_ENGINE, else auto: the fastest that "
@@ -42,10 +42,10 @@ def build_app(checkpoint: str, models_config: str, *, device: str | None = None,
               api_keys: tuple[str, ...] = (), loopback_hosts: bool = False) -> Any:
     """Load the router (on ``engine``, see :func:`routerdc.load_router`) and the config, check that
     they match, and return the FastAPI app."""
-    from ..inference import default_engine, load_router
-    from .api import create_api
-    from .config import load_models_config
-    from .registry import Registry
+    from routerdc.inference import default_engine, load_router
+    from routerdc.serving.api import create_api
+    from routerdc.serving.config import load_models_config
+    from routerdc.serving.registry import Registry
 
     config = load_models_config(models_config)
     router = load_router(checkpoint, engine or default_engine(), device)
@@ -64,8 +64,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     """Run the API until interrupted."""
     import uvicorn
 
-    from .batcher import BatchConfig
-    from .auth import BindRefused, check_bind, is_loopback, keys_from_env
+    from routerdc.serving.batcher import BatchConfig
+    from routerdc.serving.auth import BindRefused, check_bind, is_loopback, keys_from_env
 
     keys = keys_from_env(args.api_key)
     try:

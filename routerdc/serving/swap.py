@@ -25,11 +25,11 @@ from typing import Any, TYPE_CHECKING, Iterator, Sequence
 
 import httpx
 
-from .backends.base import BackendUnavailable, Message, SamplingParams
+from routerdc.serving.backends.base import BackendUnavailable, Message, SamplingParams
 
 if TYPE_CHECKING:
-    from .backends import Backend
-    from .config import ModelsConfig
+    from routerdc.serving.backends import Backend
+    from routerdc.serving.config import ModelsConfig
 
 
 def server_root(endpoint: str) -> str:

@@ -46,7 +46,7 @@ class AppServer:
 def train_tiny_router(data_dir: Path, out: Path) -> Path:
     """A frozen-encoder router over the paper's 7 LLMs, trained for a few steps on 40 rows per task."""
     from routerdc.data import load_score_set
-    from routerdc.trainer import TrainConfig, Trainer
+    from routerdc.train.trainer import TrainConfig, Trainer
 
     root = data_dir / "routerdc" / "split2_model7_cluster"
     sets = [load_score_set(root / f).subset(np.arange(MAX_ROWS))

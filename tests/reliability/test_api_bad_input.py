@@ -128,7 +128,7 @@ def test_usage_and_finish_reason_come_from_the_backend(keyed_server):
 
 
 def test_a_public_bind_without_a_key_is_refused_at_start(tiny_router, tmp_path, monkeypatch, capsys):
-    from routerdc.cli import main
+    from routerdc.cli.main import main
 
     monkeypatch.delenv("ROUTERDC_API_KEY", raising=False)
     cfg = tmp_path / "m.json"
@@ -153,7 +153,7 @@ def test_check_bind_says_what_it_does():
 def test_done_follows_the_error_event_when_a_backend_dies_mid_stream(tiny, tiny_router, tmp_path):
     from fastapi.testclient import TestClient
 
-    from routerdc.model import RouterDC
+    from routerdc.model.router import RouterDC
     from routerdc.serving.api import create_api
     from routerdc.serving.config import parse_models_config
     from routerdc.serving.registry import Registry
@@ -189,7 +189,7 @@ def test_a_keyless_loopback_api_refuses_foreign_host_headers(tiny, tiny_router):
     """DNS rebinding: a web page's request to a key-less loopback API carries its own Host name."""
     from fastapi.testclient import TestClient
 
-    from routerdc.model import RouterDC
+    from routerdc.model.router import RouterDC
     from routerdc.serving.api import create_api
     from routerdc.serving.config import parse_models_config
     from routerdc.serving.registry import Registry

@@ -50,7 +50,7 @@ def test_every_writer_goes_through_the_one_atomic_path(tmp_path, monkeypatch):
     s = ScoreSet(task="t", metric="multi_attempt", llms=("a", "b"), queries=("q",),
                  scores=np.ones((1, 2), np.float32))
     write_jsonl([s], tmp_path / "d.jsonl")
-    from routerdc.embedding_map import EmbeddingMap, save_map
+    from routerdc.inference.embedding_map import EmbeddingMap, save_map
 
     save_map(EmbeddingMap(np.zeros((2, 3), np.float32), np.zeros((2, 2), np.float32), np.zeros((1, 2), np.float32),
                           "pca"), tmp_path / "m.npz")
@@ -85,7 +85,7 @@ def test_leftover_names(name, leftover):
 
 
 def test_a_new_run_keeps_a_better_existing_router(tmp_path, tiny_set):
-    from routerdc.trainer import TrainConfig, Trainer
+    from routerdc.train.trainer import TrainConfig, Trainer
 
     out = tmp_path / "r"
     cfg = TrainConfig(output_dir=str(out), freeze_encoder=True, steps=2, batch_size=8, eval_every=1,
@@ -105,7 +105,7 @@ def test_a_new_run_keeps_a_better_existing_router(tmp_path, tiny_set):
 
 
 def test_a_run_refuses_a_folder_that_is_not_a_router(tmp_path, tiny_set):
-    from routerdc.trainer import TrainConfig, Trainer
+    from routerdc.train.trainer import TrainConfig, Trainer
 
     out = tmp_path / "docs"
     out.mkdir()

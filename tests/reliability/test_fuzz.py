@@ -122,7 +122,7 @@ def test_chat_request_model_accepts_only_bounded_valid_text(obj):
 # ----------------------------------------------------------------------------- schemathesis
 @pytest.fixture(scope="module")
 def api_schema(tiny, tiny_router):
-    from routerdc.model import RouterDC
+    from routerdc.model.router import RouterDC
     from routerdc.serving.api import create_api
     from routerdc.serving.config import parse_models_config
     from routerdc.serving.registry import Registry

@@ -8,11 +8,11 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from .base import (Backend, BackendError, BackendUnavailable, Message, Outcome, PromptTooLong, SamplingParams,
+from routerdc.serving.backends.base import (Backend, BackendError, BackendUnavailable, Message, Outcome, PromptTooLong, SamplingParams,
                    check_fits, render_prompt)
 
 if TYPE_CHECKING:
-    from ..config import ModelSpec, ModelsConfig
+    from routerdc.serving.config import ModelSpec, ModelsConfig
 
 __all__ = ["Backend", "BackendError", "BackendUnavailable", "Message", "Outcome", "PromptTooLong", "SamplingParams",
            "check_fits", "make_backend", "render_prompt"]
@@ -21,15 +21,15 @@ __all__ = ["Backend", "BackendError", "BackendUnavailable", "Message", "Outcome"
 def make_backend(spec: "ModelSpec", config: "ModelsConfig") -> Backend:
     """The backend of one candidate, by its ``backend`` kind."""
     if spec.backend == "transformers":
-        from .transformers_backend import TransformersBackend
+        from routerdc.serving.backends.transformers_backend import TransformersBackend
 
         return TransformersBackend(spec)
     if spec.backend in ("openai", "vllm"):
-        from .openai_backend import OpenAIBackend
+        from routerdc.serving.backends.openai_backend import OpenAIBackend
 
         return OpenAIBackend(spec, config.limits)
     if spec.backend == "recorded":
-        from .recorded import RecordedBackend
+        from routerdc.serving.backends.recorded import RecordedBackend
 
         return RecordedBackend(spec, [config.resolve_data_file(f) for f in spec.data_files])
     raise ValueError(f"unknown backend kind {spec.backend!r}")

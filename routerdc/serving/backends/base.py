@@ -18,7 +18,7 @@ import threading
 from dataclasses import dataclass
 from typing import Iterator, Mapping, Protocol, Sequence, runtime_checkable
 
-from ..config import Limits, ModelSpec
+from routerdc.serving.config import Limits, ModelSpec
 
 Message = Mapping[str, str]  # {"role": "system"|"user"|"assistant", "content": str}
 

@@ -12,9 +12,9 @@ import os
 import threading
 from typing import Any, Iterator, Sequence
 
-from ..config import Limits, ModelSpec
-from .base import BackendError, BackendUnavailable, Message, Outcome, SamplingParams, check_fits
-from .tokens import PromptCounter
+from routerdc.serving.config import Limits, ModelSpec
+from routerdc.serving.backends.base import BackendError, BackendUnavailable, Message, Outcome, SamplingParams, check_fits
+from routerdc.serving.backends.tokens import PromptCounter
 
 
 class OpenAIBackend:

@@ -13,9 +13,9 @@ import threading
 from pathlib import Path
 from typing import Iterator, Sequence
 
-from ..config import ModelSpec
-from .base import BackendError, Message, Outcome, SamplingParams
-from .tokens import PromptCounter
+from routerdc.serving.config import ModelSpec
+from routerdc.serving.backends.base import BackendError, Message, Outcome, SamplingParams
+from routerdc.serving.backends.tokens import PromptCounter
 
 
 class NotRecorded(BackendError):
@@ -31,7 +31,7 @@ def _key(text: str) -> str:
 @functools.lru_cache(maxsize=8)
 def _answers(files: tuple[str, ...]) -> tuple[tuple[str, ...], dict[str, tuple[str, ...]]]:
     """LLM names, and the recorded answers per prompt (whitespace-normalised) of these files."""
-    from ...data import load_scores
+    from routerdc.data import load_scores
 
     llms: tuple[str, ...] = ()
     table: dict[str, tuple[str, ...]] = {}

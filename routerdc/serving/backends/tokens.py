@@ -5,8 +5,8 @@ from __future__ import annotations
 import threading
 from typing import Any, Sequence
 
-from ..config import ModelSpec
-from .base import BackendUnavailable, Message, render_prompt
+from routerdc.serving.config import ModelSpec
+from routerdc.serving.backends.base import BackendUnavailable, Message, render_prompt
 
 
 class PromptCounter:

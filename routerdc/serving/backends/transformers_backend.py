@@ -10,9 +10,9 @@ from __future__ import annotations
 import threading
 from typing import Any, Iterator, Sequence
 
-from ..config import ModelSpec
-from .base import BackendError, BackendUnavailable, Message, Outcome, SamplingParams, check_fits
-from .tokens import PromptCounter
+from routerdc.serving.config import ModelSpec
+from routerdc.serving.backends.base import BackendError, BackendUnavailable, Message, Outcome, SamplingParams, check_fits
+from routerdc.serving.backends.tokens import PromptCounter
 
 
 class _EventStop:

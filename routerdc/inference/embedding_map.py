@@ -165,7 +165,7 @@ def save_map(m: EmbeddingMap, path: str | os.PathLike, *, compact: bool = False,
                   for k, v in arrays.items()}
     else:
         arrays["embeddings"] = m.embeddings
-    from .io import atomic_file
+    from routerdc.io import atomic_file
 
     with atomic_file(path, "wb") as f:
         (np.savez_compressed if compact else np.savez)(

@@ -1,5 +1,5 @@
 """``python -m routerdc add-llm`` and ``remove-llm``: change a router's fleet without retraining the
-encoder (see :mod:`routerdc.fleet`). Registered by :mod:`routerdc.cli`; argparse only at import."""
+encoder (see :mod:`routerdc.train.fleet`). Registered by :mod:`routerdc.cli.main`; argparse only at import."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import argparse
 import json
 from typing import Any
 
-from .data.registry import DATA_ENV
+from routerdc.data.registry import DATA_ENV
 
 
 def add_fleet_commands(sub: Any) -> None:
@@ -38,13 +38,13 @@ def _common(p: argparse.ArgumentParser) -> None:
 
 
 def _sets(files: list[str], args: argparse.Namespace) -> list:
-    from .data import load_many, resolve_file
+    from routerdc.data import load_many, resolve_file
 
     return load_many([resolve_file(f, args.data_dir) for f in files], missing=args.missing)
 
 
 def cmd_add_llm(args: argparse.Namespace) -> int:
-    from .fleet import add_llm
+    from routerdc.train.fleet import add_llm
 
     change = add_llm(args.checkpoint, args.llm, _sets(args.scores, args), output=args.output,
                      cache_dir=args.cache_dir, steps=args.steps, lr=args.lr, seed=args.seed)
@@ -53,8 +53,8 @@ def cmd_add_llm(args: argparse.Namespace) -> int:
 
 
 def cmd_remove_llm(args: argparse.Namespace) -> int:
-    from .checkpoint import read_config
-    from .fleet import remove_llm
+    from routerdc.checkpoint import read_config
+    from routerdc.train.fleet import remove_llm
 
     files = args.scores or read_config(args.checkpoint).get("recipe", {}).get("train_files")
     if not files:

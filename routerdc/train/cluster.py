@@ -10,10 +10,10 @@ from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 
-from .data.scoreset import ScoreSet
+from routerdc.data.scoreset import ScoreSet
 
 if TYPE_CHECKING:
-    from .model import RouterDC
+    from routerdc.model.router import RouterDC
 
 REDUCTIONS: tuple[str, ...] = ("none", "pca", "tsne")
 

@@ -5,7 +5,7 @@ Each step draws a batch (length-grouped, dynamically padded), computes
 steps it evaluates on the training and test sets and keeps the best router by the
 training-set average (the paper's rule) or a validation split, written atomically. With
 ``calibrate`` the saved router then gets per-LLM routing offsets fitted on all training rows
-(:mod:`routerdc.calibration`). A cancel flag stops it between steps, leaving the last good
+(:mod:`routerdc.train.calibration`). A cancel flag stops it between steps, leaving the last good
 checkpoint intact (and uncalibrated).
 """
 
@@ -21,17 +21,17 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import torch
 
-from .batching import Collator, length_grouped_batches, pretokenize
-from .cluster import assign_clusters
-from .data import ScoreSet, balance, load_many, resolve_file
-from .embed_cache import cached_embeddings
-from .data.registry import TASKS
-from .evaluate import accuracy
-from .losses import router_loss
-from .inference import Router
-from .inference.features import cpu_features
-from .model import RouterDC
-from .train_config import TrainConfig
+from routerdc.train.batching import Collator, length_grouped_batches, pretokenize
+from routerdc.train.cluster import assign_clusters
+from routerdc.data import ScoreSet, balance, load_many, resolve_file
+from routerdc.inference.embed_cache import cached_embeddings
+from routerdc.data.registry import TASKS
+from routerdc.evaluate.metrics import accuracy
+from routerdc.model.losses import router_loss
+from routerdc.inference import Router
+from routerdc.inference.features import cpu_features
+from routerdc.model.router import RouterDC
+from routerdc.train.config import TrainConfig
 
 OnStep = Callable[[int, dict[str, float], "dict[str, float] | None"], None]
 Cancel = Callable[[], bool] | threading.Event
@@ -142,7 +142,7 @@ class Trainer:
         cfg = self.config
         opts = cfg.router_options()
         if all(s.costs is not None for s in self.train_sets):  # e.g. RouterBench: route by cost later
-            from .cost_curve import mean_costs
+            from routerdc.evaluate.cost_curve import mean_costs
 
             recorded = mean_costs(self.train_sets)
             opts["llm_cost"] = tuple(recorded[n] for n in self.llms)
@@ -303,7 +303,7 @@ class Trainer:
         if existing is not None and result.output_dir is None:
             result.kept_existing = existing
         if cfg.calibrate and result.output_dir is not None and not result.cancelled:
-            from .calibration import calibrate_checkpoint
+            from routerdc.train.calibration import calibrate_checkpoint
 
             del model, optim  # the saved best router is reloaded; free the training copy first
             result.calibration = calibrate_checkpoint(result.output_dir, self.train_sets, cache_dir=cfg.cache_dir,
@@ -327,7 +327,7 @@ def existing_score(out_dir: Path, select_key: str, *, overwrite: bool = False) -
     """The selection score of the router already in ``out_dir`` (a new run must beat it), or None
     (no router there, or ``overwrite``). A folder that holds something else, or a router without
     that score, is refused unless ``overwrite``: a new run never destroys it silently."""
-    from .checkpoint import CheckpointError, read_config
+    from routerdc.checkpoint import CheckpointError, read_config
 
     if overwrite or not out_dir.exists():
         return None

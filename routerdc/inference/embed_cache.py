@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Sequence
 import numpy as np
 
 if TYPE_CHECKING:
-    from .model import RouterDC
+    from routerdc.model.router import RouterDC
 
 CACHE_ENV = "ROUTERDC_CACHE"
 
@@ -71,10 +71,10 @@ def embedding_key(model: "RouterDC") -> str:
 
 
 def _uncalibrated_config(path: Path) -> bytes:
-    """config.json's bytes as they were before :mod:`routerdc.calibration` added its offsets."""
+    """config.json's bytes as they were before :mod:`routerdc.train.calibration` added its offsets."""
     import json
 
-    from .checkpoint import json_bytes
+    from routerdc.checkpoint import json_bytes
 
     raw = path.read_bytes()
     try:
@@ -149,7 +149,7 @@ def cached_embeddings(
             pass  # a damaged entry is recomputed below
     arr = model.embed_texts(texts, batch_size=batch_size, project=False)
     try:
-        from .io import atomic_file
+        from routerdc.io import atomic_file
 
         with atomic_file(path, "wb") as f:
             np.save(f, arr, allow_pickle=False)

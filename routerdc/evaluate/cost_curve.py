@@ -2,7 +2,7 @@
 
 A router swept over cost weights lambda (``p(t|x) = softmax((sim + b - lambda * c) / tau)``) gives
 one point per lambda: (total cost, quality) on a test set, where quality is the mean value of the
-chosen LLMs (:func:`routerdc.evaluate.query_values`: 0/1 for single-answer tasks, pass rates as is)
+chosen LLMs (:func:`routerdc.evaluate.metrics.query_values`: 0/1 for single-answer tasks, pass rates as is)
 and the total cost sums each query's recorded cost of its chosen LLM. Any two points can be mixed
 at random, so what a router offers is the **upper convex hull** of its points, made
 non-decreasing (paying more never has to cost quality). RouterBench (Hu et al., 2024) scores it by
@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Sequence
 import numpy as np
 
 if TYPE_CHECKING:
-    from .data import ScoreSet
+    from routerdc.data import ScoreSet
 
 __all__ = ["CostCurve", "aiq", "cost_to_match", "mean_costs", "point", "upper_hull"]
 

@@ -1,5 +1,5 @@
 """Sweep the cost weight lambda: quality and total cost of routers, single LLMs, the oracle and k-NN
-on test sets that record costs (RouterBench), with the AIQ of each (:mod:`routerdc.cost_curve`).
+on test sets that record costs (RouterBench), with the AIQ of each (:mod:`routerdc.evaluate.cost_curve`).
 
 ``python -m routerdc evaluate --cost-sweep N`` writes this. Every method is judged on the same
 pooled test queries: quality is the mean value of the chosen LLMs (0/1 or pass rate), cost the sum
@@ -18,10 +18,10 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from .cost_curve import CostCurve, cost_to_match, point
-from .data import ScoreSet
-from .evaluate import query_values
-from .routing import RouterConfig, normalized_costs, similarities
+from routerdc.evaluate.cost_curve import CostCurve, cost_to_match, point
+from routerdc.data import ScoreSet
+from routerdc.evaluate.metrics import query_values
+from routerdc.routing import RouterConfig, normalized_costs, similarities
 
 __all__ = ["SweepResult", "cost_weights", "pooled", "sweep_scores", "sweep"]
 

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
-from .encoder import DEFAULT_ENCODER
+from routerdc.model.encoder import DEFAULT_ENCODER
 
 
 @dataclass(frozen=True)
@@ -42,7 +42,7 @@ class TrainConfig:
         (0: all rows), select_by ``train`` (the paper's rule: best training-set average) or
         ``val`` (a held-out ``val_fraction`` of the training rows).
     Calibration: calibrate fits one routing offset per LLM on all training rows after the run,
-        maximising the training-set average (:mod:`routerdc.calibration`); off in the paper.
+        maximising the training-set average (:mod:`routerdc.train.calibration`); off in the paper.
     """
 
     train_files: tuple[str, ...] = ()
@@ -137,7 +137,7 @@ class TrainConfig:
         return 1e-2 if self.freeze_encoder else self.lr
 
     def router_options(self) -> dict[str, Any]:
-        """The :class:`~routerdc.model.RouterConfig` fields this recipe sets (for ``RouterDC.build``)."""
+        """The :class:`~routerdc.model.router.RouterConfig` fields this recipe sets (for ``RouterDC.build``)."""
         return {"pooling": self.pooling, "similarity": self.similarity, "temperature": self.temperature,
                 "max_length": self.max_length, "projection": self.projection,
                 "normalization": self.normalization}

@@ -1,6 +1,6 @@
 """``python -m routerdc import-lm-eval`` and ``collect``: score data from lm-evaluation-harness runs
 (see :mod:`routerdc.data.lm_eval_import` and :mod:`routerdc.collect`). Registered by
-:mod:`routerdc.cli`; argparse only at import."""
+:mod:`routerdc.cli.main`; argparse only at import."""
 
 from __future__ import annotations
 
@@ -46,7 +46,7 @@ def _tasks(arg: str | None) -> tuple[str, ...] | None:
 
 
 def _write(sets: list, output: str) -> int:
-    from .data.formats import write_jsonl
+    from routerdc.data.formats import write_jsonl
 
     path = write_jsonl(sets, output)
     rows = sum(len(s.queries) for s in sets)
@@ -56,8 +56,8 @@ def _write(sets: list, output: str) -> int:
 
 
 def cmd_import_lm_eval(args: argparse.Namespace) -> int:
-    from .data.lm_eval_import import import_runs
-    from .data.scoreset import DataError
+    from routerdc.data.lm_eval_import import import_runs
+    from routerdc.data.scoreset import DataError
 
     runs: dict[str, str] = {}
     for item in args.llm:
@@ -73,8 +73,8 @@ def cmd_import_lm_eval(args: argparse.Namespace) -> int:
 
 
 def cmd_collect(args: argparse.Namespace) -> int:
-    from .collect import CollectOptions, collect
-    from .serving.config import load_models_config
+    from routerdc.collect import CollectOptions, collect
+    from routerdc.serving.config import load_models_config
 
     config = load_models_config(args.models_config)
     out = Path(args.output)

@@ -71,4 +71,4 @@ def pretokenize(tokenizer: Any, texts: Sequence[str], max_length: int) -> list[l
 
 
 # Token-budget batches for inference live in the inference layer (numpy only, no torch).
-from .inference.batching import DEFAULT_TOKEN_BUDGET, MAX_BATCH_ROWS, token_budget_batches  # noqa: E402,F401
+from routerdc.inference.batching import DEFAULT_TOKEN_BUDGET, MAX_BATCH_ROWS, token_budget_batches  # noqa: E402,F401

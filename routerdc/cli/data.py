@@ -1,5 +1,5 @@
 """``python -m routerdc data {fetch,check,manifest}``: the score data from the official RouterDC
-repository's files (see :mod:`routerdc.data.fetch`). Registered by :mod:`routerdc.cli`; argparse
+repository's files (see :mod:`routerdc.data.fetch`). Registered by :mod:`routerdc.cli.main`; argparse
 only at import."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from .data.registry import DATA_ENV
+from routerdc.data.registry import DATA_ENV
 
 
 def add_data_command(sub: Any) -> None:
@@ -31,8 +31,8 @@ def add_data_command(sub: Any) -> None:
 
 
 def cmd_data(args: argparse.Namespace) -> int:
-    from .data.fetch import FetchProgress, base_url, build_manifest, check, fetch
-    from .data.registry import data_dir_path
+    from routerdc.data.fetch import FetchProgress, base_url, build_manifest, check, fetch
+    from routerdc.data.registry import data_dir_path
 
     dest = data_dir_path(args.dest)
     if args.data_command == "check":

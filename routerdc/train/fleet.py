@@ -16,7 +16,7 @@ RouterDC keeps one key k_t per LLM, so a fleet change touches only the keys:
   the best training-set average after calibration is kept (the trainer's selection rule).
 * :func:`remove_llm` drops the LLM's key and offset.
 
-Both then refit the calibrated offsets b_t (:func:`routerdc.calibration.calibrate`) on the score
+Both then refit the calibrated offsets b_t (:func:`routerdc.train.calibration.calibrate`) on the score
 files, write a new router folder atomically (weights as they were, the LLM keys changed) and
 record the change in its ``config.json`` under ``fleet_changes``.
 """
@@ -32,8 +32,8 @@ from typing import Any, Callable, NamedTuple, Sequence
 
 import numpy as np
 
-from .cost_curve import mean_costs
-from .data import ScoreSet
+from routerdc.evaluate.cost_curve import mean_costs
+from routerdc.data import ScoreSet
 
 __all__ = ["FleetChange", "FleetError", "add_llm", "check_columns", "remove_llm"]
 
@@ -104,7 +104,7 @@ def fit_key(emb: np.ndarray, old_keys: np.ndarray, scores: np.ndarray, *, simila
     """
     import torch
 
-    from .losses import sample_llm_loss
+    from routerdc.model.losses import sample_llm_loss
 
     if scores.shape != (len(emb), len(old_keys) + 1):
         raise FleetError(f"scores must be ({len(emb)}, {len(old_keys) + 1}), got {scores.shape}")
@@ -161,7 +161,7 @@ def _training_scores(sets: Sequence[ScoreSet], recipe: dict[str, Any]) -> list[S
 
 
 def _embed(router: Any, sets: Sequence[ScoreSet], cache_dir: str | os.PathLike | None) -> list[np.ndarray]:
-    from .embed_cache import embedding_key, router_embeddings
+    from routerdc.inference.embed_cache import embedding_key, router_embeddings
 
     key = embedding_key(router)  # shared by every router with this encoder, whatever its fleet
     return [router_embeddings(router, s.queries, key=key, cache_dir=cache_dir) for s in sets]
@@ -172,10 +172,10 @@ def _write(router: Any, folder: Path, output: Path, names: tuple[str, ...], keys
     """Save ``router`` with the fleet ``names``/``keys`` and refitted offsets to ``output``."""
     import torch
 
-    from .calibration import calibrate
-    from .checkpoint import read_config
-    from .model import RouterDC
-    from .routing import similarities
+    from routerdc.train.calibration import calibrate
+    from routerdc.checkpoint import read_config
+    from routerdc.model.router import RouterDC
+    from routerdc.routing import similarities
 
     meta = read_config(folder)
     aligned = [s.align(names) for s in sets]
@@ -224,9 +224,9 @@ def add_llm(folder: str | os.PathLike, name: str, sets: Sequence[ScoreSet], *, o
 
     ``select``: take the key from the step (every 25) with the best calibrated training-set average,
     rather than the last one."""
-    from .calibration import calibrate
-    from .model import RouterDC
-    from .routing import similarities
+    from routerdc.train.calibration import calibrate
+    from routerdc.model.router import RouterDC
+    from routerdc.routing import similarities
 
     t0 = time.perf_counter()
     folder, output = Path(folder), Path(output)
@@ -267,7 +267,7 @@ def add_llm(folder: str | os.PathLike, name: str, sets: Sequence[ScoreSet], *, o
 def remove_llm(folder: str | os.PathLike, name: str, sets: Sequence[ScoreSet], *, output: str | os.PathLike,
                cache_dir: str | os.PathLike | None = None, device: Any = "cpu") -> FleetChange:
     """Remove the LLM ``name`` (its key and offset) and refit the other offsets on ``sets``."""
-    from .model import RouterDC
+    from routerdc.model.router import RouterDC
 
     t0 = time.perf_counter()
     folder, output = Path(folder), Path(output)

@@ -1,5 +1,5 @@
-"""The options of ``python -m routerdc train``: one per :class:`~routerdc.train_config.TrainConfig`
-field, with its help text. Registered by :mod:`routerdc.cli`; argparse only at import."""
+"""The options of ``python -m routerdc train``: one per :class:`~routerdc.train.config.TrainConfig`
+field, with its help text. Registered by :mod:`routerdc.cli.main`; argparse only at import."""
 
 from __future__ import annotations
 
@@ -71,7 +71,7 @@ def _bool(text: str) -> bool:
 
 
 def add_train_options(p: argparse.ArgumentParser) -> None:
-    from .train_config import TrainConfig
+    from routerdc.train.config import TrainConfig
 
     p.add_argument("--config", help="a training config JSON (train.json); options given here override it")
     for f in dataclasses.fields(TrainConfig):

@@ -1,5 +1,5 @@
 """``python -m routerdc costs`` (set a router's expected cost per LLM) and the ``--cost-sweep`` part
-of ``evaluate``. Registered by :mod:`routerdc.cli`; argparse only at import."""
+of ``evaluate``. Registered by :mod:`routerdc.cli.main`; argparse only at import."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import json
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from .data.registry import DATA_ENV
+from routerdc.data.registry import DATA_ENV
 
 
 def add_costs_command(sub: Any) -> None:
@@ -28,9 +28,9 @@ def add_costs_command(sub: Any) -> None:
 
 
 def cmd_costs(args: argparse.Namespace) -> int:
-    from .checkpoint import read_config, write_config
-    from .cost_curve import mean_costs
-    from .data import load_many, resolve_file
+    from routerdc.checkpoint import read_config, write_config
+    from routerdc.evaluate.cost_curve import mean_costs
+    from routerdc.data import load_many, resolve_file
 
     meta = read_config(args.checkpoint)
     names = list(meta["router"]["llm_names"])
@@ -39,7 +39,7 @@ def cmd_costs(args: argparse.Namespace) -> int:
         recorded = mean_costs([s.align(names) for s in sets])
         source = {"from": "recorded costs", "files": [s.source for s in sets]}
     else:
-        from .serving.config import load_models_config
+        from routerdc.serving.config import load_models_config
 
         models = {m.name: m for m in load_models_config(args.models_config).models}
         unknown = sorted(set(names) - set(models))
@@ -69,11 +69,11 @@ def run_cost_sweep(specs: Mapping[str, Sequence[str]], loaded: dict[str, Any], t
     those already loaded) over N cost weights on ``test_sets``, with the single LLMs, the oracle and,
     given ``train_sets`` (``--baselines``), k-NN; write the curves beside the table
     (``<output>.cost_sweep.json``, ``<markdown>.cost_sweep.md``) and return the summary (markdown)."""
-    from .baselines import KNNRouter
-    from .cost_sweep import sweep
-    from .embed_cache import cached_embeddings, embedding_key, router_embeddings
-    from .inference import default_engine, load_router
-    from .model import RouterDC
+    from routerdc.evaluate.baselines import KNNRouter
+    from routerdc.evaluate.cost_sweep import sweep
+    from routerdc.inference.embed_cache import cached_embeddings, embedding_key, router_embeddings
+    from routerdc.inference import default_engine, load_router
+    from routerdc.model.router import RouterDC
 
     routers = {}
     for label, dirs in specs.items():

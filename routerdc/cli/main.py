@@ -16,10 +16,10 @@ import sys
 from pathlib import Path
 from typing import Any, Sequence
 
-from .cli_train import add_train_options
-from .data.registry import DATA_ENV
+from routerdc.cli.train import add_train_options
+from routerdc.data.registry import DATA_ENV
 
-DEFAULT_CHECKPOINT = Path(__file__).resolve().parent.parent / "checkpoints" / "routerdc-minilm"
+DEFAULT_CHECKPOINT = Path(__file__).resolve().parents[2] / "checkpoints" / "routerdc-minilm"
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m routerdc", description=__doc__,
@@ -105,16 +105,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--int8", action="store_true", help="same as --engine int8 (kept for old scripts)")
     p.add_argument("--verbose", action="store_true", help="say which engine routes, and why, on stderr")
 
-    from .serving.server import add_serve_arguments  # light: argparse only
+    from routerdc.serving.server import add_serve_arguments  # light: argparse only
 
     add_serve_arguments(sub.add_parser("serve", help="the routed OpenAI-compatible API (/v1/chat/completions)"))
-    from .serving.launcher import add_serve_llms_arguments
+    from routerdc.serving.launcher import add_serve_llms_arguments
 
     add_serve_llms_arguments(sub.add_parser("serve-llms", help="launch a vLLM server per 'vllm' candidate"))
-    from .cli_costs import add_costs_command
-    from .cli_collect import add_collect_commands
-    from .cli_data import add_data_command
-    from .cli_fleet import add_fleet_commands
+    from routerdc.cli.costs import add_costs_command
+    from routerdc.cli.collect import add_collect_commands
+    from routerdc.cli.data import add_data_command
+    from routerdc.cli.fleet import add_fleet_commands
 
     add_fleet_commands(sub)
     add_costs_command(sub)
@@ -125,7 +125,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def engine_arguments(p: argparse.ArgumentParser) -> None:
     """``--engine`` and ``--remeasure``: the inference layer's choice (see routerdc.inference)."""
-    from .inference import ENGINE_CHOICES, ENGINE_ENV
+    from routerdc.inference import ENGINE_CHOICES, ENGINE_ENV
 
     p.add_argument("--engine", choices=ENGINE_CHOICES,
                    help=f"inference engine (default: ${ENGINE_ENV}, else auto: the fastest on this machine that "
@@ -134,8 +134,8 @@ def engine_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _train_config(args: argparse.Namespace) -> Any:
-    from .data import paper_files
-    from .train_config import TrainConfig
+    from routerdc.data import paper_files
+    from routerdc.train.config import TrainConfig
 
     base = TrainConfig.from_json(args.config) if args.config else TrainConfig()
     changes = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)
@@ -151,9 +151,9 @@ def _train_config(args: argparse.Namespace) -> Any:
 
 
 def cmd_cluster(args: argparse.Namespace) -> int:
-    from .cluster import assign_clusters
-    from .data import load_many, resolve_file, write_jsonl
-    from .model import RouterDC
+    from routerdc.train.cluster import assign_clusters
+    from routerdc.data import load_many, resolve_file, write_jsonl
+    from routerdc.model.router import RouterDC
 
     sets = load_many([resolve_file(f, args.data_dir) for f in args.input], missing=args.missing)
     model = RouterDC.build(sets[0].llms, encoder=args.encoder, pooling=args.pooling)
@@ -165,7 +165,7 @@ def cmd_cluster(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from .trainer import train
+    from routerdc.train.trainer import train
 
     cfg = _train_config(args)
 
@@ -194,10 +194,10 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_calibrate(args: argparse.Namespace) -> int:
-    from .calibration import calibrate_checkpoint
-    from .inference import default_engine
-    from .checkpoint import read_config
-    from .data import load_many, resolve_file
+    from routerdc.train.calibration import calibrate_checkpoint
+    from routerdc.inference import default_engine
+    from routerdc.checkpoint import read_config
+    from routerdc.data import load_many, resolve_file
 
     files = args.train_files or read_config(args.checkpoint).get("recipe", {}).get("train_files")
     if not files:
@@ -223,13 +223,13 @@ def _parse_routers(args: argparse.Namespace) -> dict[str, list[str]]:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from .compare import (add_paper_row, aggregate_seeds, baseline_choices, comparison_table,
+    from routerdc.evaluate.compare import (add_paper_row, aggregate_seeds, baseline_choices, comparison_table,
                           router_choices, to_markdown_pm)
-    from .data import load_many, paper_files, resolve_file
-    from .embed_cache import embedding_key
-    from .evaluate import to_json
-    from .inference import default_engine, load_router
-    from .model import RouterDC
+    from routerdc.data import load_many, paper_files, resolve_file
+    from routerdc.inference.embed_cache import embedding_key
+    from routerdc.evaluate.metrics import to_json
+    from routerdc.inference import default_engine, load_router
+    from routerdc.model.router import RouterDC
 
     engine = args.engine or default_engine()
 
@@ -264,7 +264,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
                                    max_length=first.config.max_length)
         routers = {**baseline_choices(untrained, train_sets, test_sets), **routers}
     if args.cost_sweep:
-        from .cli_costs import run_cost_sweep
+        from routerdc.cli.costs import run_cost_sweep
 
         print(run_cost_sweep(specs, {first_dir: first}, test_sets, args, train_sets if args.baselines else None))
     per_seed = comparison_table(test_sets, routers, id_tasks=id_tasks)
@@ -289,7 +289,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 def cmd_export(args: argparse.Namespace) -> int:
     import torch
 
-    from .model import RouterDC
+    from routerdc.model.router import RouterDC
 
     router = RouterDC.from_pretrained(args.checkpoint)
     meta = router.meta
@@ -307,8 +307,8 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_route(args: argparse.Namespace) -> int:
-    from .data import read_queries
-    from .inference import default_engine, load_router
+    from routerdc.data import read_queries
+    from routerdc.inference import default_engine, load_router
 
     queries = read_queries(args.input)
     router = load_router(args.checkpoint, "int8" if args.int8 else (args.engine or default_engine()), args.device,
@@ -318,7 +318,7 @@ def cmd_route(args: argparse.Namespace) -> int:
         print(f"routing on {router.describe()}", file=sys.stderr)
     routing = router.route(queries, temperature=args.temperature, cost_weight=args.cost_weight)
     out = Path(args.output)
-    from .io import atomic_file
+    from routerdc.io import atomic_file
 
     with atomic_file(out, "w", encoding="utf-8") as f:
         for rec in routing.records(queries):
@@ -330,23 +330,23 @@ def cmd_route(args: argparse.Namespace) -> int:
 def _lazy(module: str, name: str) -> Any:
     """The command ``name`` of ``module``, imported only when it runs."""
     def run(args: argparse.Namespace) -> int:
-        return getattr(importlib.import_module(module, __package__), name)(args)
+        return getattr(importlib.import_module(module), name)(args)
     return run
 
 
 COMMANDS = {"cluster": cmd_cluster, "train": cmd_train, "calibrate": cmd_calibrate, "evaluate": cmd_evaluate,
-            "export": cmd_export, "route": cmd_route, "serve": _lazy(".serving.server", "cmd_serve"),
-            "serve-llms": _lazy(".serving.launcher", "cmd_serve_llms"),
-            "add-llm": _lazy(".cli_fleet", "cmd_add_llm"), "remove-llm": _lazy(".cli_fleet", "cmd_remove_llm"),
-            "costs": _lazy(".cli_costs", "cmd_costs"),
-            "import-lm-eval": _lazy(".cli_collect", "cmd_import_lm_eval"), "collect": _lazy(".cli_collect", "cmd_collect"),
-            "data": _lazy(".cli_data", "cmd_data")}
+            "export": cmd_export, "route": cmd_route, "serve": _lazy("routerdc.serving.server", "cmd_serve"),
+            "serve-llms": _lazy("routerdc.serving.launcher", "cmd_serve_llms"),
+            "add-llm": _lazy("routerdc.cli.fleet", "cmd_add_llm"), "remove-llm": _lazy("routerdc.cli.fleet", "cmd_remove_llm"),
+            "costs": _lazy("routerdc.cli.costs", "cmd_costs"),
+            "import-lm-eval": _lazy("routerdc.cli.collect", "cmd_import_lm_eval"), "collect": _lazy("routerdc.cli.collect", "cmd_collect"),
+            "data": _lazy("routerdc.cli.data", "cmd_data")}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from .checkpoint import CheckpointError
-    from .data import DataError
-    from .encoder import EncoderError
+    from routerdc.checkpoint import CheckpointError
+    from routerdc.data import DataError
+    from routerdc.model.encoder import EncoderError
 
     args = build_parser().parse_args(argv)
     args.argv = None if argv is None else list(argv)

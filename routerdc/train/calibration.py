@@ -9,7 +9,7 @@ is pushed towards that task's queries. Calibration adds one offset b_t per LLM t
     choice(x) = argmax_t ( sim(E(x), k_t) + b_t ),
 
 and fits b to maximise the same criterion as the paper's checkpoint selection, the training-set
-average (the mean over training tasks of the test metric, see :mod:`routerdc.evaluate`):
+average (the mean over training tasks of the test metric, see :mod:`routerdc.evaluate.metrics`):
 
     b* = argmax_b  1/|tasks| sum_task  mean_{x in task} value(x, choice_b(x)).
 
@@ -29,9 +29,9 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from .checkpoint import read_config, write_config
-from .data import ScoreSet
-from .evaluate import query_values
+from routerdc.checkpoint import read_config, write_config
+from routerdc.data import ScoreSet
+from routerdc.evaluate.metrics import query_values
 
 __all__ = ["DEFAULT_GRID", "Calibration", "fit_llm_bias", "objective", "calibrate_checkpoint"]
 
@@ -44,7 +44,7 @@ def objective(sims: Sequence[np.ndarray], values: Sequence[np.ndarray], bias: np
 
     Args:
         sims: per task, ``(n_i, T)`` similarities.
-        values: per task, ``(n_i, T)`` per-query value of each LLM (:func:`routerdc.evaluate.query_values`).
+        values: per task, ``(n_i, T)`` per-query value of each LLM (:func:`routerdc.evaluate.metrics.query_values`).
         bias: ``(T,)`` offsets.
     """
     accs = [v[np.arange(len(v)), (s + bias).argmax(axis=1)].mean() for s, v in zip(sims, values) if len(v)]
@@ -148,11 +148,11 @@ def calibrate_checkpoint(folder: str | os.PathLike, sets: Sequence[ScoreSet], *,
     itself) receives the calibrated router; only its ``config.json`` differs, rewritten
     atomically, so a failure leaves the original intact. Query embeddings go through the
     on-disk cache keyed by the checkpoint's content (offsets aside: see
-    :func:`~routerdc.embed_cache.embedding_key`).
+    :func:`~routerdc.inference.embed_cache.embedding_key`).
     """
-    from .embed_cache import embedding_key, router_embeddings
-    from .inference import load_router
-    from .routing import similarities
+    from routerdc.inference.embed_cache import embedding_key, router_embeddings
+    from routerdc.inference import load_router
+    from routerdc.routing import similarities
 
     folder = Path(folder)
     router = load_router(folder, engine, device, remeasure=remeasure)  # the inference layer's engine

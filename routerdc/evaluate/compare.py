@@ -11,11 +11,11 @@ from typing import Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from .baselines import KNNRouter, MLPRouter
-from .data import ScoreSet, task_label
-from .embed_cache import cached_embeddings
-from .evaluate import results_table
-from .model import RouterDC
+from routerdc.evaluate.baselines import KNNRouter, MLPRouter
+from routerdc.data import ScoreSet, task_label
+from routerdc.inference.embed_cache import cached_embeddings
+from routerdc.evaluate.metrics import results_table
+from routerdc.model.router import RouterDC
 
 
 def baseline_choices(
@@ -44,10 +44,10 @@ def router_choices(router: RouterDC, test_sets: Sequence[ScoreSet], *, key: str 
                    cache_dir: str | None = None) -> list[np.ndarray]:
     """The router's chosen LLM index per query, aligned to ``test_sets``' column order.
 
-    With ``key`` (e.g. :func:`~routerdc.embed_cache.checkpoint_key` of the router's folder) the
+    With ``key`` (e.g. :func:`~routerdc.inference.embed_cache.checkpoint_key` of the router's folder) the
     query embeddings are cached on disk, so evaluating the same router again is cheap.
     """
-    from .embed_cache import router_embeddings
+    from routerdc.inference.embed_cache import router_embeddings
 
     out = []
     for s in test_sets:

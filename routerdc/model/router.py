@@ -20,12 +20,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .checkpoint import (
+from routerdc.checkpoint import (
     FORMAT, FORMAT_VERSION, CheckpointError, atomic_dir, load_state_dict, read_config,
     save_state_dict, write_json,
 )
-from .encoder import DEFAULT_ENCODER, load_encoder, load_tokenizer, normalize_texts, pool, tokenize
-from .routing import SIMILARITIES, RouterConfig, Routing, route_embeddings
+from routerdc.model.encoder import DEFAULT_ENCODER, load_encoder, load_tokenizer, normalize_texts, pool, tokenize
+from routerdc.routing import SIMILARITIES, RouterConfig, Routing, route_embeddings
 
 __all__ = ["SIMILARITIES", "RouterConfig", "RouterDC", "Routing"]
 
@@ -112,11 +112,11 @@ class RouterDC(nn.Module):
         """Query embeddings ``(n, d)`` as float32.
 
         The texts are tokenised once, sorted by token length and packed into batches of at most
-        ``token_budget`` padded tokens (default :data:`routerdc.batching.DEFAULT_TOKEN_BUDGET`) and
+        ``token_budget`` padded tokens (default :data:`routerdc.train.batching.DEFAULT_TOKEN_BUDGET`) and
         ``batch_size`` rows; ``sort_by_length=False`` keeps the given order (batches of
         ``batch_size``, default 64), as a reference for the batching.
         """
-        from .inference.batching import DEFAULT_TOKEN_BUDGET, MAX_BATCH_ROWS, token_budget_batches
+        from routerdc.inference.batching import DEFAULT_TOKEN_BUDGET, MAX_BATCH_ROWS, token_budget_batches
 
         texts = list(texts)
         if not texts:
