@@ -9,7 +9,7 @@ if __name__ == "__main__":
     from app.settings import parse_args
 
     settings, args = parse_args(sys.argv[1:])
-    from app.resources import Preload
+    from app.services.routers import Preload
 
     preload = Preload.start(settings)  # data + router load in threads while Gradio imports below
     from app.main import main

@@ -20,7 +20,7 @@ def __getattr__(name: str) -> Any:
 
         return Settings
     if name == "AppContext":
-        from .resources import AppContext
+        from .context import AppContext
 
         return AppContext
     raise AttributeError(name)

@@ -3,34 +3,29 @@
 from __future__ import annotations
 
 import functools
-import html
 import logging
 import os
 import re
 import sys
 import unicodedata
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable
 
 import gradio as gr
-import numpy as np
-import orjson
-from gradio.components.plot import PlotData
 
 from routerdc.checkpoint import CheckpointError
 from routerdc.data import DataError
 from routerdc.model.encoder import EncoderError
 from routerdc.limits import BOUNDS
 
-from . import plots
-from .resources import AppContext, RouterView
+from .context import AppContext
+from .services.routers import RouterView
 
 log = logging.getLogger("routerdc.app")
 
 MAX_QUERY_CHARS = 100_000
 LONG_QUERY_CHARS = 4_000
 UPLOAD_TYPES = (".json", ".jsonl", ".csv")
-COLOUR_BY = ("task", "cluster", "routed LLM", "best LLM")
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
 
 EXPECTED_ERRORS = (DataError, CheckpointError, EncoderError, ValueError, LookupError, OSError)
@@ -186,15 +181,15 @@ def device_line() -> str:
 
 def status_markdown(ctx: AppContext, key: str | None) -> str:
     lines = ["### Status"]
-    view = ctx.routers.get(key) if key else None
+    view = ctx.routers.loaded.get(key) if key else None
     if view is None and key:
         try:
-            view = ctx.get_router(key)
+            view = ctx.routers.get(key)
         except Exception as exc:  # noqa: BLE001
             lines.append(f"- **Router**: cannot load `{strip_paths(key)}`: {clean_message(str(exc))}")
     if view is not None:
         lines.append(f"- **Router**: {view.describe()}")
-        lines.append(f"- **Map**: {view.map_state}")
+        lines.append(f"- **Map**: {view.map.state}")
     elif not key:
         lines.append("- **Router**: none loaded. Train one in the Train tab (frozen encoder: about a "
                      "minute on a CPU) or pick one in the list.")
@@ -217,71 +212,6 @@ def status_markdown(ctx: AppContext, key: str | None) -> str:
         lines.append(f"  - unavailable: {clean_message(str(err))}")
     for note in ctx.data.notes[:5]:
         lines.append(f"  - note: {note.split(' (rows')[0]}")
-    t = ctx.training
+    t = ctx.training.status
     lines.append(f"- **Training**: {'running, step %d/%d' % (t.step, t.steps) if t.running else 'idle'}")
     return strip_paths("\n".join(lines))  # no server folder in the status either
-
-
-# ----------------------------------------------------------------------------------- the map
-def _hover(view: RouterView) -> list[str]:
-    cached = getattr(view, "_hover_cache", None)
-    if cached is not None:
-        return cached
-    pool = view.pool
-    names = [plots.short_name(n) for n in view.llms]
-    out = []
-    for i, q in enumerate(pool.texts):
-        sc = pool.scores[i]
-        routed = names[int(view.pool_routed[i])]
-        scores = " · ".join(f"{names[j]} {sc[j]:.2f}" for j in np.argsort(-sc)[:4])
-        out.append(f"<b>{html.escape(pool.tasks[i])}</b> ({pool.roles[i]})<br>{plots.shorten(q, 80)}"
-                   f"<br>router → {html.escape(routed)}<br>{html.escape(scores)}")
-    view._hover_cache = out  # type: ignore[attr-defined]
-    return out
-
-
-def colour_labels(view: RouterView, colour_by: str) -> list[str]:
-    pool = view.pool
-    names = [plots.short_name(n) for n in view.llms]
-    if colour_by == "cluster":
-        return [f"cluster {c}" if c >= 0 else "no cluster id (test set)" for c in pool.clusters]
-    if colour_by == "routed LLM":
-        return [names[int(c)] for c in view.pool_routed]
-    if colour_by == "best LLM":
-        best = pool.scores.argmax(axis=1)
-        return [names[int(b)] if pool.scores[i, b] > 0 else "no LLM scored > 0" for i, b in enumerate(best)]
-    return list(pool.tasks)
-
-
-def map_figure_for(view: RouterView | None, colour_by: str, routed: Sequence[dict]):
-    """The Explore map for a session: the router's map plus the session's routed queries.
-
-    The map of thousands of points is built and serialised once per router and colouring; each
-    call only adds the session's routed queries to that JSON (a new go.Figure of the whole map
-    took about 100 ms per routed query)."""
-    if view is None:
-        return plots.message_figure("No router loaded.")
-    if view.emap is None:
-        return plots.message_figure(f"The map is {view.map_state}. Press 'Refresh map' in a moment.")
-    colour_by = colour_by if colour_by in COLOUR_BY else "task"
-    base = _base_map_json(view, colour_by)
-    mine = [r for r in routed or [] if r.get("key") == view.key]
-    data = base["data"]
-    if mine:
-        xy = view.emap.place(np.asarray([r["emb"] for r in mine], dtype=np.float32))
-        pts = [{"x": float(x), "y": float(y), "query": r["query"], "llm": r["llm"]} for r, (x, y) in zip(mine, xy)]
-        data = [*data, orjson.loads(plots.routed_trace(pts).to_json())]
-    return PlotData(type="plotly", plot=orjson.dumps({"data": data, "layout": base["layout"]}).decode())
-
-
-def _base_map_json(view: RouterView, colour_by: str) -> dict:
-    """The map without the session's points, as plotly JSON, built once per router and colouring
-    (the map is set once per view, so the colouring is the whole key)."""
-    base = view.map_json.get(colour_by)
-    if base is None:
-        fig = plots.map_figure(view.emap.coords, colour_labels(view, colour_by), _hover(view), view.emap.llm_coords,
-                               view.llms, colour_title=colour_by,
-                               title=f"{view.name}: {view.emap.method.upper()} (cosine) of {len(view.emap)} "
-                                     f"queries and {len(view.llms)} LLM embeddings")
-        base = view.map_json[colour_by] = orjson.loads(fig.to_json())
-    return base

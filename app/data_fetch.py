@@ -49,7 +49,7 @@ class DataFetch:
         self.progress = p
 
     def _run(self) -> None:
-        from .resources import load_data
+        from .services.data import load_data
 
         t0 = time.perf_counter()
         try:
@@ -75,10 +75,10 @@ class DataFetch:
     def _refresh_maps(self) -> None:
         """Maps computed (or being computed) over the empty data are computed again."""
         ctx = self.ctx
-        for view in list(ctx.routers.values()):
-            ctx.wait_map(view)
-            if view.emap is None:
-                ctx.ensure_map(view)
+        for view in list(ctx.routers.loaded.values()):
+            ctx.maps.wait(view)
+            if view.map.emap is None:
+                ctx.maps.ensure(view)
 
     def status_line(self) -> str:
         where = f"from {self.url} into `{self.dest}`"

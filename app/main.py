@@ -13,12 +13,14 @@ from . import plots, session_memory
 from routerdc.limits import BOUNDS
 
 from .common import guarded, status_markdown
-from .evaluate_tab import build_evaluate_tab, sets_update
-from .explore_tab import build_explore_tab, colour_radio
-from .resources import AppContext, Preload
-from .route_tab import build_route_tab, examples_args
+from .context import AppContext
+from .services.routers import Preload
 from .settings import ROOT, Settings, parse_args
-from .train_tab import build_train_tab, shipped_choices
+from .state import Session
+from .tabs.evaluate import build_evaluate_tab, sets_update
+from .tabs.explore import build_explore_tab
+from .tabs.route import build_route_tab, examples_args
+from .tabs.train import build_train_tab, shipped_choices
 
 log = logging.getLogger("routerdc.app")
 
@@ -44,54 +46,58 @@ def create_app(settings: Settings | None = None, ctx: AppContext | None = None) 
     with gr.Blocks(title="RouterDC demo",
                    delete_cache=(BOUNDS.delete_cache_every_s, BOUNDS.delete_cache_age_s)) as demo:
         gr.Markdown(INTRO)
-        router_key = gr.State(ctx.default_key)
-        routed = gr.State([])
+        session = gr.State(Session(ctx.default_key))  # app.state.Session: this session's router and routed queries
         with gr.Row():
-            picker = gr.Dropdown(ctx.router_choices(), value=ctx.default_key, label="Router", scale=3,
+            picker = gr.Dropdown(ctx.routers.choices(), value=ctx.default_key, label="Router", scale=3,
                                  elem_id="router-picker", interactive=True)
             refresh_status = gr.Button("Refresh status", scale=0, size="sm", elem_id="status-refresh")
         with gr.Accordion("Status", open=True):
             status = gr.Markdown(status_markdown(ctx, ctx.default_key), elem_id="status")
-        map_plot = gr.Plot(label="Embedding map", elem_id="map-plot", render=False)
-        colour = colour_radio()
         with gr.Tabs(elem_id="tabs"):
             with gr.Tab("Route", id="route", elem_id="tab-route"):
-                route = build_route_tab(ctx, router_key, routed, map_plot, colour)
+                route = build_route_tab(ctx, session)
             with gr.Tab("Explore", id="explore", elem_id="tab-explore") as explore_tab:
-                explore = build_explore_tab(ctx, router_key, routed, map_plot, colour)
+                explore = build_explore_tab(ctx, session)
             with gr.Tab("Train", id="train", elem_id="tab-train"):
-                train = build_train_tab(ctx, router_key, picker, status)
+                train = build_train_tab(ctx, session, picker, status)
             with gr.Tab("Evaluate", id="evaluate", elem_id="tab-evaluate"):
-                ev = build_evaluate_tab(ctx, router_key)
+                ev = build_evaluate_tab(ctx, session)
 
         explore_tab.select(explore["explore_fn"], explore["inputs"], explore["outputs"], api_visibility="private",
                            concurrency_id="route")
 
         @guarded
-        def pick(key):
-            view = ctx.get_router(key)
-            ctx.ensure_map(view)
-            return key, status_markdown(ctx, key)
+        def pick(key, sess):
+            view = ctx.routers.get(key)
+            ctx.maps.ensure(view)
+            return (sess or Session()).with_router(key), status_markdown(ctx, key), sets_update(ctx, key)
 
-        picker.input(pick, [picker], [router_key, status], api_name="pick_router", concurrency_id="route")
-        router_key.change(lambda k: sets_update(ctx, k), [router_key], [ev["sets"]], api_visibility="private")
-        refresh_status.click(lambda k: status_markdown(ctx, k), [router_key], [status], api_name="status",
+        def key_of(sess):
+            return sess.router_key if sess else None
+
+        picker.input(pick, [picker, session], [session, status, ev["sets"]], api_name="pick_router",
+                     concurrency_id="route")
+        train["use_event"].then(lambda sess: sets_update(ctx, key_of(sess)), [session], [ev["sets"]],
+                                api_visibility="private")
+        refresh_status.click(lambda sess: status_markdown(ctx, key_of(sess)), [session], [status], api_name="status",
                              queue=False)
-        demo.load(lambda k: status_markdown(ctx, k), [router_key], [status], api_visibility="private", queue=False)
+        demo.load(lambda sess: status_markdown(ctx, key_of(sess)), [session], [status], api_visibility="private",
+                  queue=False)
         if ctx.fetch is not None:
-            _poll_data_fetch(ctx, router_key, status, train["shipped"], ev["sets"], route["examples"])
+            _poll_data_fetch(ctx, session, status, train["shipped"], ev["sets"], route["examples"])
     demo.state_session_capacity = BOUNDS.state_session_capacity  # also when mounted (launch() sets it too)
     demo.ctx = ctx  # type: ignore[attr-defined]  # for tests and benchmarks
     return demo
 
 
-def _poll_data_fetch(ctx: AppContext, router_key: gr.State, status: gr.Markdown, train_sets, eval_sets,
+def _poll_data_fetch(ctx: AppContext, session: gr.State, status: gr.Markdown, train_sets, eval_sets,
                      examples: gr.Dataset) -> None:
     """While the score data download (app.data_fetch), each page's status follows it every 2 s;
     once it has finished, the page's data choices and examples are filled in and the polling stops."""
     timer = gr.Timer(2.0)
 
-    def tick(key):
+    def tick(sess):
+        key = sess.router_key if sess else None
         if not ctx.fetch.finished.is_set():
             return status_markdown(ctx, key), gr.skip(), gr.skip(), gr.skip(), gr.Timer(active=True)
         choices, default = shipped_choices(ctx)
@@ -100,7 +106,7 @@ def _poll_data_fetch(ctx: AppContext, router_key: gr.State, status: gr.Markdown,
                 gr.Dataset(samples=ex["examples"], sample_labels=ex["example_labels"], label=ex["label"],
                            visible=bool(ex["examples"])), gr.Timer(active=False))
 
-    timer.tick(tick, [router_key], [status, train_sets, eval_sets, examples, timer], api_visibility="private",
+    timer.tick(tick, [session], [status, train_sets, eval_sets, examples, timer], api_visibility="private",
                queue=False)
 
 
@@ -122,7 +128,7 @@ def routed_api(ctx: AppContext):
     gen = ctx.generation
     if gen is None or gen.registry is None or not ctx.default_key:
         return None
-    view = ctx.get_router(ctx.default_key)
+    view = ctx.routers.get(ctx.default_key)
     why = gen.mismatch(view.llms)
     if why:
         ctx.notes.append(f"The routed API is not mounted: {why}")
@@ -208,11 +214,11 @@ def main(argv: Sequence[str] | None = None, settings: Settings | None = None, ar
         if not ctx.default_key:
             print("no router to prepare a map for: " + " ".join(ctx.notes), file=sys.stderr)
             return 2
-        view = ctx.get_router(ctx.default_key)
-        ctx.ensure_map(view, background=False)
-        print(f"{view.name}: map {view.map_state}; routing on {view.engine_name}")
-        if args.ship_map and view.emap is not None:
-            print(f"{view.name}: map shipped as {view.ship_map(ctx.data)}")
-        return 0 if view.emap is not None else 1
+        view = ctx.routers.get(ctx.default_key)
+        ctx.maps.ensure(view, background=False)
+        print(f"{view.name}: map {view.map.state}; routing on {view.engine_name}")
+        if args.map.ship and view.map.emap is not None:
+            print(f"{view.name}: map shipped as {view.map.ship(ctx.data)}")
+        return 0 if view.map.emap is not None else 1
     launch(settings, ctx)
     return 0

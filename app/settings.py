@@ -1,25 +1,7 @@
-"""The app's settings: command-line options, each with an environment variable.
-
-| option | environment variable | default |
-|---|---|---|
-| --checkpoint | ROUTERDC_CHECKPOINT | checkpoints/routerdc-minilm (the shipped router) |
-| --data-dir | ROUTERDC_DATA | ../shared/data beside the checkout |
-| --models-config | ROUTERDC_MODELS_CONFIG | none (no generation backend; answers only from recorded data) |
-| --launch-llms | ROUTERDC_LAUNCH_LLMS=1 | off: start a `vllm serve` process per `vllm` candidate (vLLM's venv: ROUTERDC_VLLM_PYTHON) |
-| --host | ROUTERDC_HOST, else GRADIO_SERVER_NAME | 127.0.0.1 |
-| --port | ROUTERDC_PORT, else GRADIO_SERVER_PORT | 7860 |
-| --cache-dir | ROUTERDC_CACHE | ~/.cache/routerdc (embeddings and maps) |
-| --runs-dir | ROUTERDC_RUNS | runs/app (routers trained in the app) |
-| --map-method | ROUTERDC_MAP_METHOD | umap (pca: no numba, for tests) |
-| --map-per-set | ROUTERDC_MAP_PER_SET | 250 queries per data set on the map |
-| --max-rows | ROUTERDC_MAX_ROWS | 0 = all rows of each data set (a cap makes tests fast) |
-| --torch-threads | ROUTERDC_TORCH_THREADS | 1 (several threads contend badly on small CPUs) |
-| (no option) | ROUTERDC_DEVICE | cpu: the torch router's device (cuda on the GPU Space, with ROUTERDC_ENGINE=torch) |
-| --engine | ROUTERDC_ENGINE | auto: the inference layer's pick for this router and machine (measured once, after the map; an ONNX pick starts without torch); or torch, torch-bf16, int8, onnx, onnx-int8 |
-| --api-key | ROUTERDC_API_KEY | none: the routed API at /v1 (with a models config) is mounted only on a loopback --host |
-| --allow-unauthenticated | ROUTERDC_ALLOW_UNAUTHENTICATED=1 | off: mount /v1 without a key on a public --host |
-| --no-fetch-data | ROUTERDC_FETCH_DATA=0 | on: an empty data directory is filled in the background from ROUTERDC_DATA_URL (default: the official repository) |
-"""
+"""The app's settings: one table (:data:`OPTIONS`) gives each option its command-line flag, its
+environment variables, its type and its help; ``Settings.from_env`` and ``parse_args`` both read
+it, and README's configuration table lists the same rows (``python -c "import app.settings as s;
+print(s.markdown_table())"``)."""
 
 from __future__ import annotations
 
@@ -85,25 +67,84 @@ class Settings:
 
     @classmethod
     def from_env(cls, **overrides: object) -> "Settings":
-        s = cls(
-            checkpoint=_env("ROUTERDC_CHECKPOINT", default=DEFAULT_CHECKPOINT),  # type: ignore[arg-type]
-            data_dir=_env("ROUTERDC_DATA"),
-            models_config=_env("ROUTERDC_MODELS_CONFIG"),
-            launch_llms=_env("ROUTERDC_LAUNCH_LLMS", default="0") not in ("0", "", "false", "no"),
-            host=_env("ROUTERDC_HOST", "GRADIO_SERVER_NAME", default="127.0.0.1"),  # type: ignore[arg-type]
-            port=int(_env("ROUTERDC_PORT", "GRADIO_SERVER_PORT", default="7860")),  # type: ignore[arg-type]
-            cache_dir=_env("ROUTERDC_CACHE"),
-            runs_dir=_env("ROUTERDC_RUNS", default="runs/app"),  # type: ignore[arg-type]
-            map_method=_env("ROUTERDC_MAP_METHOD", default="umap"),  # type: ignore[arg-type]
-            map_per_set=int(_env("ROUTERDC_MAP_PER_SET", default="250")),  # type: ignore[arg-type]
-            max_rows=int(_env("ROUTERDC_MAX_ROWS", default="0")),  # type: ignore[arg-type]
-            torch_threads=int(_env("ROUTERDC_TORCH_THREADS", default="1")),  # type: ignore[arg-type]
-            engine=_env("ROUTERDC_ENGINE", default="auto"),  # type: ignore[arg-type]
-            api_keys=_keys(_env("ROUTERDC_API_KEY")),
-            allow_unauthenticated=_env("ROUTERDC_ALLOW_UNAUTHENTICATED", default="0") not in ("0", "", "false", "no"),
-            fetch_data=_env("ROUTERDC_FETCH_DATA", default="1") not in ("0", "false", "no"),
-        )
-        return replace(s, **overrides)  # type: ignore[arg-type]
+        """Settings from the environment variables of :data:`OPTIONS` (else their defaults), then ``overrides``."""
+        values = {}
+        for o in OPTIONS:
+            raw = _env(*o.env)
+            if raw is not None:
+                values[o.field] = o.parse(raw)
+        return replace(cls(**values), **overrides)  # type: ignore[arg-type]
+
+
+@dataclass(frozen=True)
+class Option:
+    """One setting: its :class:`Settings` field, flag, environment variables, kind and help."""
+
+    field: str
+    flag: str
+    env: tuple[str, ...]
+    kind: str  # "str", "int", "bool" (a flag that turns it on), "off" (a flag that turns it off), "keys"
+    help: str
+    choices: tuple[str, ...] | None = None
+    default_text: str | None = None  # for the table, where the field's default needs words
+
+    def parse(self, raw: str) -> object:
+        if self.kind == "int":
+            return int(raw)
+        if self.kind in ("bool", "off"):
+            return raw.strip().lower() not in ("0", "", "false", "no")
+        if self.kind == "keys":
+            return _keys(raw)
+        return raw
+
+
+OPTIONS: tuple[Option, ...] = (
+    Option("checkpoint", "--checkpoint", ("ROUTERDC_CHECKPOINT",), "str", "router folder",
+           default_text="checkpoints/routerdc-minilm (the shipped router)"),
+    Option("data_dir", "--data-dir", ("ROUTERDC_DATA",), "str", "score-data directory",
+           default_text="../shared/data beside the checkout"),
+    Option("models_config", "--models-config", ("ROUTERDC_MODELS_CONFIG",), "str",
+           "models config of the candidate LLMs (answers are streamed from them, and the routed OpenAI-compatible "
+           "API is served at /v1)", default_text="none (no generation backend; answers only from recorded data)"),
+    Option("launch_llms", "--launch-llms", ("ROUTERDC_LAUNCH_LLMS",), "bool",
+           "also start a vLLM server per 'vllm' candidate of the models config (and stop them on exit; vLLM's venv: "
+           "ROUTERDC_VLLM_PYTHON)", default_text="off"),
+    Option("host", "--host", ("ROUTERDC_HOST", "GRADIO_SERVER_NAME"), "str", "address to serve on"),
+    Option("port", "--port", ("ROUTERDC_PORT", "GRADIO_SERVER_PORT"), "int", "port to serve on"),
+    Option("cache_dir", "--cache-dir", ("ROUTERDC_CACHE",), "str", "embeddings, maps and ONNX forms",
+           default_text="~/.cache/routerdc"),
+    Option("runs_dir", "--runs-dir", ("ROUTERDC_RUNS",), "str", "routers trained in the app"),
+    Option("map_method", "--map-method", ("ROUTERDC_MAP_METHOD",), "str", "2-D map method (pca: no numba, for tests)",
+           choices=("umap", "pca")),
+    Option("map_per_set", "--map-per-set", ("ROUTERDC_MAP_PER_SET",), "int", "queries per data set on the map"),
+    Option("max_rows", "--max-rows", ("ROUTERDC_MAX_ROWS",), "int",
+           "rows of each data set (0 = all; a cap makes tests fast)"),
+    Option("torch_threads", "--torch-threads", ("ROUTERDC_TORCH_THREADS",), "int",
+           "torch threads (several threads contend badly on small CPUs)"),
+    Option("engine", "--engine", ("ROUTERDC_ENGINE",), "str",
+           "the inference layer's engine; auto: the fastest on this machine that routes like torch fp32 (measured "
+           "once after the map, then cached; an ONNX pick starts without torch)", choices=ENGINE_CHOICES),
+    Option("api_keys", "--api-key", ("ROUTERDC_API_KEY",), "keys",
+           "key for the routed API at /v1 (repeatable or comma-separated)",
+           default_text="none: the routed API (with a models config) is mounted only on a loopback --host"),
+    Option("allow_unauthenticated", "--allow-unauthenticated", ("ROUTERDC_ALLOW_UNAUTHENTICATED",), "bool",
+           "mount the routed API without a key on a non-loopback --host", default_text="off"),
+    Option("fetch_data", "--no-fetch-data", ("ROUTERDC_FETCH_DATA",), "off",
+           "do not download the score data when the data directory is empty (default: an empty data directory is "
+           "filled in the background from ROUTERDC_DATA_URL, by default the official repository)", default_text="on"),
+)
+
+
+def markdown_table() -> str:
+    """README's configuration table, from :data:`OPTIONS`."""
+    base = Settings()
+    rows = ["| option | environment variable | default |", "|---|---|---|"]
+    for o in OPTIONS:
+        default = o.default_text or str(getattr(base, o.field))
+        rows.append(f"| {o.flag} | {', else '.join(o.env)} | {default} |")
+    rows.append("| (no option) | ROUTERDC_DEVICE | cpu: the torch router's device (cuda on the GPU Space, with "
+                "ROUTERDC_ENGINE=torch) |")
+    return "\n".join(rows) + "\n"
 
 
 def _keys(value: str | Sequence[str] | None) -> tuple[str, ...]:
@@ -113,43 +154,27 @@ def _keys(value: str | Sequence[str] | None) -> tuple[str, ...]:
 
 
 def parse_args(argv: Sequence[str] | None = None) -> tuple[Settings, argparse.Namespace]:
-    """Settings from the environment, overridden by command-line options."""
+    """Settings from the environment, overridden by command-line options (both from :data:`OPTIONS`)."""
     base = Settings.from_env()
     p = argparse.ArgumentParser(prog="app.py", description="RouterDC demo (Gradio).")
-    p.add_argument("--checkpoint", default=base.checkpoint, help="router folder (default: %(default)s)")
-    p.add_argument("--data-dir", default=base.data_dir, help="score-data directory")
-    p.add_argument("--models-config", default=base.models_config,
-                   help="models config of the candidate LLMs (answers are streamed from them, and the routed "
-                        "OpenAI-compatible API is served at /v1)")
-    p.add_argument("--launch-llms", action="store_true", default=base.launch_llms,
-                   help="also start a vLLM server per 'vllm' candidate of the models config (and stop them on exit)")
-    p.add_argument("--host", default=base.host)
-    p.add_argument("--port", type=int, default=base.port)
-    p.add_argument("--cache-dir", default=base.cache_dir)
-    p.add_argument("--runs-dir", default=base.runs_dir)
-    p.add_argument("--map-method", choices=("umap", "pca"), default=base.map_method)
-    p.add_argument("--map-per-set", type=int, default=base.map_per_set)
-    p.add_argument("--max-rows", type=int, default=base.max_rows)
-    p.add_argument("--torch-threads", type=int, default=base.torch_threads)
-    p.add_argument("--engine", choices=ENGINE_CHOICES, default=base.engine,
-                   help="the inference layer's engine; auto: the fastest on this machine that routes like torch "
-                        "fp32 (measured once after the map, then cached; an ONNX pick starts without torch)")
-    p.add_argument("--api-key", action="append", default=None, metavar="KEY",
-                   help="key for the routed API at /v1 (repeatable or comma-separated; default: $ROUTERDC_API_KEY)")
-    p.add_argument("--allow-unauthenticated", action="store_true", default=base.allow_unauthenticated,
-                   help="mount the routed API without a key on a non-loopback --host")
-    p.add_argument("--no-fetch-data", dest="fetch_data", action="store_false", default=base.fetch_data,
-                   help="do not download the score data when the data directory is empty")
+    for o in OPTIONS:
+        default = getattr(base, o.field)
+        if o.kind == "bool":
+            p.add_argument(o.flag, dest=o.field, action="store_true", default=default, help=o.help)
+        elif o.kind == "off":
+            p.add_argument(o.flag, dest=o.field, action="store_false", default=default, help=o.help)
+        elif o.kind == "keys":
+            p.add_argument(o.flag, dest=o.field, action="append", default=None, metavar="KEY",
+                           help=f"{o.help} (default: ${o.env[0]})")
+        else:
+            p.add_argument(o.flag, dest=o.field, type=int if o.kind == "int" else str, default=default,
+                           choices=o.choices, help=f"{o.help} (default: %(default)s)")
     p.add_argument("--prepare", action="store_true",
                    help="compute and cache the default router's map and ONNX form, then exit")
     p.add_argument("--ship-map", action="store_true",
                    help="with --prepare: also write the map into the router's folder (maps/, ~2 MB), so that it "
                         "ships with the router and a fresh clone starts with it")
     a = p.parse_args(argv)
-    s = replace(base, checkpoint=a.checkpoint, data_dir=a.data_dir, models_config=a.models_config,
-                launch_llms=a.launch_llms,
-                host=a.host, port=a.port, cache_dir=a.cache_dir, runs_dir=a.runs_dir,
-                map_method=a.map_method, map_per_set=a.map_per_set, max_rows=a.max_rows,
-                torch_threads=a.torch_threads, engine=a.engine, fetch_data=a.fetch_data,
-                api_keys=_keys(a.api_key) or base.api_keys, allow_unauthenticated=a.allow_unauthenticated)
+    values = {o.field: getattr(a, o.field) for o in OPTIONS if o.kind != "keys"}
+    s = replace(base, **values, api_keys=_keys(a.api_keys) or base.api_keys)
     return s, a

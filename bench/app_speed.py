@@ -94,26 +94,26 @@ def main(argv: Sequence[str] | None = None) -> dict:
 
     # Map placement, in-process on the same cached map.
 
-    from app.resources import AppContext
+    from app.context import AppContext
     from app.settings import Settings
 
     ctx = AppContext.create(Settings.from_env(checkpoint=a.checkpoint), background_map=False)
-    view = ctx.get_router(ctx.default_key)
-    ctx.ensure_map(view, background=False)
+    view = ctx.routers.get(ctx.default_key)
+    ctx.maps.ensure(view, background=False)
     emb = view.embed(QUERIES)
     place_ms, embed_place_ms = [], []
     for i in range(max(a.repeats, 50)):
         t = time.perf_counter()
-        view.emap.place(emb[i % len(emb)][None])
+        view.map.emap.place(emb[i % len(emb)][None])
         place_ms.append((time.perf_counter() - t) * 1000)
     for i in range(a.repeats):
         t = time.perf_counter()
-        view.emap.place(view.embed([QUERIES[i % len(QUERIES)]]))
+        view.map.emap.place(view.embed([QUERIES[i % len(QUERIES)]]))
         embed_place_ms.append((time.perf_counter() - t) * 1000)
 
     med = statistics.median
     res = {
-        "checkpoint": str(a.checkpoint), "map": view.map_state, "map_points": len(view.emap),
+        "checkpoint": str(a.checkpoint), "map": view.map.state, "map_points": len(view.map.emap),
         "prepare_map_s (not timed below)": round(prepare_s, 2),
         "cold_start_server_up_s": round(up_s, 2),
         "cold_start_to_first_routed_query_s": round(cold_s, 2),

@@ -45,7 +45,7 @@ import torch  # noqa: E402
 from routerdc.data import ScoreSet, load_score_set, paper_files  # noqa: E402
 from routerdc.evaluate.metrics import accuracy  # noqa: E402
 from routerdc.inference import ENGINES, EngineUnavailable, load_router  # noqa: E402
-from routerdc.inference.batching import token_budget_batches  # noqa: E402
+from routerdc.model.batching import token_budget_batches  # noqa: E402
 from routerdc.inference.features import cpu_features  # noqa: E402
 from routerdc.inference.select import MIN_AGREEMENT, PROB_TOL  # noqa: E402
 from routerdc.model.router import RouterDC, Routing  # noqa: E402

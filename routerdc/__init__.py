@@ -18,7 +18,7 @@ _LAZY = {
     "RouterDC": "routerdc.model.router", "RouterConfig": "routerdc.routing", "Routing": "routerdc.routing",
     "CheckpointError": "routerdc.checkpoint",
     "TrainConfig": "routerdc.train.config", "Trainer": "routerdc.train.trainer", "train": "routerdc.train.trainer",
-    "results_table": "routerdc.evaluate.metrics",
+    "results_table": "routerdc.evaluate.table",
     "load_router": "routerdc.inference", "Router": "routerdc.inference",
 }
 

@@ -17,12 +17,13 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 from routerdc.io import atomic_dir, write_bytes
 
-__all__ = ["atomic_dir", "write_json", "json_bytes", "read_config", "save_state_dict", "load_state_dict",
-           "CheckpointError"]
+__all__ = ["atomic_dir", "write_json", "json_bytes", "read_config", "read_meta", "RouterMeta", "save_state_dict",
+           "load_state_dict", "list_routers", "CheckpointError"]
 
 if TYPE_CHECKING:
     import torch
@@ -49,6 +50,127 @@ def write_json(path: Path, obj: Any) -> None:
     write_bytes(path, json_bytes(obj))
 
 
+# The top-level keys of config.json that RouterMeta owns; any other key is kept, in order, in ``extra``.
+_OWN = ("format", "format_version", "router", "encoder_weights", "dtype", "recipe", "metrics", "calibration")
+
+
+@dataclass(frozen=True)
+class RouterMeta:
+    """The schema of a router folder's ``config.json``, and its only reader and writer.
+
+    Attributes:
+        router: the router config as a dict (:meth:`routerdc.routing.RouterConfig.to_dict`),
+            holding the offsets ``llm_bias`` once calibrated and ``llm_cost`` once costed.
+        encoder_weights: ``"included"`` (fine-tuned weights in the folder) or ``"reference"``
+            (the pretrained ``router["encoder"]`` is loaded).
+        dtype: the saved weights' dtype.
+        recipe: the training config (:class:`routerdc.train.config.TrainConfig` as a dict, plus
+            ``train_tasks``); the one recipe, from which ``train --config`` retrains the router.
+        metrics: the selection metrics of the saved step.
+        calibration: the record of the offsets' fit, or None.
+        extra: other top-level entries (``costs``, ``fleet_changes``...), kept in order.
+    """
+
+    router: Mapping[str, Any]
+    encoder_weights: str = "included"
+    dtype: str = "float32"
+    recipe: Mapping[str, Any] = field(default_factory=dict)
+    metrics: Mapping[str, Any] = field(default_factory=dict)
+    calibration: Mapping[str, Any] | None = None
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.encoder_weights not in ("included", "reference"):
+            raise CheckpointError(f"encoder_weights must be 'included' or 'reference', got {self.encoder_weights!r}")
+        if not isinstance(self.router, Mapping) or "llm_names" not in self.router:
+            raise CheckpointError("the router config is missing or has no llm_names")
+
+    # ------------------------------------------------------------------ reading and writing
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any], source: str = "config.json") -> "RouterMeta":
+        if not isinstance(d, Mapping) or d.get("format") != FORMAT:
+            raise CheckpointError(f"{source}: not a RouterDC config (no \"format\": \"{FORMAT}\")")
+        if int(d.get("format_version", 0)) > FORMAT_VERSION:
+            raise CheckpointError(f"{source}: format version {d.get('format_version')} is newer than this routerdc "
+                                  f"({FORMAT_VERSION}); upgrade routerdc")
+        try:
+            return cls(router=dict(d["router"]), encoder_weights=d.get("encoder_weights", "included"),
+                       dtype=str(d.get("dtype", "float32")), recipe=dict(d.get("recipe") or {}),
+                       metrics=dict(d.get("metrics") or {}), calibration=d.get("calibration"),
+                       extra={k: v for k, v in d.items() if k not in _OWN})
+        except (KeyError, TypeError, ValueError) as exc:
+            raise CheckpointError(f"{source}: invalid router config ({exc})") from None
+
+    def to_dict(self) -> dict[str, Any]:
+        d: dict[str, Any] = {"format": FORMAT, "format_version": FORMAT_VERSION, "router": dict(self.router),
+                             "encoder_weights": self.encoder_weights, "dtype": self.dtype,
+                             "recipe": dict(self.recipe), "metrics": dict(self.metrics)}
+        if self.calibration is not None:
+            d["calibration"] = dict(self.calibration)
+        d.update(self.extra)
+        return d
+
+    def to_bytes(self) -> bytes:
+        return json_bytes(self.to_dict())
+
+    @classmethod
+    def read(cls, folder: str | os.PathLike) -> "RouterMeta":
+        """The config of the router in ``folder``; :class:`CheckpointError` if it is not one."""
+        return cls.from_dict(_load_json(folder), str(Path(folder) / CONFIG_NAME))
+
+    def write(self, folder: str | os.PathLike, output: str | os.PathLike | None = None) -> Path:
+        """Rewrite ``folder``'s config.json (atomically; the weights untouched), or with another
+        ``output`` write a copy of the folder carrying this config, in one atomic step."""
+        return write_config(folder, self.to_dict(), output)
+
+    # ------------------------------------------------------------------ views and edits
+    def router_config(self) -> Any:
+        """The :class:`routerdc.routing.RouterConfig` (validated)."""
+        from routerdc.routing import RouterConfig
+
+        try:
+            return RouterConfig.from_dict(self.router)
+        except (TypeError, ValueError) as exc:
+            raise CheckpointError(f"invalid router config ({exc})") from None
+
+    @property
+    def llm_names(self) -> tuple[str, ...]:
+        return tuple(self.router["llm_names"])
+
+    @property
+    def included(self) -> bool:
+        """Whether the encoder's (fine-tuned) weights are in the folder."""
+        return self.encoder_weights == "included"
+
+    def with_router(self, **changes: Any) -> "RouterMeta":
+        """This config with router config fields changed (``llm_cost=...``); None removes one."""
+        router = {**self.router, **changes}
+        return replace(self, router={k: v for k, v in router.items() if v is not None})
+
+    def with_offsets(self, bias: Sequence[float], record: Mapping[str, Any]) -> "RouterMeta":
+        """Calibrated: the offsets b_t in the router config and the fit's record."""
+        return replace(self.with_router(llm_bias=[float(b) for b in bias]), calibration=dict(record))
+
+    def without_offsets(self) -> "RouterMeta":
+        """The paper's rule: no offsets and no calibration record."""
+        return replace(self.with_router(llm_bias=None), calibration=None)
+
+    def with_extra(self, **entries: Any) -> "RouterMeta":
+        return replace(self, extra={**self.extra, **entries})
+
+    def embedding_bytes(self) -> bytes:
+        """This config without what changes no embedding (the offsets and their record, the costs):
+        the bytes that content keys of cached embeddings and maps are taken over, so that a router and
+        its calibrated or costed copy share them."""
+        stripped = self.without_offsets().with_router(llm_cost=None)
+        return replace(stripped, extra={k: v for k, v in self.extra.items() if k != "costs"}).to_bytes()
+
+
+def read_meta(folder: str | os.PathLike) -> RouterMeta:
+    """:meth:`RouterMeta.read`."""
+    return RouterMeta.read(folder)
+
+
 def write_config(folder: str | os.PathLike, meta: dict[str, Any], output: str | os.PathLike | None = None) -> Path:
     """Give the router in ``folder`` the config ``meta``: rewrite its ``config.json`` in place
     (atomically; the weights untouched) or, with another ``output``, write a copy of the folder with
@@ -66,8 +188,7 @@ def write_config(folder: str | os.PathLike, meta: dict[str, Any], output: str | 
     return out
 
 
-def read_config(folder: str | os.PathLike) -> dict[str, Any]:
-    """The routerdc config of ``folder``; :class:`CheckpointError` if it is not a router folder."""
+def _load_json(folder: str | os.PathLike) -> dict[str, Any]:
     folder = Path(folder)
     if not folder.is_dir():
         raise CheckpointError(f"{folder}: no such checkpoint folder")
@@ -77,17 +198,15 @@ def read_config(folder: str | os.PathLike) -> dict[str, Any]:
         hint = f" (found pickled files {pickles}; they are never loaded)" if pickles else ""
         raise CheckpointError(f"{folder}: not a RouterDC checkpoint, {CONFIG_NAME} is missing{hint}")
     try:
-        cfg = json.loads(path.read_text(encoding="utf-8"))
+        return json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise CheckpointError(f"{path}: unreadable config ({exc})") from None
-    if not isinstance(cfg, dict) or cfg.get("format") != FORMAT:
-        raise CheckpointError(f"{path}: not a RouterDC config (no \"format\": \"{FORMAT}\")")
-    if int(cfg.get("format_version", 0)) > FORMAT_VERSION:
-        raise CheckpointError(
-            f"{path}: format version {cfg.get('format_version')} is newer than this routerdc "
-            f"({FORMAT_VERSION}); upgrade routerdc"
-        )
-    return cfg
+
+
+def read_config(folder: str | os.PathLike) -> dict[str, Any]:
+    """The routerdc config of ``folder`` as a plain dict (:meth:`RouterMeta.read`, then ``to_dict``);
+    :class:`CheckpointError` if it is not a router folder."""
+    return RouterMeta.read(folder).to_dict()
 
 
 def save_state_dict(

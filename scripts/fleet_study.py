@@ -25,7 +25,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def main(argv: Sequence[str] | None = None) -> int:
     from routerdc.checkpoint import read_config
-    from routerdc.evaluate.compare import comparison_table, router_choices
+    from routerdc.evaluate.evaluator import comparison_table, router_choices
     from routerdc.data import load_many, paper_files, resolve_file
     from routerdc.data.registry import PAPER_ID_TASKS
     from routerdc.inference.embed_cache import embedding_key

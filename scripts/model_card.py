@@ -1,4 +1,4 @@
-"""Write the model card (README.md) of a shipped router from its config, its train.json and the
+"""Write the model card (README.md) of a shipped router from its config (with its recipe) and the
 results files, so that every number in it comes from a command.
 
     python scripts/model_card.py [--checkpoint checkpoints/routerdc-minilm]
@@ -83,7 +83,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     ckpt = Path(args.checkpoint)
     config = json.loads((ckpt / "config.json").read_text(encoding="utf-8"))
-    train = json.loads((ckpt / "train.json").read_text(encoding="utf-8"))
+    train = config["recipe"]
     load = lambda f: json.loads(Path(f).read_text(encoding="utf-8")) if Path(f).exists() else None  # noqa: E731
     table, shipped, unk = load(args.table), load(args.shipped), load(args.unk)
     llms = config["router"]["llm_names"]
@@ -128,12 +128,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"`{_rel(Path(args.table))}`), and `python -m routerdc evaluate --checkpoint {rel} "
         f"--output {_rel(Path(args.shipped))}` (this checkpoint).", "",
         "## Retrain from scratch", "",
-        "```bash", f"python -m routerdc train --config {rel}/train.json", "```", "",
+        "```bash", f"python -m routerdc train --config {rel}", "```", "",
         "About 18 minutes on 2 CPU cores (add `--device cuda` on a GPU): training, then the calibration. It "
         f"writes a new router to `{train['output_dir']}` atomically (the old one stays intact until the new one "
         "is complete). The shipped weights were trained with `--save-dtype float32`, calibrated by "
-        "`python -m routerdc calibrate` and exported to fp16, while this command calibrates the fp16 weights it "
-        "saves. A run of it here (`--output-dir runs/retrain-check`, 1,031 s) selected the same step, and its "
+        "`python -m routerdc calibrate` and exported to fp16 (the export records fp16 in the recipe), while this "
+        "command calibrates the fp16 weights it saves. A run of it here (`--output-dir runs/retrain-check`, 1,031 s) selected the same step, and its "
         "calibration found the same seven offsets and the same training-set averages; 4,917 of its 22.7 M "
         "weights differ from the shipped ones, by at most 1.2e-4 (fp16 rounding).", "",
         "## Use", "",
@@ -159,8 +159,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "batch 64 on a GPU with mDeBERTa-v3-base.",
         "- It routes among these 7 LLMs only; other LLMs need a router trained on their scores.", "",
         "## Files", "",
-        f"{len(files)} files, {size / 2**20:.1f} MiB: `config.json` (router config, recipe, metrics), "
-        "`train.json` (the recipe, for `--config`), fp16 safetensors shards and their index, and `encoder/` "
+        f"{len(files)} files, {size / 2**20:.1f} MiB: `config.json` (router config, the recipe that "
+        "`train --config` retrains from, metrics, calibration), fp16 safetensors shards and their index, `encoder/` "
         "(the encoder's config and tokenizer). Loaded with `RouterDC.from_pretrained`, which reads "
         "safetensors only and refuses pickles.", "",
     ]

@@ -76,8 +76,8 @@ if [ "${STUDY:-1}" = 1 ]; then
     --output "$(dirname "$RESULTS")/route_distribution.md"
 fi
 # The shipped router: seed 0, calibrated, as fp16 safetensors shards (the recipe's own output_dir and
-# dtype), evaluated as shipped, with its model card written from these results. Its train.json is the
-# recipe with calibration on, so that `train --config train.json` trains and calibrates.
+# dtype), evaluated as shipped, with its model card written from these results. The recipe in its
+# config.json has calibration on, so that `train --config <router>` trains and calibrates.
 SHIP="${SHIP:-checkpoints/routerdc-minilm}"
 "$PY" -c 'import json, sys; d = json.load(open(sys.argv[1])); d["calibrate"] = True
 open(sys.argv[2], "w").write(json.dumps(d, indent=2) + "\n")' "$RECIPE" "$OUT/ship-train.json"

@@ -29,7 +29,7 @@ def distribution_markdown(name: str, llms: Sequence[str], tasks: Sequence[str], 
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from routerdc.evaluate.compare import router_choices
+    from routerdc.evaluate.evaluator import router_choices
     from routerdc.data import load_many, paper_files
     from routerdc.inference.embed_cache import embedding_key
     from routerdc.model.router import RouterDC

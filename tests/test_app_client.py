@@ -43,9 +43,10 @@ def test_api_names(client):
 
 
 def test_route_returns_chart_choice_margin_and_map_point(client, server):
-    md, bar, answer, verdict, scores, why, neigh, result, mapfig = route(
+    md, bar, answer, verdict, scores, why, neigh, result = route(
         client, "Write a Python function that returns the n-th Fibonacci number.")
-    llms = server.ctx.get_router(server.ctx.default_key).llms
+    mapfig, _ = client.predict("task", api_name="/explore")  # the map has one update path: Explore's
+    llms = server.ctx.routers.get(server.ctx.default_key).llms
     assert result["llm"] in llms and md.startswith("**Chosen LLM")
     assert "margin" in md and abs(sum(result["probs"].values()) - 1) < 1e-5
     fig = plot_json(bar)
@@ -62,8 +63,8 @@ def test_route_returns_chart_choice_margin_and_map_point(client, server):
 
 
 def test_temperature_rerenders_without_reencoding(client, server):
-    _, _, _, _, _, _, _, r1, _ = route(client, "Solve 12 * 7 + 3 and explain.")
-    view = server.ctx.get_router(server.ctx.default_key)
+    _, _, _, _, _, _, _, r1 = route(client, "Solve 12 * 7 + 3 and explain.")
+    view = server.ctx.routers.get(server.ctx.default_key)
     calls = []
     orig = view.embed
     view.embed = lambda *a, **k: calls.append(1) or orig(*a, **k)
@@ -88,7 +89,7 @@ def json_probs(bar) -> list[float]:
 def test_query_from_score_set_shows_recorded_scores(client, server):
     e = next(e for e in server.ctx.data.entries if e.key == "routerdc/test/mmlu")
     q = e.set.queries[3]
-    _, _, answer, verdict, scores, _, _, result, _ = route(client, q)
+    _, _, answer, verdict, scores, _, _, result = route(client, q)
     assert "recorded score" in verdict and "row 4" in verdict
     scores = scores.get("value", scores) if isinstance(scores, dict) else scores
     assert len(scores["data"]) == len(e.set.llms), scores
@@ -114,13 +115,13 @@ def test_bad_queries_are_rejected_with_a_message(client, query, message):
 
 
 def test_awkward_queries_route_with_notices(client):
-    *_, result, _ = route(client, "y" * 100_000)
+    *_, result = route(client, "y" * 100_000)
     assert result["query_chars"] == 100_000 and any("Long query" in n for n in result["notices"])
-    *_, result, _ = route(client, "😀🎉🚀 ✨")
+    *_, result = route(client, "😀🎉🚀 ✨")
     assert any("unknown to the encoder" in n for n in result["notices"])
-    *_, result, _ = route(client, "以下哪个城市是中国的首都？A. 上海 B. 北京 C. 广州 D. 深圳")
+    *_, result = route(client, "以下哪个城市是中国的首都？A. 上海 B. 北京 C. 广州 D. 深圳")
     assert result["llm"]
-    *_, result, _ = route(client, "What is 2+2?\x07\x1b[31m")
+    *_, result = route(client, "What is 2+2?\x07\x1b[31m")
     assert any("control character" in n for n in result["notices"])
 
 
@@ -144,7 +145,7 @@ def test_status_reports_router_device_backend(client):
 
 
 def test_onnx_engine_routes_as_torch_does(server):
-    view = server.ctx.get_router(server.ctx.default_key)
+    view = server.ctx.routers.get(server.ctx.default_key)
     assert view.engine is not None, view.describe()
     queries = ["Solve 12 * 7 + 3 and explain.", "以下哪个城市是中国的首都？", "def f(x): return x * 2"]
     fast = view.route_embeddings(view.embed(queries))
@@ -236,9 +237,9 @@ def test_train_cancel_halfway_then_one_run_at_a_time_then_hot_swap(server):
     a, b = Client(server.url, verbose=False), Client(server.url, verbose=False)
     job = a.submit(*_train_args(5000, eval_every=10, name="cancel-me"), api_name="/train")
     deadline = time.time() + 180
-    while time.time() < deadline and server.ctx.training.step < 15 and not job.done():
+    while time.time() < deadline and server.ctx.training.status.step < 15 and not job.done():
         time.sleep(0.2)
-    assert server.ctx.training.running and server.ctx.training.step >= 15
+    assert server.ctx.training.status.running and server.ctx.training.status.step >= 15
     with pytest.raises(AppError, match="Another training run is in progress"):
         b.predict(*_train_args(5), api_name="/train")
     assert route(b, "routing stays responsive while training")[7]["llm"]
@@ -248,7 +249,7 @@ def test_train_cancel_halfway_then_one_run_at_a_time_then_hot_swap(server):
     final = outputs[0]
     assert final.startswith("Cancelled at step") and "Saved the best router" in final
     assert "Calibrated" not in final  # a cancelled run keeps its last checkpoint as it was
-    assert not server.ctx.training.running
+    assert not server.ctx.training.status.running
 
     # a short complete run on RouterBench (11 LLMs), then switch this session to it: RouterBench
     # queries now show the chosen LLM's recorded answer
@@ -258,11 +259,11 @@ def test_train_cancel_halfway_then_one_run_at_a_time_then_hot_swap(server):
     assert outputs[0].startswith("Finished") and "swap-me" in outputs[0]
     assert "Calibrated its routing offsets" in outputs[0]  # the box is ticked by default
     b.predict(api_name="/use_trained")
-    *_, result, _ = route(b, "Which planet is the largest?")
+    *_, result = route(b, "Which planet is the largest?")
     assert result["router"].startswith("swap-me") and len(result["probs"]) == 11 and len(result["offsets"]) == 11
     e = next(e for e in server.ctx.data.entries if e.key == "routerbench/test/arc_challenge")
     _, _, answer, verdict, *_ = route(b, e.set.queries[0])
     assert "Recorded answer" in answer and "recorded" in answer and "router's choice scored" in verdict
     # the other session keeps the default router
-    *_, result, _ = route(a, "Which planet is the largest?")
+    *_, result = route(a, "Which planet is the largest?")
     assert result["router"] == server.router_dir.name

@@ -11,7 +11,8 @@ import threading
 import pytest
 
 from app.common import status_markdown
-from app.resources import AppContext
+from app.context import AppContext
+from app.state import Session
 from app.settings import ROOT, Settings
 from tests.fetch_support import FileServer, official_layout
 
@@ -27,7 +28,7 @@ def _settings(tmp_path, **kw) -> Settings:
 
 
 def _route(ctx: AppContext) -> str:
-    view = ctx.get_router(ctx.default_key)
+    view = ctx.routers.get(ctx.default_key)
     return view.route_embeddings(view.embed([QUERY])).llms[0]
 
 
@@ -50,16 +51,16 @@ def test_empty_data_dir_is_filled_in_the_background(data_dir, tmp_path, monkeypa
     assert sorted(e.key for e in ctx.data.entries) == ["routerbench/test/winogrande", "routerdc/test/humaneval",
                                                        "routerdc/train/humaneval"]
     assert ctx.data.examples() and ctx.data.lookup(ctx.data.entries[0].set.queries[0])
-    view = ctx.get_router(ctx.default_key)
-    assert ctx.wait_map(view, 120), view.map_state  # the map is computed over the downloaded data
-    assert len(view.pool.texts) == 40  # 20 per set of the router's 7 LLMs (RouterBench's 11 are not on it)
+    view = ctx.routers.get(ctx.default_key)
+    assert ctx.maps.wait(view, 120), view.map.state  # the map is computed over the downloaded data
+    assert len(view.map.pool.texts) == 40  # 20 per set of the router's 7 LLMs (RouterBench's 11 are not on it)
     # A page opened before the data came gets them from its 2-s poll: Train's and Evaluate's sets,
     # the examples; then the poll stops.
     from app.main import create_app
 
     demo = create_app(ctx.settings, ctx)
     tick = next(f.fn for f in demo.fns.values() if f.name == "tick")
-    status, train_sets, eval_sets, examples, timer = tick(ctx.default_key)
+    status, train_sets, eval_sets, examples, timer = tick(Session(ctx.default_key))  # the page's session state
     assert "Data download**: done" in status and timer.active is False
     assert [k for _, k in train_sets["choices"]] == ["routerdc/train/humaneval"]
     assert sorted(k for _, k in eval_sets["choices"]) == ["routerdc/test/humaneval", "routerdc/train/humaneval"]

@@ -65,7 +65,7 @@ def test_route_shows_chart_choice_and_map_point(page, server):
     route(page, "Write a Python function that checks whether a number is prime.")
     chosen = page.locator("#chosen")
     playwright_api.expect(chosen).to_contain_text("Chosen LLM", timeout=60_000)
-    llms = server.ctx.get_router(server.ctx.default_key).llms
+    llms = server.ctx.routers.get(server.ctx.default_key).llms
     assert any(n in chosen.inner_text() for n in llms)
     playwright_api.expect(page.locator("#route-plot .js-plotly-plot .bars path, #route-plot .js-plotly-plot .point path").first).to_be_visible()
     playwright_api.expect(page.locator("#chosen")).to_contain_text("margin")

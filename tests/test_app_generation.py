@@ -38,7 +38,7 @@ def gen_app(data_dir, tmp_path_factory):
                                  eval_max_per_task=0)
     demo = launch(settings, prevent_thread_lock=True, quiet=True)
     ctx = demo.ctx
-    assert ctx.wait_map(ctx.get_router(ctx.default_key), 300)
+    assert ctx.maps.wait(ctx.routers.get(ctx.default_key), 300)
     yield f"http://127.0.0.1:{port}/", demo, llms
     demo.close()
 

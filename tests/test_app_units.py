@@ -119,7 +119,7 @@ def test_settings_from_env_and_args(monkeypatch):
 
 
 def test_missing_checkpoint_falls_back_with_a_message(tmp_path, data_dir):
-    from app.resources import AppContext
+    from app.context import AppContext
     from app.settings import Settings
 
     s = Settings(checkpoint=str(tmp_path / "absent"), data_dir=str(data_dir), data_files=(), discover=False)
@@ -141,7 +141,8 @@ def test_app_import_is_light():
 
 
 def test_a_calibrated_copy_reuses_the_map_but_routes_with_its_offsets(minilm_router, tiny_set, tmp_path):
-    from app.resources import DataBank, DataEntry, RouterView
+    from app.services.data import DataBank, DataEntry
+    from app.services.routers import RouterView
     from routerdc.train.calibration import calibrate_checkpoint
     from routerdc.model.router import RouterDC
 
@@ -151,14 +152,14 @@ def test_a_calibrated_copy_reuses_the_map_but_routes_with_its_offsets(minilm_rou
     views = {}
     for name in ("plain", "cal"):
         view = RouterView(name, RouterDC.from_pretrained(tmp_path / name), tmp_path / name)
-        view.compute_map(bank, per_set=12, method="pca", cache_dir=str(tmp_path / "cache"))
-        assert view.emap is not None, view.map_state
+        view.map.compute(bank, per_set=12, method="pca", cache_dir=str(tmp_path / "cache"))
+        assert view.map.emap is not None, view.map.state
         views[name] = view
     assert len(list((tmp_path / "cache" / "maps").glob("*.npz"))) == 1  # one map for both
     assert views["plain"].fingerprint != views["cal"].fingerprint  # the ONNX form differs
-    np.testing.assert_array_equal(views["plain"].emap.coords, views["cal"].emap.coords)
-    expected = views["cal"].route_embeddings(views["cal"].pool_raw).choice
-    np.testing.assert_array_equal(views["cal"].pool_routed, expected)  # routed colouring uses the offsets
+    np.testing.assert_array_equal(views["plain"].map.emap.coords, views["cal"].map.emap.coords)
+    expected = views["cal"].route_embeddings(views["cal"].map.raw).choice
+    np.testing.assert_array_equal(views["cal"].map.routed, expected)  # routed colouring uses the offsets
 
 
 def test_compact_map_round_trip_is_small_and_close(tmp_path):
@@ -181,37 +182,39 @@ def test_compact_map_round_trip_is_small_and_close(tmp_path):
 
 
 def test_a_router_that_ships_its_map_starts_with_it(minilm_router, tiny_set, tmp_path):
-    from app.resources import DataBank, DataEntry, RouterView
+    from app.services.data import DataBank, DataEntry
+    from app.services.routers import RouterView
     from routerdc.model.router import RouterDC
 
     minilm_router.save_pretrained(tmp_path / "r")
     bank = DataBank([DataEntry("t/train/mmlu", "t", "train", tiny_set, str(tmp_path / "data" / "mmlu.json"))],
                     data_dir=str(tmp_path / "data"))
     first = RouterView("r", RouterDC.from_pretrained(tmp_path / "r"), tmp_path / "r")
-    first.compute_map(bank, per_set=10, method="pca", cache_dir=str(tmp_path / "cache-1"))
-    assert "fitted" in first.map_state
-    shipped = first.ship_map(bank)
+    first.map.compute(bank, per_set=10, method="pca", cache_dir=str(tmp_path / "cache-1"))
+    assert "fitted" in first.map.state
+    shipped = first.map.ship(bank)
     assert shipped.parent == tmp_path / "r" / "maps"
     # A fresh clone: the same router files, an empty cache. The map comes from the router's folder.
     again = RouterView("r", RouterDC.from_pretrained(tmp_path / "r"), tmp_path / "r")
-    again.compute_map(bank, per_set=10, method="pca", cache_dir=str(tmp_path / "cache-2"))
-    assert "shipped with the router" in again.map_state, again.map_state
+    again.map.compute(bank, per_set=10, method="pca", cache_dir=str(tmp_path / "cache-2"))
+    assert "shipped with the router" in again.map.state, again.map.state
     assert not (tmp_path / "cache-2" / "maps").exists()
-    np.testing.assert_allclose(again.emap.coords, first.emap.coords, atol=1e-2)
-    np.testing.assert_array_equal(again.pool_routed, first.pool_routed)
+    np.testing.assert_allclose(again.map.emap.coords, first.map.emap.coords, atol=1e-2)
+    np.testing.assert_array_equal(again.map.routed, first.map.routed)
     # Another pool (more rows per set) is another map: fitted, not the shipped one.
     other = RouterView("r", RouterDC.from_pretrained(tmp_path / "r"), tmp_path / "r")
-    other.compute_map(bank, per_set=11, method="pca", cache_dir=str(tmp_path / "cache-2"))
-    assert "fitted" in other.map_state
+    other.map.compute(bank, per_set=11, method="pca", cache_dir=str(tmp_path / "cache-2"))
+    assert "fitted" in other.map.state
     # A damaged shipped map is ignored (the map is fitted again), never fatal.
     shipped.write_bytes(b"not a map")
     broken = RouterView("r", RouterDC.from_pretrained(tmp_path / "r"), tmp_path / "r")
-    broken.compute_map(bank, per_set=10, method="pca", cache_dir=str(tmp_path / "cache-3"))
-    assert broken.emap is not None and "fitted" in broken.map_state
+    broken.map.compute(bank, per_set=10, method="pca", cache_dir=str(tmp_path / "cache-3"))
+    assert broken.map.emap is not None and "fitted" in broken.map.state
 
 
 def test_the_background_engine_measurement_runs_in_a_separate_low_priority_process(minilm_router, tmp_path):
-    from app.resources import RouterView, onnx_dir, prepare_engine
+    from app.services.routers import RouterView, prepare_engine
+    from routerdc.inference import onnx_dir
     from routerdc.model.router import RouterDC
 
     minilm_router.save_pretrained(tmp_path / "r")

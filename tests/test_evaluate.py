@@ -8,16 +8,8 @@ import numpy as np
 import pytest
 
 from routerdc.data.scoreset import DataError, ScoreSet
-from routerdc.evaluate.metrics import (
-    accuracy,
-    oracle_accuracy,
-    query_correct,
-    random_accuracy,
-    results_table,
-    save_results,
-    to_json,
-    to_markdown,
-)
+from routerdc.evaluate.metrics import accuracy, oracle_accuracy, query_correct, random_accuracy
+from routerdc.evaluate.table import results_table, save_results, to_json, to_markdown
 
 LLMS = ("a", "b", "c")
 

@@ -12,7 +12,7 @@ import pytest
 
 from routerdc.inference import ENGINES, EngineUnavailable, Router, load_router
 from routerdc.inference import features, select
-from routerdc.inference.batching import token_budget_batches
+from routerdc.model.batching import token_budget_batches
 from routerdc.routing import route_embeddings
 from routerdc.serving.batcher import BatchConfig, MicroBatcher
 

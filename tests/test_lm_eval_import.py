@@ -343,7 +343,7 @@ def test_the_imported_file_trains_in_the_app(collected):
         assert outputs[0].startswith("Finished") and "from-lm-eval" in outputs[0], outputs[0]
         from routerdc.checkpoint import read_config
 
-        saved = read_config(srv.ctx.training.output_dir)
+        saved = read_config(srv.ctx.training.status.output_dir)
         assert set(saved["router"]["llm_names"]) == set(TINY_NAMES)
     finally:
         srv.demo.close()

@@ -87,7 +87,7 @@ def test_save_load_round_trip(minilm_router, tmp_path):
     assert not list(folder.glob("*.bin"))
     loaded = RouterDC.from_pretrained(folder)
     np.testing.assert_allclose(loaded.route(QUERIES).probs, minilm_router.route(QUERIES).probs, rtol=1e-5, atol=1e-6)
-    assert loaded.meta["metrics"] == {"train/avg": 1.0}
+    assert loaded.meta.metrics == {"train/avg": 1.0}
 
 
 def test_save_fp16_sharded_and_reference(minilm_router, tmp_path):
@@ -177,7 +177,7 @@ def test_trained_router_embeddings_are_cached_by_content(tmp_path):
 
     import torch
 
-    from routerdc.evaluate.compare import router_choices
+    from routerdc.evaluate.evaluator import router_choices
     from routerdc.data import ScoreSet
     from routerdc.inference.embed_cache import checkpoint_key, encoder_key
     from routerdc.model.router import RouterDC
@@ -223,7 +223,9 @@ def test_embedding_key_ignores_the_fleet_and_offsets_but_not_the_encoder(tmp_pat
         c.encoder.embeddings.word_embeddings.weight[0, 0] += 1.0
     assert embedding_key(c) != embedding_key(a)
     frozen = RouterDC.build(["a", "b"])
-    frozen.meta = {"encoder_weights": "reference"}
+    from routerdc.checkpoint import RouterMeta
+
+    frozen.meta = RouterMeta(router=frozen.config.to_dict(), encoder_weights="reference")
     assert embedding_key(frozen) == encoder_key(frozen)
 
 

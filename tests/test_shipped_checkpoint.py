@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from routerdc.data import load_score_set, paper_files, write_jsonl
+from routerdc.train.config import TrainConfig
 
 ROOT = Path(__file__).resolve().parent.parent
 SHIPPED = ROOT / "checkpoints" / "routerdc-minilm"
@@ -28,18 +29,20 @@ def shipped():
 
 def test_folder_is_complete_small_and_safe():
     files = {p.name for p in SHIPPED.iterdir()}
-    assert {"config.json", "train.json", "README.md"} <= files
+    assert {"config.json", "README.md"} <= files and "train.json" not in files  # one recipe: config.json's
     weights = [p for p in SHIPPED.rglob("*") if p.is_file() and p.suffix in (".safetensors", ".bin", ".pt", ".pth",
                                                                                 ".ckpt", ".pkl")]
     assert weights and all(p.suffix == ".safetensors" for p in weights)  # never a pickle
     size = sum(p.stat().st_size for p in SHIPPED.rglob("*") if p.is_file())
     assert size < 50 * 10**6, f"{size / 1e6:.1f} MB"
     card = (SHIPPED / "README.md").read_text(encoding="utf-8")
-    assert "python -m routerdc train --config checkpoints/routerdc-minilm/train.json" in card
-    train = json.loads((SHIPPED / "train.json").read_text(encoding="utf-8"))
-    assert train["encoder"] == "all-MiniLM-L6-v2" and len(train["train_files"]) == 5
-    # Retraining from train.json also calibrates, as the shipped router was.
+    assert "python -m routerdc train --config checkpoints/routerdc-minilm" in card
     config = json.loads((SHIPPED / "config.json").read_text(encoding="utf-8"))
+    train = config["recipe"]
+    assert train["encoder"] == "all-MiniLM-L6-v2" and len(train["train_files"]) == 5
+    # The recipe is the one the shipped router came from: fp16, and retraining from it also calibrates.
+    assert train["save_dtype"] == config["dtype"] == "float16"
+    assert TrainConfig.from_json(SHIPPED).to_dict() == {k: v for k, v in train.items() if k != "train_tasks"}
     assert train["calibrate"] is True and len(config["router"]["llm_bias"]) == 7
 
 
@@ -79,14 +82,15 @@ def test_route_and_evaluate_commands_load_it(data_dir, tmp_path):
 def test_it_ships_its_map_for_the_shipped_data(data_dir):
     """A fresh clone starts with the map: the file in maps/ is the one the app looks for with the
     shipped score data (same router content, same sampled queries), and it names those queries."""
-    from app.resources import DataBank, build_pool, map_file_name, router_fingerprint
+    from app.services.data import DataBank
+    from app.services.maps import build_pool, map_file_name, map_fingerprint
     from app.settings import Settings
     from routerdc.inference.embedding_map import load_map
 
     bank = DataBank.load(str(data_dir))
     llms = json.loads((SHIPPED / "config.json").read_text(encoding="utf-8"))["router"]["llm_names"]
     pool = build_pool(bank, llms, Settings().map_per_set)
-    name = map_file_name(router_fingerprint(SHIPPED, embeddings_only=True), Settings().map_method, pool.texts)
+    name = map_file_name(map_fingerprint(SHIPPED), Settings().map_method, pool.texts)
     path = SHIPPED / "maps" / name
     assert path.exists(), f"no shipped map {name}: run python app.py --prepare --ship-map"
     assert path.stat().st_size < 5 * 10**6

@@ -55,8 +55,9 @@ def test_real_training_loss_goes_down_and_checkpoint_loads(small_sets, tmp_path)
     assert len(evals) == 2 and {"train/avg", "test/mmlu", "test/id_avg", "test/ood_avg"} <= set(evals[0])
     assert result.best_step in (4, 8) and result.output_dir == tmp_path / "router"
     router = RouterDC.from_pretrained(result.output_dir)
-    assert router.meta["recipe"]["steps"] == 8 and router.meta["metrics"]["step"] == result.best_step
-    assert (result.output_dir / "train.json").exists() and (result.output_dir / "history.json").exists()
+    assert router.meta.recipe["steps"] == 8 and router.meta.metrics["step"] == result.best_step
+    assert (result.output_dir / "history.json").exists() and not (result.output_dir / "train.json").exists()
+    assert TrainConfig.from_json(result.output_dir).to_dict() == cfg.to_dict()  # the one recipe retrains it
     assert all(llm in router.config.llm_names for llm in router.route(["What is 3+4?"]).llms)
 
 
@@ -73,8 +74,8 @@ def test_frozen_encoder_cancel_keeps_last_good_checkpoint(small_sets, tmp_path):
     result = train(cfg, train_sets=train_sets, test_sets=test_sets, on_step=on_step, cancel=cancel)
     assert result.cancelled and result.steps_done == 5 and result.best_step == 4
     router = RouterDC.from_pretrained(result.output_dir)
-    assert router.meta["encoder_weights"] == "reference" and router.projection is not None
-    assert router.meta["metrics"]["step"] == 4
+    assert router.meta.encoder_weights == "reference" and router.projection is not None
+    assert router.meta.metrics["step"] == 4
 
 
 def test_frozen_mode_trains_only_the_head(small_sets, tmp_path):
@@ -102,7 +103,7 @@ def test_calibrate_fits_offsets_on_the_training_rows_after_the_run(small_sets, t
     assert cal["train_avg_after"] >= cal["train_avg_before"]
     router = RouterDC.from_pretrained(result.output_dir)
     assert router.config.llm_bias == tuple(cal["bias"].values())
-    assert router.meta["calibration"]["tasks"] == [s.task for s in train_sets]
+    assert router.meta.calibration["tasks"] == [s.task for s in train_sets]
 
 
 def test_metric_train_scores_reach_the_losses(small_sets, tmp_path):

@@ -28,12 +28,12 @@ def add_costs_command(sub: Any) -> None:
 
 
 def cmd_costs(args: argparse.Namespace) -> int:
-    from routerdc.checkpoint import read_config, write_config
+    from routerdc.checkpoint import RouterMeta
     from routerdc.evaluate.cost_curve import mean_costs
     from routerdc.data import load_many, resolve_file
 
-    meta = read_config(args.checkpoint)
-    names = list(meta["router"]["llm_names"])
+    meta = RouterMeta.read(args.checkpoint)
+    names = list(meta.llm_names)
     if args.scores:
         sets = load_many([resolve_file(f, args.data_dir) for f in args.scores], missing="drop")
         recorded = mean_costs([s.align(names) for s in sets])
@@ -56,10 +56,9 @@ def cmd_costs(args: argparse.Namespace) -> int:
                     + (models[n].cost_per_1k_output or 0.0) * args.answer_tokens / 1000 for n in names}
         source = {"from": "models config prices", "models_config": str(args.models_config),
                   "prompt_tokens": prompt, "answer_tokens": args.answer_tokens}
-    meta["router"] = {**meta["router"], "llm_cost": [recorded[n] for n in names]}
-    meta["costs"] = source
-    out = write_config(args.checkpoint, meta, args.output)
-    print(json.dumps({"output": str(out), "llm_cost": dict(zip(names, meta["router"]["llm_cost"])), **source}, indent=2))
+    meta = meta.with_router(llm_cost=[recorded[n] for n in names]).with_extra(costs=source)
+    out = meta.write(args.checkpoint, args.output)
+    print(json.dumps({"output": str(out), "llm_cost": dict(zip(names, meta.router["llm_cost"])), **source}, indent=2))
     return 0
 
 

@@ -1,65 +1,16 @@
-"""The options of ``python -m routerdc train``: one per :class:`~routerdc.train.config.TrainConfig`
-field, with its help text. Registered by :mod:`routerdc.cli.main`; argparse only at import."""
+"""``cluster`` and ``train``: cluster ids for training queries, and training a router. Its options come
+from :class:`~routerdc.train.config.TrainConfig`, one per field, with the help text kept in the field's
+metadata (a field without one is an error at ``--help``, caught by the tests)."""
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
+import sys
+from typing import Any
 
-# Help for every TrainConfig field exposed as an option of `train`.
-TRAIN_HELP: dict[str, str] = {
-    "train_files": "training score files (.json/.jsonl/.csv); default: the paper's 5 in-distribution sets",
-    "test_files": "test score files evaluated every --eval-every steps; default: the paper's 8 test sets",
-    "output_dir": "where the best router is written (atomically)",
-    "samples_per_task": "truncate or repeat each training task to N rows (0: keep as is)",
-    "missing": "rows with absent scores: error, drop or zero",
-    "cost_rate": "train on score - cost_rate * cost (RouterBench files carry costs)",
-    "train_scores": "scores the losses see: raw (the paper: the files' scores; multiple choice as the probability "
-                    "of the right answer) or metric (as the test metric counts them: multiple choice as "
-                    "correct/wrong, pass rates as is)",
-    "group_by": "groups of the sample-sample loss: cluster ids or task ids",
-    "n_clusters": "k-means clusters when the data carry no cluster ids (or with --recluster)",
-    "cluster_reduce": "reduction before k-means: none, pca or tsne (the paper's)",
-    "recluster": "recompute cluster ids even when the files carry them",
-    "id_tasks": "in-distribution task names (default: the training tasks)",
-    "encoder": "encoder: all-MiniLM-L6-v2 (embedded), a hub id such as microsoft/mdeberta-v3-base, or a folder",
-    "pooling": "cls (first token, the paper's) or mean",
-    "similarity": "cos (the paper's) or dot",
-    "temperature": "tau in softmax(sim / tau)",
-    "max_length": "max tokens per query; longer queries are truncated from the left",
-    "projection": "add a d x d linear projection after pooling",
-    "normalization": "text normalisation: none, anyascii (all text to ASCII; Chinese to pinyin) or "
-                     "translit-unk (only characters the tokenizer lacks)",
-    "k_pos": "K+: top-scoring LLMs pulled towards the query",
-    "k_neg": "K-: bottom-scoring LLMs pushed away",
-    "neg_threshold": "ignore negatives scoring above this",
-    "tie_break": "order of LLMs with equal scores when picking positives/negatives: index (column order, "
-                 "biased towards the first columns) or random (a fresh permutation per query)",
-    "lam": "lambda, weight of the sample-sample loss (0 disables it)",
-    "n_neg": "H: out-group negatives per query in the sample-sample loss",
-    "ss_temperature": "temperature of the sample-sample loss",
-    "lr": "AdamW learning rate of the encoder",
-    "head_lr": "learning rate of the LLM embeddings (default: --lr, or 1e-2 with --freeze-encoder)",
-    "weight_decay": "AdamW weight decay",
-    "batch_size": "queries per step",
-    "grad_accum": "micro-batches per step, for small memory (the sample-sample loss is in-micro-batch)",
-    "steps": "optimiser steps",
-    "length_window": "group queries of similar length within windows of N batches (1: random batches)",
-    "bf16": "bf16 autocast on CUDA",
-    "cpu_bf16": "bf16 autocast on a CPU with AMX-BF16 or AVX512-BF16 (fp32 master weights; ignored elsewhere)",
-    "freeze_encoder": "cache the encoder's embeddings once and train only the LLM embeddings (+ projection)",
-    "eval_every": "evaluate every N steps (0: only at the end)",
-    "eval_max_per_task": "evaluate on at most N rows per task (0: all)",
-    "select_by": "keep the best router by the train average (the paper's rule) or a val split",
-    "val_fraction": "held-out fraction of each training task with --select-by val",
-    "calibrate": "after training, fit one routing offset per LLM on all training rows (maximising the "
-                 "training-set average; see `calibrate`)",
-    "seed": "random seed",
-    "device": "auto, cpu, cuda, cuda:1, ...",
-    "cache_dir": "where frozen-encoder embeddings are cached (default: $ROUTERDC_CACHE or ~/.cache/routerdc)",
-    "save_dtype": "save weights as float16 / bfloat16 / float32",
-    "max_shard_size": "split saved weights into shards of at most this size (e.g. 15MB)",
-}
+from routerdc.cli.common import data_dir_argument
 
 
 def _bool(text: str) -> bool:
@@ -73,13 +24,16 @@ def _bool(text: str) -> bool:
 def add_train_options(p: argparse.ArgumentParser) -> None:
     from routerdc.train.config import TrainConfig
 
-    p.add_argument("--config", help="a training config JSON (train.json); options given here override it")
+    p.add_argument("--config", help="a training config JSON, or a router folder / its config.json to retrain it from "
+                                    "its recipe; options given here override it")
     for f in dataclasses.fields(TrainConfig):
         if f.name in ("extra", "data_dir"):
             continue
         flag = "--" + f.name.replace("_", "-")
         default = f.default if f.default is not dataclasses.MISSING else None
-        help_ = f"{TRAIN_HELP[f.name]} (default: {default})"
+        if "help" not in f.metadata:
+            raise TypeError(f"TrainConfig.{f.name} has no help text in its metadata (routerdc/train/config.py)")
+        help_ = f"{f.metadata['help']} (default: {default})"
         if f.name in ("train_files", "test_files", "id_tasks"):
             p.add_argument(flag, nargs="+", default=None, help=help_)
         elif isinstance(default, bool):
@@ -89,3 +43,87 @@ def add_train_options(p: argparse.ArgumentParser) -> None:
             if f.name in ("head_lr",):
                 kind = float
             p.add_argument(flag, type=kind, default=None, help=help_)
+
+
+def add_cluster_command(sub: Any) -> None:
+    p = sub.add_parser("cluster", help="k-means cluster ids for training queries, written as JSONL")
+    data_dir_argument(p)
+    p.add_argument("--input", nargs="+", required=True, help="score files to cluster together")
+    p.add_argument("--output", required=True, help="output JSONL file (our format, with 'cluster')")
+    p.add_argument("--n-clusters", type=int, default=5, help="number of clusters (default: 5)")
+    p.add_argument("--reduce", default="none", choices=("none", "pca", "tsne"),
+                   help="reduction before k-means (the paper used tsne; default: none)")
+    p.add_argument("--encoder", default="all-MiniLM-L6-v2", help="encoder whose embeddings are clustered")
+    p.add_argument("--pooling", default="cls", choices=("cls", "mean"), help="pooling (default: cls)")
+    p.add_argument("--missing", default="error", choices=("error", "drop", "zero"), help="rows with absent scores")
+    p.add_argument("--seed", type=int, default=0, help="seed of the reduction and k-means")
+
+
+def add_train_command(sub: Any) -> None:
+    p = sub.add_parser("train", help="train a router with the dual contrastive losses")
+    data_dir_argument(p)
+    add_train_options(p)
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace the router already in --output-dir from the first evaluation on; without it a new "
+                        "run replaces that router only with a better one (by the selection rule), and refuses a "
+                        "folder that holds something else")
+
+
+def _train_config(args: argparse.Namespace) -> Any:
+    from routerdc.data import paper_files
+    from routerdc.train.config import TrainConfig
+
+    base = TrainConfig.from_json(args.config) if args.config else TrainConfig()
+    changes = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)
+               if getattr(args, f.name, None) is not None}
+    if args.data_dir:
+        changes["data_dir"] = args.data_dir
+    cfg = base.replace(**changes)
+    if not cfg.train_files:
+        train, test = paper_files(cfg.data_dir)
+        cfg = cfg.replace(train_files=tuple(map(str, train)),
+                          test_files=cfg.test_files or tuple(map(str, test)))
+    return cfg
+
+
+def cmd_cluster(args: argparse.Namespace) -> int:
+    from routerdc.train.cluster import assign_clusters
+    from routerdc.data import load_many, resolve_file, write_jsonl
+    from routerdc.model.router import RouterDC
+
+    sets = load_many([resolve_file(f, args.data_dir) for f in args.input], missing=args.missing)
+    model = RouterDC.build(sets[0].llms, encoder=args.encoder, pooling=args.pooling)
+    sets = assign_clusters(sets, model, args.n_clusters, reduce=args.reduce, seed=args.seed)
+    write_jsonl(sets, args.output)
+    sizes = {int(c): int((s.clusters == c).sum()) for s in sets for c in set(s.clusters.tolist())}  # type: ignore[union-attr]
+    print(f"wrote {sum(len(s) for s in sets)} rows to {args.output}; cluster sizes (last task) {sizes}")
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from routerdc.train.trainer import train
+
+    cfg = _train_config(args)
+
+    def log_eval(step: int, losses: dict[str, float], metrics: dict[str, float] | None) -> None:
+        if metrics is not None:  # one line per evaluation, also when no progress bar is shown
+            avg = {k: round(v, 2) for k, v in metrics.items() if k.endswith("avg")}
+            print(f"step {step}: loss {losses['total']:.4f} {avg}", file=sys.stderr, flush=True)
+
+    try:
+        result = train(cfg, progress=True, on_step=log_eval, overwrite=args.overwrite)
+    except ValueError as exc:
+        if "--overwrite" not in str(exc):
+            raise
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    status = "cancelled" if result.cancelled else "done"
+    if result.kept_existing is not None:
+        status = "kept-existing"
+        print(f"kept the router already in {cfg.output_dir}: its {cfg.select_by} score {result.kept_existing:.2f} "
+              f"was not beaten by this run (pass --overwrite to replace it anyway)", file=sys.stderr)
+    print(json.dumps({"status": status, "output_dir": str(result.output_dir), "best_step": result.best_step,
+                      "best_score": result.best_score, "metrics": result.best_metrics,
+                      "calibration": result.calibration,
+                      "seconds": round(result.seconds, 1)}, indent=2))
+    return 0

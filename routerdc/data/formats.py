@@ -54,6 +54,17 @@ def _int(value: Any, where: str, what: str) -> int:
     return int(x)
 
 
+def _missing_policy(empty: list[str], missing: str, where: str, field: str) -> bool:
+    """The one missing-score policy of every reader: whether to keep a row whose ``empty`` LLMs have no
+    ``field`` (``zero``: kept, counted as 0; ``drop``: skipped, False); ``error`` raises, naming them."""
+    if not empty or missing == "zero":
+        return True
+    if missing == "drop":
+        return False
+    raise DataError(f"{where}: no {field} for {empty}; pass missing='drop' (CLI: --missing drop) to skip "
+                    "such rows or missing='zero' to count them as 0")
+
+
 def _score_row(obj: Any, where: str, field: str, llms: list[str] | None, missing: str = "error") -> tuple[list[str], list[float] | None]:
     if not isinstance(obj, dict) or not obj:
         raise DataError(f"{where}: {field!r} must be a non-empty object of LLM name -> score")
@@ -66,14 +77,8 @@ def _score_row(obj: Any, where: str, field: str, llms: list[str] | None, missing
             f"{where}: the LLM set differs from the first row's; missing {missing}, unexpected {extra}"
         )
     order = llms if llms is not None else names
-    empty = [n for n in order if obj[n] is None]
-    if empty and missing == "drop":
+    if not _missing_policy([n for n in order if obj[n] is None], missing, where, field):
         return order, None
-    if empty and missing == "error":
-        raise DataError(
-            f"{where}: no {field} for {empty}; pass missing='drop' (CLI: --missing drop) to skip "
-            "such rows or missing='zero' to count them as 0"
-        )
     return order, [_number(0.0 if obj[n] is None else obj[n], where, f"{field}[{n!r}]") for n in order]
 
 
@@ -277,16 +282,9 @@ def _load_csv(path: Path, task: str, metric: str | None, missing: str = "error")
         if len(cells) != len(header):
             raise DataError(f"{where}: {len(cells)} cells, expected {len(header)}")
         query = _query(_parse_list_literal(cells[col["prompt"]], where, "prompt"), where, "prompt")
-        empty = [m for m in llms if not cells[col[m]].strip()]
-        if empty:
-            if missing == "drop":
-                dropped.append(n)
-                continue
-            if missing == "error":
-                raise DataError(
-                    f"{where}: no score for {empty}; pass missing='drop' (CLI: --missing drop) "
-                    "to skip such rows or missing='zero' to count them as 0"
-                )
+        if not _missing_policy([m for m in llms if not cells[col[m]].strip()], missing, where, "score"):
+            dropped.append(n)
+            continue
         scores = [_number(cells[col[m]] if cells[col[m]].strip() else 0.0, where, f"score of {m!r}") for m in llms]
         row_task = canonical_task(cells[col["eval_name"]]) if "eval_name" in col and cells[col["eval_name"]] else task
         cluster = _int(cells[col["cluster_id"]], where, "cluster_id") if "cluster_id" in col else None

@@ -67,6 +67,33 @@ PAPER_ID_TASKS: tuple[str, ...] = ("mmlu", "gsm8k", "cmmlu", "arc_challenge", "h
 PAPER_OOD_TASKS: tuple[str, ...] = ("prealgebra", "mbpp", "ceval")
 
 
+# RouterBench (11 LLMs with costs and recorded answers), as prepared by the RouterDC authors.
+ROUTERBENCH_TRAIN_DIR = "routerbench/routerbench_cluster"
+ROUTERBENCH_TEST_DIR = "routerbench/routerbench_zs"
+ROUTERBENCH_TASK_FILES: tuple[str, ...] = ("arc_challenge", "mbpp", "winograde")
+
+
+@dataclass(frozen=True)
+class ShippedFile:
+    """A score file of the data directory: its family (``routerdc`` or ``routerbench``), its role
+    (``train`` or ``test``) and its path relative to the data directory."""
+
+    family: str
+    role: str
+    path: str
+
+
+def shipped_files() -> tuple[ShippedFile, ...]:
+    """The catalogue of score files the project knows: the paper's training files (with cluster
+    ids) and test files (ID then OOD), then RouterBench's training and test files."""
+    paper = [ShippedFile("routerdc", "train", f"{_CLUSTER}/{TASKS[t].train_file}") for t in PAPER_ID_TASKS]
+    paper += [ShippedFile("routerdc", "test", f"{_SPLIT}/{TASKS[t].test_file}")
+              for t in PAPER_ID_TASKS + PAPER_OOD_TASKS]
+    bench = [ShippedFile("routerbench", "train", f"{ROUTERBENCH_TRAIN_DIR}/{t}_train.csv") for t in ROUTERBENCH_TASK_FILES]
+    bench += [ShippedFile("routerbench", "test", f"{ROUTERBENCH_TEST_DIR}/{t}_test.csv") for t in ROUTERBENCH_TASK_FILES]
+    return tuple(paper + bench)
+
+
 def canonical_task(name: str) -> str:
     """Normalise a task name or file stem: ``"gsm8k-train"`` -> ``"gsm8k"``."""
     key = name.strip().lower().replace(" ", "_")

@@ -165,6 +165,12 @@ class ScoreSet:
         return replace(self, scores=self.scores - cost_rate * self.costs)
 
 
+def query_key(text: str) -> str:
+    """How a query is looked up in score data (recorded scores and answers): its words, whitespace
+    collapsed, so that a query typed or sent with other spacing still finds its row."""
+    return " ".join(text.split())
+
+
 def check_same_llms(sets: Sequence[ScoreSet]) -> tuple[str, ...]:
     """The common LLM names of ``sets`` (in the first set's order); raise if any set differs."""
     if not sets:

@@ -97,16 +97,19 @@ class SweepResult:
                 "summary": self.summary()}
 
     def to_markdown(self) -> str:
+        """The summary as a table (:func:`routerdc.evaluate.table.to_markdown`), after a line on the fleet."""
+        import pandas as pd
+
+        from routerdc.evaluate.table import to_markdown
+
         name, cost, quality = self.best_single()
-        lines = [f"Fleet cost range ${self.c_min:.3f} to ${self.c_max:.3f} (total over the test queries); "
-                 f"best single LLM {name}: quality {quality:.3f} at ${cost:.3f}.\n",
-                 "| method | AIQ | best quality | cost to match the best LLM | share of its cost |",
-                 "|---|---|---|---|---|"]
-        for r in self.summary():
-            match = "" if r["cost to match the best LLM"] is None else f"${r['cost to match the best LLM']:.3f}"
-            share = "" if r["share of its cost"] is None else f"{100 * r['share of its cost']:.0f}%"
-            lines.append(f"| {r['method']} | {r['AIQ']:.4f} | {r['best quality']:.3f} | {match} | {share} |")
-        return "\n".join(lines) + "\n"
+        df = pd.DataFrame([{"AIQ": r["AIQ"], "best quality": r["best quality"],
+                            "cost to match the best LLM ($)": r["cost to match the best LLM"],
+                            "share of its cost (%)": None if r["share of its cost"] is None
+                            else 100 * r["share of its cost"]} for r in self.summary()],
+                          index=pd.Index([r["method"] for r in self.summary()], name="method"), dtype=float)
+        return (f"Fleet cost range ${self.c_min:.3f} to ${self.c_max:.3f} (total over the test queries); "
+                f"best single LLM {name}: quality {quality:.3f} at ${cost:.3f}.\n\n" + to_markdown(df, digits=3))
 
 
 def sweep(test_sets: Sequence[ScoreSet], routers: Mapping[str, tuple[RouterConfig, np.ndarray, list[np.ndarray]]],

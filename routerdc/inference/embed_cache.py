@@ -31,8 +31,8 @@ def encoder_key(model: "RouterDC") -> str | None:
     Only an encoder loaded unchanged from its source can be identified by name; a router whose
     encoder weights were fine-tuned (saved inside its checkpoint) has no such key.
     """
-    meta = getattr(model, "meta", None)
-    if meta is not None and meta.get("encoder_weights", "included") == "included":
+    meta = getattr(model, "meta", None)  # None: built in memory from a pretrained encoder
+    if meta is not None and meta.included:
         return None
     c = model.config
     key = f"{c.encoder}|pool={c.pooling}|max_length={c.max_length}"
@@ -70,23 +70,23 @@ def embedding_key(model: "RouterDC") -> str:
     return key
 
 
-def _uncalibrated_config(path: Path) -> bytes:
-    """config.json's bytes as they were before :mod:`routerdc.train.calibration` added its offsets."""
+def _embedding_config(path: Path) -> bytes:
+    """config.json's bytes without what changes no embedding (offsets, costs:
+    :meth:`routerdc.checkpoint.RouterMeta.embedding_bytes`); its own bytes when it has none of them
+    (or is unreadable)."""
     import json
 
-    from routerdc.checkpoint import json_bytes
+    from routerdc.checkpoint import CheckpointError, RouterMeta
 
     raw = path.read_bytes()
     try:
         meta = json.loads(raw)
-    except ValueError:
+        if not isinstance(meta, dict) or not ({"calibration", "costs"} & set(meta) or
+                                              {"llm_bias", "llm_cost"} & set(meta.get("router") or {})):
+            return raw
+        return RouterMeta.from_dict(meta).embedding_bytes()
+    except (ValueError, CheckpointError):
         return raw
-    if not isinstance(meta, dict) or "calibration" not in meta:
-        return raw
-    meta = {k: v for k, v in meta.items() if k != "calibration"}
-    if isinstance(meta.get("router"), dict):
-        meta["router"] = {k: v for k, v in meta["router"].items() if k != "llm_bias"}
-    return json_bytes(meta)
 
 
 def checkpoint_key(folder: str | os.PathLike, *, embeddings_only: bool = False) -> str:
@@ -97,9 +97,9 @@ def checkpoint_key(folder: str | os.PathLike, *, embeddings_only: bool = False) 
     has the same key, and any change to its weights gives a new one.
 
     Args:
-        embeddings_only: ignore the routing offsets that calibration writes into config.json
-            (they change no embedding), so a router and its calibrated copy share cached
-            query embeddings.
+        embeddings_only: leave out of config.json what changes no embedding (the routing offsets
+            that calibration writes, the costs), so that a router and its calibrated or costed copy
+            share cached query embeddings and maps.
     """
     folder = Path(folder)
     h = hashlib.sha256()
@@ -107,7 +107,7 @@ def checkpoint_key(folder: str | os.PathLike, *, embeddings_only: bool = False) 
         if f.exists():
             h.update(str(f.relative_to(folder)).encode())
             if embeddings_only and f.name == "config.json":
-                h.update(_uncalibrated_config(f))
+                h.update(_embedding_config(f))
                 continue
             with f.open("rb") as fh:
                 for block in iter(lambda: fh.read(1 << 22), b""):

@@ -78,7 +78,7 @@ class TorchEngine:
         self.config = self.model.config
         self.keys = self.model.llm_keys()
         meta = getattr(self.model, "meta", None)  # None: a router built in memory (its encoder is pretrained)
-        self.meta = None if meta is None else dict(meta)
+        self.meta = meta
 
     def embed(self, texts: Sequence[str], *, token_budget: int | None = None, max_rows: int | None = None,
               project: bool = True) -> np.ndarray:
@@ -108,7 +108,7 @@ class OnnxEngine:
     def __post_init__(self) -> None:
         self.config = self.onnx.config
         self.keys = self.onnx.keys
-        self.meta = dict(self.onnx.meta)
+        self.meta = self.onnx.meta
 
     def embed(self, texts: Sequence[str], *, token_budget: int | None = None,
               max_rows: int | None = None) -> np.ndarray:

@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 
-from routerdc.checkpoint import atomic_dir
+from routerdc.checkpoint import RouterMeta, atomic_dir
 from routerdc.model.encoder import normalize_texts, vocab_chars
 from routerdc.routing import RouterConfig, Routing, route_embeddings
 
@@ -98,12 +98,12 @@ def export_onnx(router: "RouterDC", folder: str | os.PathLike) -> Path:
             np.save(tmp / "llm_keys.npy", router.llm_embeddings.weight.detach().float().cpu().numpy(),
                     allow_pickle=False)
             backend.save(str(tmp / "tokenizer.json"))
-            meta = getattr(router, "meta", {}) or {}
+            meta = getattr(router, "meta", None)  # RouterMeta, or None for a router built in memory
             (tmp / "router.json").write_text(json.dumps({
                 "router": router.config.to_dict(),
                 "pad_token_id": router.tokenizer.pad_token_id or 0,
                 "unk_token_id": router.tokenizer.unk_token_id,
-                "meta": {k: meta[k] for k in ("encoder_weights", "recipe", "metrics", "dtype", "calibration") if k in meta},
+                "config": None if meta is None else meta.to_dict(),
             }, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
             engine = OnnxRouter.load(tmp, threads=1)
             ids, mask = _probe_batch(router)
@@ -125,7 +125,7 @@ class OnnxRouter:
     """A router folder written by :func:`export_onnx`, run with ONNX Runtime (no torch)."""
 
     def __init__(self, folder: Path, session: Any, tokenizer: Any, config: RouterConfig, keys: np.ndarray,
-                 unk_id: int | None, meta: dict[str, Any]) -> None:
+                 unk_id: int | None, meta: "RouterMeta | None") -> None:
         self.folder = folder
         self.session = session
         self.tokenizer = tokenizer
@@ -177,7 +177,8 @@ class OnnxRouter:
             raise OnnxError(f"ONNX routing needs onnxruntime and tokenizers ({exc})") from None
         except Exception as exc:  # noqa: BLE001 - a corrupt or foreign folder
             raise OnnxError(f"{folder}: cannot load the ONNX router ({type(exc).__name__}: {exc})") from None
-        return cls(folder, session, tok, config, keys, info.get("unk_token_id"), dict(info.get("meta") or {}))
+        meta = RouterMeta.from_dict(info["config"], str(folder / "router.json")) if info.get("config") else None
+        return cls(folder, session, tok, config, keys, info.get("unk_token_id"), meta)
 
     @property
     def dim(self) -> int:
@@ -202,7 +203,7 @@ class OnnxRouter:
                     token_budget: int | None = None) -> np.ndarray:
         """Query embeddings ``(n, d)`` (after the projection): tokenised once, sorted by length and
         packed into batches of at most ``token_budget`` padded tokens and ``batch_size`` rows."""
-        from routerdc.inference.batching import DEFAULT_TOKEN_BUDGET, MAX_BATCH_ROWS, token_budget_batches
+        from routerdc.model.batching import DEFAULT_TOKEN_BUDGET, MAX_BATCH_ROWS, token_budget_batches
 
         texts = self.prepare_texts(list(texts))
         out = np.empty((len(texts), self.dim), dtype=np.float32)

@@ -7,6 +7,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from routerdc.checkpoint import RouterMeta
 from routerdc.routing import RouterConfig, Routing, route_embeddings
 from routerdc.inference.engines import Engine
 
@@ -68,8 +69,8 @@ class Router:
         return int(self.keys.shape[1])
 
     @property
-    def meta(self) -> dict | None:
-        """config.json's recipe, metrics, encoder_weights... (None for a model built in memory)."""
+    def meta(self) -> "RouterMeta | None":
+        """The folder's :class:`~routerdc.checkpoint.RouterMeta` (None for a model built in memory)."""
         return self.engine.meta
 
     @property

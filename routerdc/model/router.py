@@ -21,8 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from routerdc.checkpoint import (
-    FORMAT, FORMAT_VERSION, CheckpointError, atomic_dir, load_state_dict, read_config,
-    save_state_dict, write_json,
+    CheckpointError, RouterMeta, atomic_dir, load_state_dict, save_state_dict, write_json,
 )
 from routerdc.model.encoder import DEFAULT_ENCODER, load_encoder, load_tokenizer, normalize_texts, pool, tokenize
 from routerdc.routing import SIMILARITIES, RouterConfig, Routing, route_embeddings
@@ -116,7 +115,7 @@ class RouterDC(nn.Module):
         ``batch_size`` rows; ``sort_by_length=False`` keeps the given order (batches of
         ``batch_size``, default 64), as a reference for the batching.
         """
-        from routerdc.inference.batching import DEFAULT_TOKEN_BUDGET, MAX_BATCH_ROWS, token_budget_batches
+        from routerdc.model.batching import DEFAULT_TOKEN_BUDGET, MAX_BATCH_ROWS, token_budget_batches
 
         texts = list(texts)
         if not texts:
@@ -188,13 +187,12 @@ class RouterDC(nn.Module):
             save_state_dict(state, tmp, dtype=dtype, max_shard_size=max_shard_size)
             self.encoder.config.save_pretrained(tmp / "encoder")
             self.tokenizer.save_pretrained(tmp / "encoder")
-            write_json(tmp / "config.json", {
-                "format": FORMAT, "format_version": FORMAT_VERSION,
-                "router": self.config.to_dict(),
-                "encoder_weights": "included" if include_encoder else "reference",
-                "dtype": str(dtype or self.llm_embeddings.weight.dtype).replace("torch.", ""),
-                "recipe": dict(recipe or {}), "metrics": dict(metrics or {}), **dict(extra_meta or {}),
-            })
+            extra = dict(extra_meta or {})
+            meta = RouterMeta(router=self.config.to_dict(), encoder_weights="included" if include_encoder else "reference",
+                              dtype=str(dtype or self.llm_embeddings.weight.dtype).replace("torch.", ""),
+                              recipe=dict(recipe or {}), metrics=dict(metrics or {}),
+                              calibration=extra.pop("calibration", None), extra=extra)
+            write_json(tmp / "config.json", meta.to_dict())
             for name, obj in (extra_json or {}).items():
                 write_json(tmp / name, obj)
         return folder
@@ -203,13 +201,13 @@ class RouterDC(nn.Module):
     def from_pretrained(cls, folder: str | os.PathLike, *, device: str | torch.device = "cpu") -> "RouterDC":
         """Load a router written by :meth:`save_pretrained`; safetensors only."""
         folder = Path(folder)
-        meta = read_config(folder)
+        meta = RouterMeta.read(folder)
         try:
-            cfg = RouterConfig.from_dict(meta["router"])
-        except (KeyError, TypeError, ValueError) as exc:
-            raise CheckpointError(f"{folder}: invalid router config ({exc})") from None
+            cfg = meta.router_config()
+        except CheckpointError as exc:
+            raise CheckpointError(f"{folder}: {exc}") from None
         state = load_state_dict(folder)
-        included = meta.get("encoder_weights", "included") == "included"
+        included = meta.included
         try:
             if included:
                 enc = load_encoder(folder / "encoder", weights=False)
@@ -233,5 +231,5 @@ class RouterDC(nn.Module):
             model.load_state_dict(state, strict=False)
         except RuntimeError as exc:
             raise CheckpointError(f"{folder}: weights do not fit the architecture ({exc})") from None
-        model.meta = meta  # recipe and metrics, for display
+        model.meta = meta  # the folder's RouterMeta: recipe, metrics, calibration
         return model.to(device).eval()

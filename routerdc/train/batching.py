@@ -68,7 +68,3 @@ def pretokenize(tokenizer: Any, texts: Sequence[str], max_length: int) -> list[l
     enc = tokenizer(list(texts), truncation=True, max_length=max_length,
                     return_attention_mask=False, return_token_type_ids=False)
     return [list(ids) for ids in enc["input_ids"]]
-
-
-# Token-budget batches for inference live in the inference layer (numpy only, no torch).
-from routerdc.inference.batching import DEFAULT_TOKEN_BUDGET, MAX_BATCH_ROWS, token_budget_batches  # noqa: E402,F401

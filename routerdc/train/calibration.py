@@ -29,7 +29,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from routerdc.checkpoint import read_config, write_config
+from routerdc.checkpoint import RouterMeta
 from routerdc.data import ScoreSet
 from routerdc.evaluate.metrics import query_values
 
@@ -163,9 +163,6 @@ def calibrate_checkpoint(folder: str | os.PathLike, sets: Sequence[ScoreSet], *,
     sims = [similarities(router_embeddings(router, s.queries, key=key, cache_dir=cache_dir), keys,
                          router.config.similarity) for s in sets]
     result = calibrate(names, sims, sets, grid=grid)
-    meta = read_config(folder)
-    meta["router"] = {**meta["router"], "llm_bias": list(result.bias)}
-    meta["calibration"] = {**result.to_dict(), "tasks": [s.task for s in sets],
-                           "sources": [s.source for s in sets]}
-    write_config(folder, meta, output)
+    record = {**result.to_dict(), "tasks": [s.task for s in sets], "sources": [s.source for s in sets]}
+    RouterMeta.read(folder).with_offsets(result.bias, record).write(folder, output)
     return result

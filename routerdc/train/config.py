@@ -1,4 +1,6 @@
-"""The training recipe, as a frozen dataclass saved beside the trained router (``train.json``)."""
+"""The training recipe, as a frozen dataclass saved with the trained router (the ``recipe`` of its
+``config.json``, :class:`routerdc.checkpoint.RouterMeta`), from which ``train --config`` retrains it.
+Each field's help text (the ``train`` command's ``--help``) is in its metadata."""
 
 from __future__ import annotations
 
@@ -10,6 +12,11 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from routerdc.model.encoder import DEFAULT_ENCODER
+
+
+def _opt(default: Any, help: str) -> Any:  # noqa: A002 - argparse's word
+    """A field with its ``--help`` text in its metadata."""
+    return field(default=default, metadata={"help": help})
 
 
 @dataclass(frozen=True)
@@ -45,59 +52,75 @@ class TrainConfig:
         maximising the training-set average (:mod:`routerdc.train.calibration`); off in the paper.
     """
 
-    train_files: tuple[str, ...] = ()
-    test_files: tuple[str, ...] = ()
+    train_files: tuple[str, ...] = _opt((),
+                "training score files (.json/.jsonl/.csv); default: the paper's 5 in-distribution sets")
+    test_files: tuple[str, ...] = _opt((),
+                "test score files evaluated every --eval-every steps; default: the paper's 8 test sets")
     data_dir: str | None = None
-    output_dir: str = "runs/router"
-    samples_per_task: int = 1000
-    missing: str = "error"
-    cost_rate: float = 0.0
-    train_scores: str = "raw"
-    group_by: str = "cluster"
-    n_clusters: int = 5
-    cluster_reduce: str = "none"
-    recluster: bool = False
-    id_tasks: tuple[str, ...] | None = None
+    output_dir: str = _opt("runs/router", 'where the best router is written (atomically)')
+    samples_per_task: int = _opt(1000, 'truncate or repeat each training task to N rows (0: keep as is)')
+    missing: str = _opt("error", 'rows with absent scores: error, drop or zero')
+    cost_rate: float = _opt(0.0, 'train on score - cost_rate * cost (RouterBench files carry costs)')
+    train_scores: str = _opt("raw",
+                "scores the losses see: raw (the paper: the files' scores; multiple choice as the probability of the "
+                'right answer) or metric (as the test metric counts them: multiple choice as correct/wrong, pass '
+                'rates as is)')
+    group_by: str = _opt("cluster", 'groups of the sample-sample loss: cluster ids or task ids')
+    n_clusters: int = _opt(5, 'k-means clusters when the data carry no cluster ids (or with --recluster)')
+    cluster_reduce: str = _opt("none", "reduction before k-means: none, pca or tsne (the paper's)")
+    recluster: bool = _opt(False, 'recompute cluster ids even when the files carry them')
+    id_tasks: tuple[str, ...] | None = _opt(None, 'in-distribution task names (default: the training tasks)')
 
-    encoder: str = DEFAULT_ENCODER
-    pooling: str = "cls"
-    similarity: str = "cos"
-    temperature: float = 1.0
-    max_length: int = 512
-    projection: bool = False
-    normalization: str = "none"
+    encoder: str = _opt(DEFAULT_ENCODER,
+                'encoder: all-MiniLM-L6-v2 (embedded), a hub id such as microsoft/mdeberta-v3-base, or a folder')
+    pooling: str = _opt("cls", "cls (first token, the paper's) or mean")
+    similarity: str = _opt("cos", "cos (the paper's) or dot")
+    temperature: float = _opt(1.0, 'tau in softmax(sim / tau)')
+    max_length: int = _opt(512, 'max tokens per query; longer queries are truncated from the left')
+    projection: bool = _opt(False, 'add a d x d linear projection after pooling')
+    normalization: str = _opt("none",
+                'text normalisation: none, anyascii (all text to ASCII; Chinese to pinyin) or translit-unk (only '
+                'characters the tokenizer lacks)')
 
-    k_pos: int = 3
-    k_neg: int = 3
-    neg_threshold: float = 0.5
-    tie_break: str = "index"
-    lam: float = 1.0
-    n_neg: int = 3
-    ss_temperature: float = 1.0
+    k_pos: int = _opt(3, 'K+: top-scoring LLMs pulled towards the query')
+    k_neg: int = _opt(3, 'K-: bottom-scoring LLMs pushed away')
+    neg_threshold: float = _opt(0.5, 'ignore negatives scoring above this')
+    tie_break: str = _opt("index",
+                'order of LLMs with equal scores when picking positives/negatives: index (column order, biased '
+                'towards the first columns) or random (a fresh permutation per query)')
+    lam: float = _opt(1.0, 'lambda, weight of the sample-sample loss (0 disables it)')
+    n_neg: int = _opt(3, 'H: out-group negatives per query in the sample-sample loss')
+    ss_temperature: float = _opt(1.0, 'temperature of the sample-sample loss')
 
-    lr: float = 5e-5
-    head_lr: float | None = None
-    weight_decay: float = 0.01
-    batch_size: int = 64
-    grad_accum: int = 1
-    steps: int = 1000
+    lr: float = _opt(5e-5, 'AdamW learning rate of the encoder')
+    head_lr: float | None = _opt(None,
+                'learning rate of the LLM embeddings (default: --lr, or 1e-2 with --freeze-encoder)')
+    weight_decay: float = _opt(0.01, 'AdamW weight decay')
+    batch_size: int = _opt(64, 'queries per step')
+    grad_accum: int = _opt(1, 'micro-batches per step, for small memory (the sample-sample loss is in-micro-batch)')
+    steps: int = _opt(1000, 'optimiser steps')
 
-    length_window: int = 4
-    bf16: bool = True
-    cpu_bf16: bool = False
-    freeze_encoder: bool = False
+    length_window: int = _opt(4, 'group queries of similar length within windows of N batches (1: random batches)')
+    bf16: bool = _opt(True, 'bf16 autocast on CUDA')
+    cpu_bf16: bool = _opt(False,
+                'bf16 autocast on a CPU with AMX-BF16 or AVX512-BF16 (fp32 master weights; ignored elsewhere)')
+    freeze_encoder: bool = _opt(False,
+                "cache the encoder's embeddings once and train only the LLM embeddings (+ projection)")
 
-    eval_every: int = 100
-    eval_max_per_task: int = 0
-    select_by: str = "train"
-    val_fraction: float = 0.1
-    calibrate: bool = False
+    eval_every: int = _opt(100, 'evaluate every N steps (0: only at the end)')
+    eval_max_per_task: int = _opt(0, 'evaluate on at most N rows per task (0: all)')
+    select_by: str = _opt("train", "keep the best router by the train average (the paper's rule) or a val split")
+    val_fraction: float = _opt(0.1, 'held-out fraction of each training task with --select-by val')
+    calibrate: bool = _opt(False,
+                'after training, fit one routing offset per LLM on all training rows (maximising the training-set '
+                'average; see `calibrate`)')
 
-    seed: int = 0
-    device: str = "auto"
-    cache_dir: str | None = None
-    save_dtype: str | None = None
-    max_shard_size: str = "5GB"
+    seed: int = _opt(0, 'random seed')
+    device: str = _opt("auto", 'auto, cpu, cuda, cuda:1, ...')
+    cache_dir: str | None = _opt(None,
+                'where frozen-encoder embeddings are cached (default: $ROUTERDC_CACHE or ~/.cache/routerdc)')
+    save_dtype: str | None = _opt(None, 'save weights as float16 / bfloat16 / float32')
+    max_shard_size: str = _opt("5GB", 'split saved weights into shards of at most this size (e.g. 15MB)')
     extra: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -160,12 +183,21 @@ class TrainConfig:
 
     @classmethod
     def from_json(cls, path: str | os.PathLike) -> "TrainConfig":
+        """A training config JSON, or a router (its folder or ``config.json``): its recipe."""
+        path = Path(path)
+        if path.is_dir():
+            path = path / "config.json"
         try:
-            data = json.loads(Path(path).read_text(encoding="utf-8"))
+            data = json.loads(path.read_text(encoding="utf-8"))
         except (OSError, json.JSONDecodeError) as exc:
             raise ValueError(f"{path}: cannot read the training config ({exc})") from None
         if not isinstance(data, dict):
             raise ValueError(f"{path}: the training config must be a JSON object")
+        if data.get("format") == "routerdc":  # a router's config.json: retrain it from its recipe
+            recipe = data.get("recipe")
+            if not isinstance(recipe, dict) or not recipe:
+                raise ValueError(f"{path}: this router records no recipe to retrain it from")
+            data = {k: v for k, v in recipe.items() if k != "train_tasks"}
         return cls.from_dict(data)
 
     def replace(self, **changes: Any) -> "TrainConfig":

@@ -173,11 +173,11 @@ def _write(router: Any, folder: Path, output: Path, names: tuple[str, ...], keys
     import torch
 
     from routerdc.train.calibration import calibrate
-    from routerdc.checkpoint import read_config
+    from routerdc.checkpoint import RouterMeta
     from routerdc.model.router import RouterDC
     from routerdc.routing import similarities
 
-    meta = read_config(folder)
+    meta = RouterMeta.read(folder)
     aligned = [s.align(names) for s in sets]
     cal = calibrate(names, [similarities(e, keys, router.config.similarity) for e in embs], aligned)
     config = replace(router.config, llm_names=names, llm_bias=cal.bias, llm_cost=_costs(router.config, names, sets))
@@ -185,20 +185,13 @@ def _write(router: Any, folder: Path, output: Path, names: tuple[str, ...], keys
     state = {k: v for k, v in router.state_dict().items() if k != "llm_embeddings.weight"}
     state["llm_embeddings.weight"] = torch.as_tensor(keys)
     new.load_state_dict(state)
-    dtype = getattr(torch, str(meta.get("dtype", "float32")), None)
-    included = meta.get("encoder_weights", "included") == "included"
-    history = [*meta.get("fleet_changes", []), {**record, "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    dtype = getattr(torch, meta.dtype, None)
+    history = [*meta.extra.get("fleet_changes", []), {**record, "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
                                                 "llm_names": list(names)}]
     calibration = {**cal.to_dict(), "tasks": [s.task for s in sets], "sources": [s.source for s in sets]}
-    train_json = folder / "train.json"
-    extra_json = {}
-    if train_json.exists():
-        import json
-
-        extra_json["train.json"] = json.loads(train_json.read_text(encoding="utf-8"))
-    new.save_pretrained(output, include_encoder=included, recipe=meta.get("recipe"), metrics={},
+    new.save_pretrained(output, include_encoder=meta.included, recipe=meta.recipe, metrics={},
                         dtype=dtype if isinstance(dtype, torch.dtype) else None,
-                        extra_meta={"calibration": calibration, "fleet_changes": history}, extra_json=extra_json)
+                        extra_meta={"calibration": calibration, "fleet_changes": history})
     return cal.before, cal.after
 
 
@@ -238,7 +231,8 @@ def add_llm(folder: str | os.PathLike, name: str, sets: Sequence[ScoreSet], *, o
         raise FleetError("no score files to fit the new LLM's key on")
     check_columns(sets, old, name)
     names = (*old, name)
-    recipe = dict(getattr(router, "meta", {}).get("recipe") or {})
+    meta = getattr(router, "meta", None)  # RouterMeta, or None for a router built in memory
+    recipe = dict(meta.recipe) if meta is not None else {}
     train = [s.align(names) for s in _training_scores(sets, recipe)]
     embs = _embed(router, sets, cache_dir)
     keys_old = router.llm_embeddings.weight.detach().float().cpu().numpy()

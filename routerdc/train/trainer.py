@@ -26,7 +26,7 @@ from routerdc.train.cluster import assign_clusters
 from routerdc.data import ScoreSet, balance, load_many, resolve_file
 from routerdc.inference.embed_cache import cached_embeddings
 from routerdc.data.registry import TASKS
-from routerdc.evaluate.metrics import accuracy
+from routerdc.evaluate.evaluator import default_id_tasks, sample_rows, split_metrics
 from routerdc.model.losses import router_loss
 from routerdc.inference import Router
 from routerdc.inference.features import cpu_features
@@ -72,12 +72,6 @@ def _is_cancelled(cancel: Cancel | None) -> bool:
     if cancel is None:
         return False
     return cancel.is_set() if isinstance(cancel, threading.Event) else bool(cancel())
-
-
-def _cap(sets: Sequence[ScoreSet], cap: int, seed: int) -> list[ScoreSet]:
-    rng = np.random.default_rng(seed)
-    return [s.subset(np.sort(rng.choice(len(s), cap, replace=False))) if cap and len(s) > cap else s
-            for s in sets]
 
 
 def _split_val(sets: Sequence[ScoreSet], fraction: float, seed: int) -> tuple[list[ScoreSet], list[ScoreSet]]:
@@ -158,41 +152,31 @@ class Trainer:
 
     def _eval_sets(self) -> dict[str, list[ScoreSet]]:
         cfg = self.config
-        out = {"train": _cap(self.train_sets, cfg.eval_max_per_task, cfg.seed)}
+        out = {"train": sample_rows(self.train_sets, cfg.eval_max_per_task, cfg.seed)}
         if self.val_sets:
-            out["val"] = _cap(self.val_sets, cfg.eval_max_per_task, cfg.seed)
+            out["val"] = sample_rows(self.val_sets, cfg.eval_max_per_task, cfg.seed)
         if self.test_sets:
-            out["test"] = _cap(self.test_sets, cfg.eval_max_per_task, cfg.seed)
+            out["test"] = sample_rows(self.test_sets, cfg.eval_max_per_task, cfg.seed)
         return out
 
     # ------------------------------------------------------------------ evaluation
-    def _id_tasks(self) -> set[str]:
-        if self.config.id_tasks is not None:
-            return set(self.config.id_tasks)
-        return {s.task for s in self.train_sets}
+    def _id_tasks(self) -> tuple[str, ...]:
+        return default_id_tasks({"id_tasks": self.config.id_tasks, "train_tasks": [s.task for s in self.train_sets]})
 
     def evaluate(self, model: RouterDC, eval_sets: dict[str, list[ScoreSet]],
                  cached: dict[str, list[np.ndarray]] | None = None) -> dict[str, float]:
         """Per-task accuracy (%) and averages for each evaluation split."""
         metrics: dict[str, float] = {}
-        id_tasks = self._id_tasks()
         for split, sets in eval_sets.items():
-            accs = {}
+            choices = []
             for i, s in enumerate(sets):
                 if cached is not None:
                     with torch.no_grad():
                         emb = model.project(torch.as_tensor(cached[split][i], device=self.device))
-                    choice = model.route_embeddings(emb).choice
+                    choices.append(model.route_embeddings(emb).choice)
                 else:  # through the inference layer (torch fp32, token-budget batches)
-                    choice = Router.from_model(model).route(s.queries).choice
-                accs[s.task] = accuracy(s.scores, choice, s.metric)
-                metrics[f"{split}/{s.task}"] = accs[s.task]
-            metrics[f"{split}/avg"] = float(np.mean(list(accs.values())))
-            if split == "test":
-                for name, keep in (("id_avg", True), ("ood_avg", False)):
-                    vals = [a for t, a in accs.items() if (t in id_tasks) == keep]
-                    if vals:
-                        metrics[f"test/{name}"] = float(np.mean(vals))
+                    choices.append(Router.from_model(model).route(s.queries).choice)
+            metrics.update(split_metrics(split, sets, choices, self._id_tasks()))
         return metrics
 
     # ------------------------------------------------------------------ the loop
@@ -319,7 +303,7 @@ class Trainer:
         model.save_pretrained(
             out_dir, include_encoder=not cfg.freeze_encoder, recipe=recipe,
             metrics={"step": step, **metrics}, dtype=dtype, max_shard_size=cfg.max_shard_size,
-            extra_json={"train.json": cfg.to_dict(), "history.json": result.history},
+            extra_json={"history.json": result.history},
         )
 
 

@@ -7,31 +7,22 @@ import atexit
 import functools
 import os
 import shutil
-import socket
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-TEST_FILES = (
-    "routerdc/split2_model7_cluster/mmlu_train.json",
-    "routerdc/split2_model7_cluster/gsm8k-train.json",
-    "routerdc/split2_model7_cluster/cmmlu_train.json",
-    "routerdc/split2_model7/mmlu_test.json",
-    "routerdc/split2_model7/ceval.json",
-    "routerbench/routerbench_cluster/arc_challenge_train.csv",
-    "routerbench/routerbench_cluster/mbpp_train.csv",
-    "routerbench/routerbench_zs/arc_challenge_test.csv",
-)
+from routerdc.data.registry import shipped_files
+from tests.serving_support import free_port
+
+# A small part of the shipped catalogue (routerdc.data.registry.shipped_files): three paper training
+# sets, two test sets and three RouterBench sets.
+_WANTED = {"mmlu_train.json", "gsm8k-train.json", "cmmlu_train.json", "mmlu_test.json", "ceval.json",
+           "arc_challenge_train.csv", "mbpp_train.csv", "arc_challenge_test.csv"}
+TEST_FILES = tuple(f.path for f in shipped_files() if f.path.rsplit("/", 1)[-1] in _WANTED)
 MAX_ROWS = 40
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @dataclass
@@ -81,6 +72,6 @@ def app_server() -> AppServer:
     demo = launch(settings, prevent_thread_lock=True, quiet=True)
     atexit.register(demo.close)
     ctx = demo.ctx
-    view = ctx.get_router(ctx.default_key)
-    assert ctx.wait_map(view, 300), view.map_state
+    view = ctx.routers.get(ctx.default_key)
+    assert ctx.maps.wait(view, 300), view.map.state
     return AppServer(f"http://127.0.0.1:{port}/", demo, ctx, router_dir, tmp)

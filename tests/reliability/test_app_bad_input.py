@@ -78,8 +78,8 @@ def test_bad_json_uploads_get_specific_messages(client, tmp_path, content, expec
 def test_a_huge_list_literal_cell_is_refused_without_memory_growth(client, tmp_path, server):
     cell = "[" + ",".join(["'ab'"] * 70_000) + "]"  # 350 k characters: under the app's 1 MB upload limit
     p = tmp_path / "huge.csv"
-    p.write_text("prompt,eval_name," + ",".join(server.ctx.get_router(server.ctx.default_key).llms) + "\n"
-                 + f'"{cell}",mmlu,' + ",".join(["1"] * len(server.ctx.get_router(server.ctx.default_key).llms))
+    p.write_text("prompt,eval_name," + ",".join(server.ctx.routers.get(server.ctx.default_key).llms) + "\n"
+                 + f'"{cell}",mmlu,' + ",".join(["1"] * len(server.ctx.routers.get(server.ctx.default_key).llms))
                  + "\n", encoding="utf-8")
     before = _rss_mib()
     for _ in range(3):

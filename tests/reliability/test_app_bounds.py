@@ -30,7 +30,7 @@ def test_uploads_over_the_byte_or_row_bound_are_refused(tmp_path, monkeypatch):
 
 
 def test_a_missing_or_unreadable_data_dir_is_a_clear_status(tmp_path, monkeypatch):
-    from app.resources import DataBank
+    from app.services.data import DataBank
 
     bank = DataBank.load(str(tmp_path / "nope"))
     assert not bank.entries and "does not exist" in bank.errors[0]

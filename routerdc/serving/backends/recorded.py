@@ -13,6 +13,7 @@ import threading
 from pathlib import Path
 from typing import Iterator, Sequence
 
+from routerdc.data.scoreset import query_key
 from routerdc.serving.config import ModelSpec
 from routerdc.serving.backends.base import BackendError, Message, Outcome, SamplingParams
 from routerdc.serving.backends.tokens import PromptCounter
@@ -22,10 +23,6 @@ class NotRecorded(BackendError):
     """The prompt has no recorded answer from this LLM."""
 
     status = 404
-
-
-def _key(text: str) -> str:
-    return " ".join(text.split())
 
 
 @functools.lru_cache(maxsize=8)
@@ -42,7 +39,7 @@ def _answers(files: tuple[str, ...]) -> tuple[tuple[str, ...], dict[str, tuple[s
             llms = llms or tuple(s.llms)
             order = [s.llms.index(m) for m in llms]
             for q, row in zip(s.queries, s.responses):
-                table.setdefault(_key(q), tuple(row[i] for i in order))
+                table.setdefault(query_key(q), tuple(row[i] for i in order))
     return llms, table
 
 
@@ -69,7 +66,7 @@ class RecordedBackend:
     def answer(self, prompt: str) -> str:
         """The recorded answer to ``prompt``; :class:`NotRecorded` if there is none."""
         col, table = self._table()
-        row = table.get(_key(prompt))
+        row = table.get(query_key(prompt))
         if row is None or not row[col]:
             raise NotRecorded(self.spec.name, "no recorded answer for this prompt; the recorded backend only "
                                               "answers prompts of its RouterBench files")

@@ -7,7 +7,6 @@ import queue
 import re
 import threading
 import time
-import uuid
 from pathlib import Path
 from typing import Any
 
@@ -15,9 +14,11 @@ import gradio as gr
 
 from routerdc.data import DataError, check_same_llms, task_label
 
-from . import plots
-from .common import clean_message, guarded, load_upload, status_markdown, strip_paths
-from .resources import AppContext
+from .. import plots
+from ..common import clean_message, guarded, load_upload, status_markdown, strip_paths
+from ..context import AppContext
+from ..services.training import Busy
+from ..state import Session
 
 POLL_SECONDS = 0.5
 
@@ -34,9 +35,8 @@ def shipped_choices(ctx: AppContext) -> tuple[list[tuple[str, str]], list[str]]:
             [e.key for e in train_entries if e.family == "routerdc"][:5])
 
 
-def build_train_tab(ctx: AppContext, router_key: gr.State, router_picker: gr.Dropdown,
+def build_train_tab(ctx: AppContext, session: gr.State, router_picker: gr.Dropdown,
                     status_md: gr.Markdown) -> dict[str, Any]:
-    cancels: dict[str, threading.Event] = {}  # run id -> cancel flag (shared: one run at a time)
     choices, default = shipped_choices(ctx)
     with gr.Row():
         with gr.Column(scale=2):
@@ -134,13 +134,12 @@ def build_train_tab(ctx: AppContext, router_key: gr.State, router_picker: gr.Dro
             raise
         except (ValueError, DataError, LookupError) as exc:
             raise gr.Error(clean_message(str(exc)), print_exception=False) from None
-        if not ctx.train_lock.acquire(blocking=False):
-            t = ctx.training
+        try:
+            rid, cancel_evt = ctx.training.begin(cfg.steps, str(out_dir))
+        except Busy as busy:
+            t = busy.status
             raise gr.Error(f"Another training run is in progress (step {t.step}/{t.steps}); one run at a time. "
-                           "Routing keeps working meanwhile; try again when it finishes.", print_exception=False)
-        rid = uuid.uuid4().hex
-        cancel_evt = threading.Event()
-        cancels[rid] = cancel_evt
+                           "Routing keeps working meanwhile; try again when it finishes.", print_exception=False) from None
         events: queue.Queue = queue.Queue()
         box: dict[str, Any] = {}
         history: list[dict[str, Any]] = []
@@ -157,8 +156,6 @@ def build_train_tab(ctx: AppContext, router_key: gr.State, router_picker: gr.Dro
                 box["error"] = exc
 
         t0 = time.perf_counter()
-        ctx.training.running, ctx.training.step, ctx.training.steps = True, 0, cfg.steps
-        ctx.training.started, ctx.training.output_dir, ctx.training.owner = time.time(), str(out_dir), rid
         thread = threading.Thread(target=work, name="train", daemon=True)
         try:
             thread.start()
@@ -173,7 +170,7 @@ def build_train_tab(ctx: AppContext, router_key: gr.State, router_picker: gr.Dro
                     history.append(events.get())
                     changed = True
                 step = history[-1]["step"] if history else 0
-                ctx.training.step = step
+                ctx.training.progress(rid, step)
                 if step:
                     progress((step, cfg.steps), desc="training", unit="steps")
                 if changed and time.perf_counter() - last_yield >= POLL_SECONDS:
@@ -194,7 +191,7 @@ def build_train_tab(ctx: AppContext, router_key: gr.State, router_picker: gr.Dro
                        "evaluation: nothing was saved." if res.cancelled else "Finished, but nothing was saved.")
                 key = None
             else:
-                key = ctx.register(res.output_dir)
+                key = ctx.routers.register(res.output_dir)
                 best = res.best_metrics
                 summary = ", ".join(f"{k} {v:.1f}" for k, v in best.items() if k.endswith("avg"))
                 cal = res.calibration
@@ -209,34 +206,30 @@ def build_train_tab(ctx: AppContext, router_key: gr.State, router_picker: gr.Dro
         finally:
             cancel_evt.set()  # a closed generator (the user left) stops the thread too
             thread.join(timeout=60)
-            cancels.pop(rid, None)
-            ctx.training.running = False
-            ctx.training.owner = None
-            ctx.train_lock.release()
+            ctx.training.end(rid)
 
     def do_cancel(rid):
-        evt = cancels.get(rid) if rid else None
-        if evt is None:
+        if not ctx.training.cancel(rid):
             gr.Warning("No training run of yours is in progress.")
             return "No training run of yours is in progress."
-        evt.set()
         return "Cancelling: the run stops after the current step and keeps its last saved checkpoint…"
 
     @guarded
-    def do_use(key):
+    def do_use(key, sess):
         if not key:
             raise gr.Error("Train a router first (or pick one in the router list).", print_exception=False)
-        view = ctx.get_router(key)
-        ctx.ensure_map(view)
+        view = ctx.routers.get(key)
+        ctx.maps.ensure(view)
         gr.Info(f"Route and Explore now use {view.name}. Its map is being computed in the background.")
-        return (key, gr.update(choices=ctx.router_choices(), value=key), status_markdown(ctx, key))
+        return ((sess or Session()).with_router(key), gr.update(choices=ctx.routers.choices(), value=key),
+                status_markdown(ctx, key))
 
     ins = [shipped, uploads, name, frozen, projection, steps, batch, rows, eval_every, lr, head_lr, tau, lam,
            k_pos, k_neg, n_neg, n_clusters, recluster, calibrate]
     start.click(train, ins, [progress_md, loss_plot, acc_plot, run_id, trained_key, use], api_name="train",
                 concurrency_limit=2, concurrency_id="train")  # the 2nd gets the "one run at a time" message
     cancel.click(do_cancel, [run_id], [progress_md], api_name="cancel_training", queue=False)
-    use.click(do_use, [trained_key], [router_key, router_picker, status_md], api_name="use_trained",
+    use_evt = use.click(do_use, [trained_key, session], [session, router_picker, status_md], api_name="use_trained",
               concurrency_id="route")
     return {"start": start, "cancel": cancel, "use": use, "progress": progress_md, "loss": loss_plot,
-            "acc": acc_plot, "trained_key": trained_key, "shipped": shipped}
+            "acc": acc_plot, "trained_key": trained_key, "shipped": shipped, "use_event": use_evt}

@@ -13,11 +13,12 @@ import numpy as np
 import pandas as pd
 
 
-from . import plots
-from .common import check_query, guarded, map_figure_for, unk_notice
-from .resources import AppContext, RouterView
+from .. import plots
+from ..common import check_query, guarded, unk_notice
+from ..context import AppContext
+from ..services.routers import RouterView
+from ..state import Routed, Session
 
-MAX_ROUTED_PER_SESSION = 200
 ANSWER_CHARS = 6_000  # recorded answers from the data sets
 
 
@@ -97,31 +98,30 @@ def answer_markdown(ctx: AppContext, match: tuple | None, chosen: str) -> str:
 
 
 def neighbours_table(view: RouterView, emb: np.ndarray, k: int = 5) -> tuple[pd.DataFrame, str]:
-    if view.emap is None or view.pool is None:
-        return pd.DataFrame(), f"Nearest training queries: unavailable while the map is {view.map_state}."
-    roles = np.asarray(view.pool.roles)
+    if view.map.emap is None or view.map.pool is None:
+        return pd.DataFrame(), f"Nearest training queries: unavailable while the map is {view.map.state}."
+    roles = np.asarray(view.map.pool.roles)
     among = roles == "train"
     what = "training"
     if not among.any():
         among, what = np.ones(len(roles), dtype=bool), "reference"
-    idx, sims = view.emap.neighbours(emb, k=k, among=among)
+    idx, sims = view.map.emap.neighbours(emb, k=k, among=among)
     names = [plots.short_name(n) for n in view.llms]
     rows = []
     for i, c in zip(idx[0], sims[0]):
-        sc = view.pool.scores[i]
-        row = {"cosine": round(float(c), 3), "task": view.pool.tasks[i],
+        sc = view.map.pool.scores[i]
+        row = {"cosine": round(float(c), 3), "task": view.map.pool.tasks[i],
                "best": names[int(sc.argmax())] if sc.max() > 0 else "none"}
         row.update({n: round(float(x), 2) for n, x in zip(names, sc)})
-        row["query"] = " ".join(view.pool.texts[i].split())[:160]
+        row["query"] = " ".join(view.map.pool.texts[i].split())[:160]
         rows.append(row)
     return pd.DataFrame(rows), (f"Why this route: the {len(rows)} nearest {what} queries by router embedding "
                                 f"(cosine), with their recorded per-LLM scores.")
 
 
-def build_route_tab(ctx: AppContext, router_key: gr.State, routed: gr.State, map_plot: gr.Plot,
-                    colour_by: gr.Radio) -> dict[str, Any]:
-    """Build the Route tab; returns its components by name (for tests and wiring)."""
-    last = gr.State(None)  # {"key", "emb", "query"} of the session's last routed query
+def build_route_tab(ctx: AppContext, session: gr.State) -> dict[str, Any]:
+    """Build the Route tab; returns its components by name (for tests and wiring). A routed query
+    becomes the session's last query (for the slider) and joins its routed queries (for the map)."""
     examples = ctx.data.examples()
     with gr.Row():
         with gr.Column(scale=3):
@@ -151,10 +151,11 @@ def build_route_tab(ctx: AppContext, router_key: gr.State, routed: gr.State, map
         result_json = gr.JSON(elem_id="route-json")
 
     @guarded
-    def do_route(q, tau, key, routed_list, colour):
+    def do_route(q, tau, sess: Session):
         t0 = time.perf_counter()
         q, notices = check_query(q)
-        view = ctx.get_router(key)
+        sess = sess or Session(ctx.default_key)
+        view = ctx.routers.get(sess.router_key)
         note = unk_notice(view, q)
         if note:
             notices.append(note)
@@ -166,9 +167,6 @@ def build_route_tab(ctx: AppContext, router_key: gr.State, routed: gr.State, map
         fig = plots.routing_bar(view.llms, probs, sims, int(routing.choice[0]), float(tau), offsets=offsets)
         df, verdict, match = recorded_scores(ctx, view, q, chosen)
         neigh, why = neighbours_table(view, emb)
-        routed_list = list(routed_list or [])[-(MAX_ROUTED_PER_SESSION - 1):]
-        routed_list.append({"key": view.key, "emb": emb[0].tolist(), "query": q, "llm": chosen})
-        mapfig = map_figure_for(view, colour, routed_list)
         for n in notices:
             gr.Warning(n)
         md = _margin_text(view.llms, probs, sims, float(tau), offsets)
@@ -181,49 +179,50 @@ def build_route_tab(ctx: AppContext, router_key: gr.State, routed: gr.State, map
                   "margin": float(np.sort(probs)[-1] - (np.sort(probs)[-2] if len(probs) > 1 else 0.0)),
                   "query_chars": len(q), "notices": notices, "in_score_set": match is not None,
                   "seconds": round(time.perf_counter() - t0, 4)}
-        state = {"key": view.key, "emb": emb, "query": q, "llm": chosen}
+        sess = sess.with_routed(Routed(view.key, np.asarray(emb[0], dtype=np.float32), q, chosen))
         df = gr.update(value=df, visible=match is not None)
-        return (md, fig, answer_markdown(ctx, match, chosen), verdict, df, why, neigh, result, mapfig,
-                state, routed_list)
+        return (md, fig, answer_markdown(ctx, match, chosen), verdict, df, why, neigh, result, sess)
 
     @guarded
-    def retemper(tau, st, key):
-        if not st:
+    def retemper(tau, sess: Session):
+        last = sess.last if sess else None
+        if last is None:
             raise gr.Error("Route a query first; the slider then re-renders its probabilities.", print_exception=False)
-        view = ctx.get_router(key)
-        if st["key"] != view.key:
+        view = ctx.routers.get(sess.router_key)
+        if last.key != view.key:
             raise gr.Error("The router changed since this query was routed; press Route again.", print_exception=False)
-        routing = view.route_embeddings(st["emb"], float(tau))
+        routing = view.route_embeddings(last.emb[None, :], float(tau))
         probs, sims = routing.probs[0], routing.similarities[0]
         offsets = view.config.llm_bias
         fig = plots.routing_bar(view.llms, probs, sims, int(routing.choice[0]), float(tau), offsets=offsets)
         return _margin_text(view.llms, probs, sims, float(tau), offsets), fig
 
-    def answer(st):
+    def answer(sess: Session):
         """Stream the chosen LLM's answer into the answer box (a no-op without a backend for it)."""
-        if not st or not live_backend(ctx, st.get("llm", "")):
+        last = sess.last if sess else None
+        if last is None or not live_backend(ctx, last.llm):
             yield gr.skip()
             return
-        from .generation import stream_answer
+        from ..generation import stream_answer
 
         try:  # stream_answer sets its cancel event however it ends (Stop closes this generator)
-            yield from stream_answer(ctx.generation, st["llm"], st["query"], threading.Event())
+            yield from stream_answer(ctx.generation, last.llm, last.query, threading.Event())
         except Exception as exc:  # noqa: BLE001 - the routing stands; the app stays up
             yield f"**The answer failed** ({type(exc).__name__}): {html.escape(str(exc))}"
 
-    outs = [chosen_md, bar, answer_md, verdict_md, scores_df, why_md, neigh_df, result_json, map_plot, last, routed]
-    ins = [query, temperature, router_key, routed, colour_by]
+    outs = [chosen_md, bar, answer_md, verdict_md, scores_df, why_md, neigh_df, result_json, session]
+    ins = [query, temperature, session]
     routed_evt = route_btn.click(do_route, ins, outs, api_name="route", concurrency_limit=4, concurrency_id="route")
-    answer_evt = routed_evt.success(answer, [last], [answer_md], api_name="answer", concurrency_limit=2,
+    answer_evt = routed_evt.success(answer, [session], [answer_md], api_name="answer", concurrency_limit=2,
                                     concurrency_id="answer", show_progress="minimal")
     submit_evt = query.submit(do_route, ins, outs, api_visibility="private", concurrency_id="route")
-    answer_evt2 = submit_evt.success(answer, [last], [answer_md], api_visibility="private", concurrency_id="answer",
+    answer_evt2 = submit_evt.success(answer, [session], [answer_md], api_visibility="private", concurrency_id="answer",
                                      show_progress="minimal")
     stop_btn.click(None, None, None, cancels=[answer_evt, answer_evt2], api_visibility="private")
-    temperature.release(retemper, [temperature, last, router_key], [chosen_md, bar], api_name="retemper",
+    temperature.release(retemper, [temperature, session], [chosen_md, bar], api_name="retemper",
                         concurrency_id="route", show_progress="hidden")
     return {"query": query, "route_btn": route_btn, "temperature": temperature, "chosen": chosen_md, "bar": bar,
-            "answer": answer_md, "stop": stop_btn, "scores": scores_df, "neighbours": neigh_df, "json": result_json, "last": last,
+            "answer": answer_md, "stop": stop_btn, "scores": scores_df, "neighbours": neigh_df, "json": result_json,
             "clear": clear_btn, "examples": examples_box.dataset}
 
 

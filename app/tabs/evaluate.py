@@ -11,22 +11,19 @@ import numpy as np
 
 
 from routerdc.data import DataError
+from routerdc.evaluate.evaluator import default_id_tasks, sample_rows
 
-from . import plots
-from .common import clean_message, guarded, load_upload
-from .resources import PAPER_ID, AppContext
+from .. import plots
+from ..common import clean_message, guarded, load_upload
+from ..context import AppContext
 
 
 def _id_tasks(view) -> tuple[str, ...]:
-    recipe = view.meta.get("recipe", {}) or {}
-    tasks = recipe.get("train_tasks") or recipe.get("id_tasks")
-    return tuple(tasks) if tasks else PAPER_ID
+    return default_id_tasks(view.meta.recipe if view.meta is not None else None)
 
 
 def _cap(s, n: int):
-    if n and len(s) > n:
-        return s.subset(np.sort(np.random.default_rng(0).choice(len(s), n, replace=False)))
-    return s
+    return sample_rows([s], n)[0]
 
 
 def set_choices(ctx: AppContext, key: str | None) -> tuple[list[tuple[str, str]], list[str]]:
@@ -34,7 +31,7 @@ def set_choices(ctx: AppContext, key: str | None) -> tuple[list[tuple[str, str]]
     if not key:
         return [], []
     try:
-        llms = set(ctx.get_router(key).llms)
+        llms = set(ctx.routers.get(key).llms)
     except Exception:  # noqa: BLE001 - the status area reports load failures
         return [], []
     fits = [e for e in ctx.data.entries if set(e.set.llms) == llms]
@@ -42,7 +39,7 @@ def set_choices(ctx: AppContext, key: str | None) -> tuple[list[tuple[str, str]]
     return choices, [e.key for e in fits if e.role == "test"]
 
 
-def build_evaluate_tab(ctx: AppContext, router_key: gr.State) -> dict[str, Any]:
+def build_evaluate_tab(ctx: AppContext, session: gr.State) -> dict[str, Any]:
     choices, default = set_choices(ctx, ctx.default_key)
     with gr.Row():
         with gr.Column(scale=3):
@@ -59,8 +56,8 @@ def build_evaluate_tab(ctx: AppContext, router_key: gr.State) -> dict[str, Any]:
     chart = gr.Plot(label="Accuracy per task", elem_id="eval-chart")
 
     @guarded
-    def evaluate(keys, file, n, key):
-        view = ctx.get_router(key)
+    def evaluate(keys, file, n, sess):
+        view = ctx.routers.get(sess.router_key if sess else None)
         n = int(n or 0)
         entries = [ctx.data.by_key(k) for k in keys or []]
         sets, memo = [], []
@@ -98,7 +95,7 @@ def build_evaluate_tab(ctx: AppContext, router_key: gr.State) -> dict[str, Any]:
                 col = {name_: i for i, name_ in enumerate(sets[0].llms)}
                 choices.append(np.asarray([col[x] for x in routing.llms], dtype=np.int64))
         label = f"RouterDC ({view.name})"
-        from routerdc.evaluate.compare import comparison_table  # noqa: PLC0415 - keeps start-up light
+        from routerdc.evaluate.evaluator import comparison_table  # noqa: PLC0415 - keeps start-up light
 
         df = comparison_table(sets, {label: choices}, id_tasks=_id_tasks(view))
         shown = df.round(2).reset_index()
@@ -109,7 +106,7 @@ def build_evaluate_tab(ctx: AppContext, router_key: gr.State) -> dict[str, Any]:
                 + ", ".join(t for t in _id_tasks(view)) + ".")
         return note, shown, plots.results_bars(df, highlight=[label, "oracle", *best])
 
-    run.click(evaluate, [sets_box, upload, cap, router_key], [summary, table, chart], api_name="evaluate",
+    run.click(evaluate, [sets_box, upload, cap, session], [summary, table, chart], api_name="evaluate",
               concurrency_limit=1, concurrency_id="evaluate")
     return {"sets": sets_box, "upload": upload, "run": run, "summary": summary, "table": table, "chart": chart}
 
