@@ -299,3 +299,27 @@ def test_concurrent_sessions_through_the_api(client, router, rb):
     assert not errors, errors
     assert all(kept[i] == {firsts[i]} for i in range(8))
     assert all(firsts[i] == router.route([qs[i % len(qs)]]).llms[0] for i in range(8))
+
+
+def test_a_streamed_turn_reports_the_session_and_cost_weight(client, router, rb):
+    q1, q2, c1, c2 = _two_queries(router, rb)
+    _ask(client, q1, routerdc={"session": "stream-1"})
+    r = _ask(client, q2, model="routerdc:0.25", stream=True, routerdc={"session": "stream-1"})
+    events = [line[6:] for line in r.text.splitlines() if line.startswith("data: ")]
+    assert events[-1] == "[DONE]" and r.headers["X-RouterDC-Session"] == "kept"
+    last = json.loads(events[-2])["routerdc"]
+    assert last["llm"] == c1 and last["cost_weight"] == 0.25 and last["session"]["decision"] == "kept"
+
+
+def test_serve_passes_its_session_bounds_to_the_api(rb, monkeypatch):
+    import uvicorn
+
+    from routerdc.cli import main
+
+    served = {}
+    monkeypatch.setattr(uvicorn, "run", lambda app, **kw: served.update(app=app, **kw))
+    assert main(["serve", "--checkpoint", str(rb["costed"]), "--models-config",
+                 str(ROOT / "configs" / "routerbench_recorded.yaml"), "--session-ttl", "90",
+                 "--max-sessions", "5", "--port", "1"]) == 0
+    store = served["app"].state.sessions
+    assert (store.config.ttl_s, store.config.max_sessions) == (90.0, 5) and served["port"] == 1
