@@ -44,7 +44,7 @@ from .backends import Backend, BackendError, BackendUnavailable, Outcome, Sampli
 from .batcher import BatchConfig, MicroBatcher
 from .limits import MAX_MESSAGES, BodyLimit, Content, Name, Seed, Stop, printable
 from .registry import Registry
-from .routing_options import ROUTED_MODEL, RouterdcOptions, model_entry, next_best, parse_ask
+from .routing_options import ROUTED_MODEL, Ask, RouterdcOptions, model_entry, next_best, parse_ask
 from .sessions import SessionStore
 
 
@@ -197,7 +197,7 @@ def create_api(router: Any, registry: Registry, *, check: bool = True, sleep_mod
     def available(llm: str) -> bool:
         return llm in llm_names and llm in registry.names
 
-    def decide(model: str, query: str, ask: Any) -> dict[str, Any]:
+    def decide(model: str, query: str, ask: Ask) -> dict[str, Any]:
         r = batcher.route(query, cost_weight=ask.cost_weight)
         probs = {n: float(p) for n, p in zip(llm_names, r.probs[0])}
         choice = llm_names[int(r.probs[0].argmax())]
@@ -210,11 +210,11 @@ def create_api(router: Any, registry: Registry, *, check: bool = True, sleep_mod
                 "source": getattr(registry.get(llm), "source", "generated"), "cost_weight": ask.cost_weight,
                 **extra}
 
-    def fall_back(routing: dict[str, Any], ask: Any) -> dict[str, Any] | None:
+    def fall_back(routing: dict[str, Any], ask: Ask) -> dict[str, Any] | None:
         """A kept session's LLM is down: the router's next choice, rebound (None: no other)."""
-        old = routing["llm"]
-        new = routing["router_choice"] if routing["router_choice"] != old else next_best(routing["probs"], old,
-                                                                                          registry.names)
+        old, choice = routing["llm"], routing["router_choice"]
+        new = choice if choice != old and choice in registry.names else next_best(routing["probs"], old,
+                                                                                  registry.names)
         if new is None or not sessions.move(ask.session[0], old, new):
             return None
         session = {**routing["session"], "decision": "routed", "reason": "unavailable", "previous": old}
