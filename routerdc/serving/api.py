@@ -3,11 +3,15 @@
 
 The model ``routerdc`` routes the last user message with the router and forwards the request
 to the chosen candidate; a candidate's own name is also accepted (then the router's opinion is
-still reported, with ``routed: false``). Every answer carries the routing decision:
+still reported, with ``routed: false``). ``routerdc:λ`` or the request field
+``routerdc: {"cost_weight": λ}`` routes under cost weight λ; ``routerdc: {"session": ID}`` (or
+``user``) keeps a conversation on the LLM its first turn was routed to (:mod:`.routing_options`,
+:mod:`.sessions`). Every answer carries the routing decision:
 
 - in the body (and in the final stream chunk) as ``"routerdc": {"llm", "routed", "router_choice",
-  "probs": {llm: p}, "source"}``;
-- in the headers ``X-RouterDC-LLM``, ``X-RouterDC-Probs`` (compact JSON), ``X-RouterDC-Source``.
+  "probs": {llm: p}, "source", "cost_weight", "session"?: {"id", "from", "decision", ...}}``;
+- in the headers ``X-RouterDC-LLM``, ``X-RouterDC-Probs`` (compact JSON), ``X-RouterDC-Source``,
+  ``X-RouterDC-Cost-Weight`` and, with a session, ``X-RouterDC-Session`` (routed or kept).
 
 Errors use the OpenAI shape ``{"error": {"message", "type", "code"}}`` plus the ``routerdc``
 field when a decision was made: 400 for a bad request or a prompt that does not fit, 502/503
@@ -36,12 +40,12 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from routerdc.limits import BOUNDS
 from routerdc.serving.auth import ApiKeyAuth, protected
-from routerdc.serving.backends import Backend, BackendError, Outcome, SamplingParams
+from routerdc.serving.backends import Backend, BackendError, BackendUnavailable, Outcome, SamplingParams
 from routerdc.serving.batcher import BatchConfig, MicroBatcher
 from routerdc.serving.limits import MAX_MESSAGES, BodyLimit, Content, Name, Seed, Stop, printable
 from routerdc.serving.registry import Registry
-
-ROUTED_MODEL = "routerdc"
+from routerdc.serving.routing_options import ROUTED_MODEL, Ask, RouterdcOptions, model_entry, next_best, parse_ask
+from routerdc.serving.sessions import SessionStore
 
 
 class ChatMessage(BaseModel):
@@ -79,6 +83,7 @@ class ChatRequest(BaseModel):
     seed: Seed | None = None
     stop: Stop | None = None
     user: Name | None = None
+    routerdc: RouterdcOptions | None = None
 
 
 def _error(status: int, message: str, kind: str, routing: dict[str, Any] | None = None,
@@ -90,9 +95,13 @@ def _error(status: int, message: str, kind: str, routing: dict[str, Any] | None 
 
 
 def _headers(routing: dict[str, Any]) -> dict[str, str]:
-    return {"X-RouterDC-LLM": routing["llm"], "X-RouterDC-Source": routing["source"],
-            "X-RouterDC-Probs": json.dumps({k: round(v, 6) for k, v in routing["probs"].items()},
-                                           separators=(",", ":"), ensure_ascii=True)}
+    h = {"X-RouterDC-LLM": routing["llm"], "X-RouterDC-Source": routing["source"],
+         "X-RouterDC-Cost-Weight": repr(routing["cost_weight"]),
+         "X-RouterDC-Probs": json.dumps({k: round(v, 6) for k, v in routing["probs"].items()},
+                                        separators=(",", ":"), ensure_ascii=True)}
+    if "session" in routing:
+        h["X-RouterDC-Session"] = routing["session"]["decision"]
+    return h
 
 
 class _GenerationResponse(StreamingResponse):
@@ -125,7 +134,8 @@ def _next(it: Iterator[str]) -> Any:
 
 def create_api(router: Any, registry: Registry, *, check: bool = True, sleep_mode: bool = False,
                batching: BatchConfig | None = None, api_keys: tuple[str, ...] = (),
-               max_body_bytes: int = BOUNDS.max_body_bytes, loopback_hosts: bool = False) -> FastAPI:
+               max_body_bytes: int = BOUNDS.max_body_bytes, loopback_hosts: bool = False,
+               sessions: SessionStore | None = None) -> FastAPI:
     """The routed OpenAI-compatible API.
 
     Args:
@@ -144,14 +154,18 @@ def create_api(router: Any, registry: Registry, *, check: bool = True, sleep_mod
         max_body_bytes: bodies over this get 413 before they are read whole.
         loopback_hosts: without keys, answer only requests whose ``Host:`` is a loopback name
             (set by ``serve`` and the app when they bind to loopback without a key).
+        sessions: the session store (:class:`.sessions.SessionStore`; default: a new one, 30 min
+            TTL, 10,000 sessions); pass one to share sessions across re-created apps.
     """
     llm_names = tuple(router.config.llm_names)
     if check:
         registry.check_router(llm_names)
     batcher = MicroBatcher(router, batching or BatchConfig())
+    sessions = sessions if sessions is not None else SessionStore()
     app = FastAPI(title="RouterDC", description=__doc__)
     app.state.router = router
     app.state.batcher = batcher
+    app.state.sessions = sessions
     app.state.registry = registry
     app.add_middleware(BodyLimit, max_bytes=max_body_bytes)  # inner: runs after the key check
     app.add_middleware(ApiKeyAuth, keys=tuple(api_keys), loopback_hosts=loopback_hosts)
@@ -180,15 +194,32 @@ def create_api(router: Any, registry: Registry, *, check: bool = True, sleep_mod
             parts.append(f"{loc}: {msg}")
         return _error(400, "invalid request: " + "; ".join(parts), "invalid_request_error")
 
-    def decide(model: str, query: str) -> dict[str, Any]:
-        r = batcher.route(query)
+    def available(llm: str) -> bool:
+        return llm in llm_names and llm in registry.names
+
+    def decide(model: str, query: str, ask: Ask) -> dict[str, Any]:
+        r = batcher.route(query, cost_weight=ask.cost_weight)
         probs = {n: float(p) for n, p in zip(llm_names, r.probs[0])}
         choice = llm_names[int(r.probs[0].argmax())]
-        routed = model == ROUTED_MODEL
-        llm = choice if routed else model
-        backend = registry.get(llm)
-        return {"llm": llm, "routed": routed, "router_choice": choice, "probs": probs,
-                "source": getattr(backend, "source", "generated")}
+        llm, extra = (choice if ask.routed else model), {}
+        if ask.session is not None:
+            key, sid, source = ask.session
+            llm, info = sessions.decide(key, choice, reroute=ask.reroute, available=available)
+            extra["session"] = {"id": sid, "from": source, **info}
+        return {"llm": llm, "routed": ask.routed, "router_choice": choice, "probs": probs,
+                "source": getattr(registry.get(llm), "source", "generated"), "cost_weight": ask.cost_weight,
+                **extra}
+
+    def fall_back(routing: dict[str, Any], ask: Ask) -> dict[str, Any] | None:
+        """A kept session's LLM is down: the router's next choice, rebound (None: no other)."""
+        old, choice = routing["llm"], routing["router_choice"]
+        new = choice if choice != old and choice in registry.names else next_best(routing["probs"], old,
+                                                                                  registry.names)
+        if new is None or not sessions.move(ask.session[0], old, new):
+            return None
+        session = {**routing["session"], "decision": "routed", "reason": "unavailable", "previous": old}
+        return {**routing, "llm": new, "session": session,
+                "source": getattr(registry.get(new), "source", "generated")}
 
     @app.get("/health")
     async def health() -> dict[str, Any]:
@@ -199,6 +230,7 @@ def create_api(router: Any, registry: Registry, *, check: bool = True, sleep_mod
         """Generations in flight (in-process backends) and the candidates."""
         return {"active": registry.active(), "llms": list(llm_names),
                 "engine": getattr(router, "engine_name", None), "engine_reason": getattr(router, "reason", None),
+                "sessions": sessions.status(),
                 "micro_batching": {"enabled": batcher.config.enabled, "window_ms": batcher.config.window_ms,
                                    "batches": batcher.batches, "routed": batcher.routed}}
 
@@ -229,7 +261,8 @@ def create_api(router: Any, registry: Registry, *, check: bool = True, sleep_mod
     @app.get("/v1/models")
     async def models() -> dict[str, Any]:
         now = int(time.time())
-        data = [{"id": ROUTED_MODEL, "object": "model", "created": now, "owned_by": "routerdc"}]
+        data = [{"id": ROUTED_MODEL, "object": "model", "created": now, "owned_by": "routerdc",
+                 **model_entry(router.config)}]
         for name in registry.names:
             spec = registry.config.get(name)
             data.append({"id": name, "object": "model", "created": now, "owned_by": f"routerdc:{spec.backend}",
@@ -238,29 +271,39 @@ def create_api(router: Any, registry: Registry, *, check: bool = True, sleep_mod
 
     @app.post("/v1/chat/completions")
     async def chat(req: ChatRequest, request: Request) -> Any:
-        if req.model != ROUTED_MODEL and req.model not in registry.names:
-            return _error(404, f"unknown model {req.model!r}; use {ROUTED_MODEL!r} or one of "
-                               f"{list(registry.names)}", "invalid_request_error")
+        try:
+            ask = parse_ask(req.model, req.routerdc, req.user, router.config, registry.names)
+        except LookupError as exc:
+            return _error(404, str(exc.args[0]), "invalid_request_error")
+        except ValueError as exc:
+            return _error(400, str(exc), "invalid_request_error")
         users = [m.content for m in req.messages if m.role == "user"]
         if not users:
             return _error(400, "messages: need at least one user message to route", "invalid_request_error")
-        routing = await anyio.to_thread.run_sync(decide, req.model, users[-1])
-        headers = _headers(routing)
-        backend: Backend = registry.get(routing["llm"])
-        spec = registry.config.get(routing["llm"])
+        routing = await anyio.to_thread.run_sync(decide, req.model, users[-1], ask)
         stop = [req.stop] if isinstance(req.stop, str) else list(req.stop or [])
-        params = SamplingParams.clamp(spec, registry.config.limits,
-                                      max_tokens=req.max_completion_tokens or req.max_tokens,
-                                      temperature=req.temperature, top_p=req.top_p, seed=req.seed, stop=stop)
         messages = [{"role": m.role, "content": m.content} for m in req.messages]
-        cancel = threading.Event()
-        outcome = Outcome()
         cid, created = f"chatcmpl-{uuid.uuid4().hex[:24]}", int(time.time())
-        chunks = backend.stream(messages, params, cancel, outcome)
-        try:  # the first chunk before any byte is sent: a failing backend gives a plain HTTP error
-            first = await anyio.to_thread.run_sync(_next, chunks)
-        except BackendError as exc:
-            return _error(exc.status, str(exc), "backend_error", routing, headers)
+        while True:
+            headers = _headers(routing)
+            backend: Backend = registry.get(routing["llm"])
+            params = SamplingParams.clamp(registry.config.get(routing["llm"]), registry.config.limits,
+                                          max_tokens=req.max_completion_tokens or req.max_tokens,
+                                          temperature=req.temperature, top_p=req.top_p, seed=req.seed, stop=stop)
+            cancel, outcome = threading.Event(), Outcome()
+            chunks = backend.stream(messages, params, cancel, outcome)
+            try:  # the first chunk before any byte is sent: a failing backend gives a plain HTTP error
+                first = await anyio.to_thread.run_sync(_next, chunks)
+                break
+            except BackendError as exc:
+                session = routing.get("session", {})
+                moved = (fall_back(routing, ask) if isinstance(exc, BackendUnavailable)
+                         and session.get("decision") == "kept" else None)
+                if moved is None:
+                    if session.get("decision") == "routed":  # the next turn routes afresh
+                        sessions.forget(ask.session[0], routing["llm"])
+                    return _error(exc.status, str(exc), "backend_error", routing, headers)
+                routing = moved
 
         def usage(text: str) -> dict[str, int]:
             """The backend's own counts; re-tokenising only where a backend reports none."""

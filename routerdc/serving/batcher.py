@@ -6,6 +6,11 @@ that arrive within ``window_ms`` join it, until it holds ``max_batch`` queries o
 row. A query alone waits at most ``window_ms`` before its forward pass starts. While a batch is
 being encoded, new queries queue and form the next one, so under load batches grow without
 any wait. ``enabled=False`` routes each query alone (serialised), the reference.
+
+Each query carries its own cost weight λ (:func:`routerdc.routing.route_embeddings`): queries with
+different λ share one batch, the batch is embedded once, and the routing rule runs once per
+distinct λ over the batch's embeddings. A batch where every λ is 0 goes through
+``router.route`` exactly as without costs, so λ = 0 stays bit for bit today's routing.
 """
 
 from __future__ import annotations
@@ -46,6 +51,35 @@ class BatchConfig:
             raise ValueError(f"max_batch and token_budget must be >= 1, got {self.max_batch}, {self.token_budget}")
 
 
+def _rows(r: Routing, idx: list[int]) -> list[Routing]:
+    return [Routing(r.llm_names, r.probs[i:i + 1], r.similarities[i:i + 1], r.cost_weight) for i in idx]
+
+
+def _route_rows(router: Any, queries: list[str], weights: list[float]) -> list[Routing]:
+    """One-row routings of ``queries``, each under its own cost weight, from one embedding pass.
+
+    All λ = 0: ``router.route(queries)``, today's call. Otherwise the batch is embedded once
+    (``embed``, or ``embed_texts`` for a :class:`routerdc.model.RouterDC`) and ``route_embeddings``
+    applies each distinct λ to the whole batch; a router with only ``route`` is asked once per λ.
+    """
+    out: list[Routing | None] = [None] * len(queries)
+    lams = sorted(set(weights))
+    if lams == [0.0]:
+        return _rows(router.route(queries), list(range(len(queries))))
+    embed = getattr(router, "embed", None) or getattr(router, "embed_texts", None)
+    rule = getattr(router, "route_embeddings", None)
+    emb = embed(queries) if embed is not None and rule is not None else None
+    for lam in lams:
+        idx = [i for i, w in enumerate(weights) if w == lam]
+        if emb is not None:
+            r, take = rule(emb, None, lam), idx
+        else:
+            r, take = router.route([queries[i] for i in idx], cost_weight=lam), list(range(len(idx)))
+        for i, row in zip(idx, _rows(r, take)):
+            out[i] = row
+    return out  # type: ignore[return-value]
+
+
 def _tokens(text: str) -> int:
     return len(text.encode("utf-8", "surrogatepass")) // 4 + 2
 
@@ -56,22 +90,23 @@ class MicroBatcher:
     def __init__(self, router: Any, config: BatchConfig = BatchConfig()) -> None:
         self.router = router
         self.config = config
-        self._queue: queue.Queue[tuple[str, Future] | None] = queue.Queue()
+        self._queue: queue.Queue[tuple[str, float, Future] | None] = queue.Queue()
         self._lock = threading.Lock()
         self._worker: threading.Thread | None = None
         self.batches = 0  # forward passes so far (for status and tests)
         self.routed = 0
 
-    def route(self, query: str, timeout: float | None = None) -> Routing:
-        """The routing of ``query`` alone (a one-row :class:`Routing`)."""
+    def route(self, query: str, timeout: float | None = None, cost_weight: float = 0.0) -> Routing:
+        """The routing of ``query`` alone (a one-row :class:`Routing`) under ``cost_weight``."""
+        lam = float(cost_weight)
         if not self.config.enabled:
             with self._lock:
                 self.batches += 1
                 self.routed += 1
-                return self.router.route([query])
+                return _route_rows(self.router, [query], [lam])[0]
         fut: Future = Future()
         self._ensure_worker()
-        self._queue.put((query, fut))
+        self._queue.put((query, lam, fut))
         return fut.result(timeout)
 
     def _ensure_worker(self) -> None:
@@ -88,7 +123,7 @@ class MicroBatcher:
             self._queue.put(None)
             worker.join(timeout=10)
 
-    def _gather(self, first: tuple[str, Future]) -> tuple[list[tuple[str, Future]], bool]:
+    def _gather(self, first: tuple[str, float, Future]) -> tuple[list[tuple[str, float, Future]], bool]:
         batch, tokens, stop = [first], _tokens(first[0]), False
         deadline = time.perf_counter() + self.config.window_ms / 1000
         while len(batch) < self.config.max_batch and tokens < self.config.token_budget:
@@ -115,16 +150,16 @@ class MicroBatcher:
             if first is None:
                 return
             batch, stop = self._gather(first)
-            live = [(q, f) for q, f in batch if f.set_running_or_notify_cancel()]
+            live = [(q, lam, f) for q, lam, f in batch if f.set_running_or_notify_cancel()]
             if live:
                 try:
-                    r = self.router.route([q for q, _ in live])
+                    rows = _route_rows(self.router, [q for q, _, _ in live], [lam for _, lam, _ in live])
                     self.batches += 1
                     self.routed += len(live)
-                    for i, (_, f) in enumerate(live):
-                        f.set_result(Routing(r.llm_names, r.probs[i:i + 1], r.similarities[i:i + 1]))
+                    for row, (_, _, f) in zip(rows, live):
+                        f.set_result(row)
                 except BaseException as exc:  # noqa: BLE001 - every caller gets the error
-                    for _, f in live:
+                    for _, _, f in live:
                         f.set_exception(exc)
             if stop:
                 return

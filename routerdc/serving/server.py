@@ -23,6 +23,14 @@ def add_serve_arguments(p: argparse.ArgumentParser) -> None:
                    help="gather concurrent requests for up to this many ms into one encoder batch "
                         "(0: no waiting; default: 2)")
     p.add_argument("--no-micro-batching", action="store_true", help="route each request alone")
+    from routerdc.serving.sessions import DEFAULT_MAX_SESSIONS, DEFAULT_TTL_S
+
+    p.add_argument("--session-ttl", type=float, default=DEFAULT_TTL_S, metavar="SECONDS",
+                   help="a conversation named by routerdc.session (or user) stays on its LLM until this many "
+                        f"seconds pass without a turn (default: {DEFAULT_TTL_S:g})")
+    p.add_argument("--max-sessions", type=int, default=DEFAULT_MAX_SESSIONS, metavar="N",
+                   help=f"keep at most N live sessions; beyond, the least recently used is dropped "
+                        f"(default: {DEFAULT_MAX_SESSIONS})")
     p.add_argument("--preload", action="store_true",
                    help="load every candidate's backend (weights, tokenizers) before accepting requests")
     p.add_argument("--api-key", action="append", default=None, metavar="KEY",
@@ -39,7 +47,7 @@ def add_serve_arguments(p: argparse.ArgumentParser) -> None:
 
 def build_app(checkpoint: str, models_config: str, *, device: str | None = None, preload: bool = False,
               sleep_mode: bool = False, engine: str | None = None, batching: Any = None,
-              api_keys: tuple[str, ...] = (), loopback_hosts: bool = False) -> Any:
+              api_keys: tuple[str, ...] = (), loopback_hosts: bool = False, sessions: Any = None) -> Any:
     """Load the router (on ``engine``, see :func:`routerdc.load_router`) and the config, check that
     they match, and return the FastAPI app."""
     from routerdc.inference import default_engine, load_router
@@ -57,7 +65,7 @@ def build_app(checkpoint: str, models_config: str, *, device: str | None = None,
             ok = registry.get(name).health()
             print(f"{name}: {'ready' if ok else 'NOT healthy'}", file=sys.stderr, flush=True)
     return create_api(router, registry, sleep_mode=sleep_mode, batching=batching, api_keys=api_keys,
-                      loopback_hosts=loopback_hosts)
+                      loopback_hosts=loopback_hosts, sessions=sessions)
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -66,7 +74,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     from routerdc.serving.batcher import BatchConfig
     from routerdc.serving.auth import BindRefused, check_bind, is_loopback, keys_from_env
+    from routerdc.serving.sessions import SessionConfig, SessionStore
 
+    try:
+        sessions = SessionStore(SessionConfig(ttl_s=args.session_ttl, max_sessions=args.max_sessions))
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     keys = keys_from_env(args.api_key)
     try:
         line = check_bind(args.host, keys, args.allow_unauthenticated)
@@ -77,6 +91,6 @@ def cmd_serve(args: argparse.Namespace) -> int:
     app = build_app(args.checkpoint, args.models_config, device=args.device, preload=args.preload,
                     sleep_mode=args.enable_sleep_mode, engine=args.engine,
                     batching=BatchConfig(enabled=not args.no_micro_batching, window_ms=args.micro_batch_ms),
-                    api_keys=keys, loopback_hosts=not keys and is_loopback(args.host))
+                    api_keys=keys, loopback_hosts=not keys and is_loopback(args.host), sessions=sessions)
     uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level)
     return 0
