@@ -22,7 +22,7 @@ LAMBDAS = (0.0, 0.1, 0.3, 1.0, 3.0, 1000.0)  # 1000: every query to the cheapest
 @pytest.fixture(scope="module")
 def rb(data_dir, tmp_path_factory):
     """Queries with every recorded answer, the router folders (with and without costs), the config."""
-    from routerdc.cli import main
+    from routerdc.cli.main import main
     from routerdc.data import load_scores
     from routerdc.serving.config import load_models_config
 
@@ -155,7 +155,7 @@ def test_a_router_without_costs_refuses_a_cost_weight(rb):
 
 
 def test_mixed_cost_weights_share_a_micro_batch(router, rb):
-    from routerdc.model import RouterDC
+    from routerdc.model.router import RouterDC
     from routerdc.serving.batcher import BatchConfig, MicroBatcher
 
     jobs = [(q, lam) for q in rb["queries"][:4] for lam in (0.0, 0.5, 3.0)]
@@ -314,7 +314,7 @@ def test_a_streamed_turn_reports_the_session_and_cost_weight(client, router, rb)
 def test_serve_passes_its_session_bounds_to_the_api(rb, monkeypatch):
     import uvicorn
 
-    from routerdc.cli import main
+    from routerdc.cli.main import main
 
     served = {}
     monkeypatch.setattr(uvicorn, "run", lambda app, **kw: served.update(app=app, **kw))

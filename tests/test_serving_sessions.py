@@ -114,7 +114,7 @@ def test_session_bounds_are_checked(kw, needle):
 @pytest.mark.parametrize("flags, needle", [(["--session-ttl", "0"], "session TTL"),
                                            (["--max-sessions", "0"], "max_sessions")])
 def test_serve_refuses_bad_session_bounds(flags, needle, capsys):
-    from routerdc.cli import main
+    from routerdc.cli.main import main
 
     assert main(["serve", "--checkpoint", "unused", "--models-config", "unused", *flags]) == 2
     assert needle in capsys.readouterr().err

@@ -59,7 +59,7 @@ def _route_rows(router: Any, queries: list[str], weights: list[float]) -> list[R
     """One-row routings of ``queries``, each under its own cost weight, from one embedding pass.
 
     All λ = 0: ``router.route(queries)``, today's call. Otherwise the batch is embedded once
-    (``embed``, or ``embed_texts`` for a :class:`routerdc.model.RouterDC`) and ``route_embeddings``
+    (``embed``, or ``embed_texts`` for a :class:`routerdc.model.router.RouterDC`) and ``route_embeddings``
     applies each distinct λ to the whole batch; a router with only ``route`` is asked once per λ.
     """
     out: list[Routing | None] = [None] * len(queries)
