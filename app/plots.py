@@ -169,3 +169,23 @@ def results_bars(table: pd.DataFrame, *, highlight: Sequence[str] = ()) -> go.Fi
     fig.update_layout(**LAYOUT, barmode="group", height=460, title="Accuracy per task (%)",
                       yaxis_title="accuracy (%)", legend=dict(font=dict(size=10)))
     return fig
+
+
+def cost_curve_figure(curves: pd.DataFrame, llms: pd.DataFrame, *, title: str = "Quality against cost") -> go.Figure:
+    """Quality against total cost: one line per method (``curves``: columns ``method``, ``total_cost``,
+    ``quality``, a row per cost weight, in order) and each single LLM as a labelled point (``llms``:
+    ``llm``, ``total_cost``, ``quality``)."""
+    fig = go.Figure()
+    for j, (method, pts) in enumerate(curves.groupby("method", sort=False)):
+        fig.add_trace(go.Scatter(
+            x=pts["total_cost"], y=pts["quality"], mode="lines+markers", name=str(method),
+            line=dict(color=CHOSEN if j == 0 else PALETTE[j % len(PALETTE)], width=2.5 if j == 0 else 1.5),
+            hovertemplate=html.escape(str(method)) + "<br>$%{x:.3f}: quality %{y:.3f}<extra></extra>"))
+    fig.add_trace(go.Scatter(
+        x=llms["total_cost"], y=llms["quality"], mode="markers+text", name="single LLMs",
+        text=[short_name(str(n)) for n in llms["llm"]], textposition="top center", textfont=dict(size=9),
+        marker=dict(color="#555555", size=9, symbol="diamond"),
+        hovertemplate="%{text}<br>$%{x:.3f}: quality %{y:.3f}<extra></extra>"))
+    fig.update_layout(**LAYOUT, height=460, title=title, xaxis_title="total cost of the test queries ($)",
+                      yaxis_title="quality (mean score of the chosen LLMs)", legend=dict(font=dict(size=10)))
+    return fig

@@ -77,6 +77,23 @@ def test_temperature_rerenders_without_reencoding(client, server):
     assert max(json_probs(bar)) >= max(r1["probs"].values()) - 1e-6
 
 
+def test_cost_slider_rerenders_without_reencoding(client, server):
+    """The cost slider re-renders the last query from its stored embedding; this router has no LLM
+    costs, so the weight is ignored (said in a warning) and the probabilities stay those of lambda 0."""
+    _, _, _, _, _, _, _, r1 = route(client, "Write a haiku about the sea.")
+    assert r1["cost_weight"] == 0.0
+    view = server.ctx.routers.get(server.ctx.default_key)
+    calls = []
+    orig = view.embed
+    view.embed = lambda *a, **k: calls.append(1) or orig(*a, **k)
+    try:
+        md, bar = client.predict(1.0, 0.8, api_name="/recost")
+    finally:
+        del view.embed
+    assert calls == [] and "Chosen LLM" in md
+    np.testing.assert_allclose(json_probs(bar), [r1["probs"][n] for n in view.llms], atol=1e-6)
+
+
 def json_probs(bar) -> list[float]:
     y = plot_json(bar)["data"][0]["y"]
     if isinstance(y, dict):  # plotly's typed-array encoding

@@ -3,6 +3,8 @@ query checks and settings. No server, no browser."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -231,3 +233,48 @@ def test_the_background_engine_measurement_runs_in_a_separate_low_priority_proce
     broken = RouterView("b", view.router, tmp_path / "absent", fingerprint="0" * 24)
     assert prepare_engine(broken, str(tmp_path / "cache"), separate_process=True).startswith("routing stays on torch")
     assert broken.engine.engine_name == "torch" and broken.engine.decision is None
+
+
+def _routerbench_view(tmp_path, data_dir, with_costs=True):
+    """A router over the 11 RouterBench LLMs (untrained keys: routing is not the point), costed like
+    `python -m routerdc costs` does, and the RouterBench MBPP test set (it records costs)."""
+    from app.services.routers import RouterView
+    from routerdc.data import load_scores
+    from routerdc.evaluate.cost_curve import mean_costs
+    from routerdc.model.router import RouterDC
+
+    test = load_scores(data_dir / "routerbench" / "routerbench_zs" / "mbpp_test.csv", missing="drop")[0]
+    test = test.subset(np.arange(60))
+    model = RouterDC.build(list(test.llms), max_length=64)
+    if with_costs:
+        costs = mean_costs([test])
+        model = RouterDC(dataclasses.replace(model.config, llm_cost=tuple(costs[n] for n in test.llms)),
+                         model.encoder, model.tokenizer)
+    return RouterView("rb", model, tmp_path / "rb", fingerprint="0" * 24), test
+
+
+def test_the_cost_weight_trades_quality_for_cost_and_is_ignored_without_costs(tmp_path, data_dir):
+    from app.tabs.route import _cost_weight
+
+    view, test = _routerbench_view(tmp_path, data_dir)
+    emb = view.embed(test.queries)
+    cost = np.asarray(view.config.llm_cost)
+    totals = [cost[view.route_embeddings(emb, None, lam).choice].sum() for lam in (0.0, 0.2, 0.5, 1.0, 3.0)]
+    assert all(b <= a + 1e-12 for a, b in zip(totals, totals[1:])) and totals[-1] < totals[0]
+    np.testing.assert_array_equal(view.route_embeddings(emb, None, 0.0).probs, view.route_embeddings(emb).probs)
+    assert _cost_weight(view, 0.7) == 0.7
+    plain, _ = _routerbench_view(tmp_path, data_dir, with_costs=False)
+    notices: list[str] = []
+    assert _cost_weight(plain, 0.7, notices) == 0.0 and "no LLM costs" in notices[0]
+
+
+def test_the_evaluate_cost_curve_has_the_router_the_llms_and_the_oracle(tmp_path, data_dir):
+    from app.tabs.evaluate import cost_curve
+
+    view, test = _routerbench_view(tmp_path, data_dir)
+    md, fig = cost_curve(view, [test])
+    names = [t.name for t in fig.data]
+    assert names[0] == "RouterDC (rb)" and "single LLMs" in names and any("oracle" in n for n in names)
+    llm_trace = next(t for t in fig.data if t.name == "single LLMs")
+    assert len(llm_trace.x) == 11 and len(llm_trace.text) == 11  # every LLM a labelled point
+    assert "AIQ" in md and "zero router" in md

@@ -118,9 +118,15 @@ class RouterView:
                 + (", projection" if c.projection else "") + f"; routing on {self.engine_name}"
                 + f" ({self.engine.reason})")
 
-    def route_embeddings(self, emb: np.ndarray, temperature: float | None = None):
-        """:class:`~routerdc.routing.Routing` for query embeddings (as :meth:`embed` returns)."""
-        return self.engine.route_embeddings(emb, temperature)
+    def route_embeddings(self, emb: np.ndarray, temperature: float | None = None, cost_weight: float = 0.0):
+        """:class:`~routerdc.routing.Routing` for query embeddings (as :meth:`embed` returns), with the
+        cost weight lambda (0: the rule without costs; > 0 needs a router with costs)."""
+        return self.engine.route_embeddings(emb, temperature, cost_weight)
+
+    @property
+    def has_costs(self) -> bool:
+        """Whether the router knows its LLMs' costs (``python -m routerdc costs``), for the cost weight."""
+        return self.config.llm_cost is not None
 
     def unk_tokens(self, text: str) -> tuple[int, int] | None:
         """``([UNK] count, token count)`` of ``text`` without special tokens; None when the

@@ -8,6 +8,7 @@ from typing import Any
 
 import gradio as gr
 import numpy as np
+import pandas as pd
 
 
 from routerdc.data import DataError
@@ -54,6 +55,9 @@ def build_evaluate_tab(ctx: AppContext, session: gr.State) -> dict[str, Any]:
     summary = gr.Markdown(elem_id="eval-summary")
     table = gr.Dataframe(label="Accuracy (%) per task", interactive=False, elem_id="eval-table", wrap=True)
     chart = gr.Plot(label="Accuracy per task", elem_id="eval-chart")
+    cost_md = gr.Markdown(elem_id="eval-cost-summary")
+    cost_chart = gr.Plot(label="Quality against cost (sets with recorded costs)", elem_id="eval-cost-chart",
+                         visible=False)
 
     @guarded
     def evaluate(keys, file, n, sess):
@@ -106,9 +110,40 @@ def build_evaluate_tab(ctx: AppContext, session: gr.State) -> dict[str, Any]:
                 + ", ".join(t for t in _id_tasks(view)) + ".")
         return note, shown, plots.results_bars(df, highlight=[label, "oracle", *best])
 
+    @guarded
+    def curve(keys, n, sess):
+        view = ctx.routers.get(sess.router_key if sess else None)
+        sets = [_cap(e.set.align(view.llms), int(n or 0)) for e in (ctx.data.by_key(k) for k in keys or [])
+                if set(e.set.llms) == set(view.llms) and e.set.costs is not None]
+        if not sets:
+            return "", gr.update(visible=False)
+        if not view.has_costs:
+            return (f"The chosen sets record costs, but the router `{view.name}` has no LLM costs: `python -m "
+                    f"routerdc costs --checkpoint ... --scores <training files>` adds them, then the cost/quality "
+                    "curve shows here.", gr.update(visible=False))
+        md, fig = cost_curve(view, sets, ctx.settings.cache_dir)
+        return md, gr.update(value=fig, visible=True)
+
     run.click(evaluate, [sets_box, upload, cap, session], [summary, table, chart], api_name="evaluate",
-              concurrency_limit=1, concurrency_id="evaluate")
-    return {"sets": sets_box, "upload": upload, "run": run, "summary": summary, "table": table, "chart": chart}
+              concurrency_limit=1, concurrency_id="evaluate").success(
+        curve, [sets_box, cap, session], [cost_md, cost_chart], api_name="cost_curve", concurrency_id="evaluate")
+    return {"sets": sets_box, "upload": upload, "run": run, "summary": summary, "table": table, "chart": chart,
+            "cost_summary": cost_md, "cost_chart": cost_chart}
+
+
+def cost_curve(view, sets, cache_dir: str | None = None):
+    """``(summary markdown, figure)``: the router's quality against total cost over a sweep of cost
+    weights on ``sets`` (which record costs), with the single LLMs, the oracle and their AIQ."""
+    from routerdc.evaluate.cost_sweep import sweep  # noqa: PLC0415 - keeps start-up light
+
+    label = f"RouterDC ({view.name})"
+    result = sweep(sets, {label: (view.config, view.llm_keys, [view.embed_set(s, cache_dir) for s in sets])}, n=15)
+    curves = pd.DataFrame([{"method": c.label, "total_cost": x, "quality": y}
+                           for c in result.curves for x, y in c.points])
+    llms = pd.DataFrame([{"llm": n, "total_cost": c, "quality": q} for n, (c, q) in result.llm_points.items()])
+    fig = plots.cost_curve_figure(curves, llms, title=f"Quality against cost on {sum(len(s) for s in sets):,} "
+                                                      "queries with recorded costs")
+    return result.to_markdown(), fig
 
 
 def sets_update(ctx: AppContext, key: str | None):
@@ -116,4 +151,4 @@ def sets_update(ctx: AppContext, key: str | None):
     return gr.update(choices=choices, value=default)
 
 
-__all__ = ["build_evaluate_tab", "sets_update", "set_choices"]
+__all__ = ["build_evaluate_tab", "cost_curve", "sets_update", "set_choices"]

@@ -22,6 +22,25 @@ from ..state import Routed, Session
 ANSWER_CHARS = 6_000  # recorded answers from the data sets
 
 
+def _cost_weight(view: RouterView, lam: Any, notices: list[str] | None = None) -> float:
+    """The cost weight to route with: the slider's value, or 0 (with a notice) for a router without costs."""
+    lam = float(lam or 0.0)
+    if lam > 0 and not view.has_costs:
+        if notices is not None:
+            notices.append(f"The router {view.name} has no LLM costs (python -m routerdc costs adds them), so the "
+                           "cost weight is ignored.")
+        return 0.0
+    return lam
+
+
+def _cost_text(view: RouterView, lam: float, chosen: int) -> str:
+    if not view.has_costs:
+        return ""
+    cost = view.config.llm_cost[chosen]
+    return (f"  \nCost weight lambda = {lam:g}: p = softmax((cosine + offset - lambda * c) / tau), c the LLMs' "
+            f"costs scaled to [0, 1]; `{plots.short_name(view.llms[chosen])}` costs ${cost:.5f} per query.")
+
+
 def _margin_text(llms, probs: np.ndarray, sims: np.ndarray, temperature: float,
                  offsets: tuple[float, ...] | None = None) -> str:
     order = np.argsort(-probs)
@@ -133,6 +152,9 @@ def build_route_tab(ctx: AppContext, session: gr.State) -> dict[str, Any]:
                 clear_btn = gr.ClearButton([query], value="Clear")
             temperature = gr.Slider(0.05, 5.0, value=1.0, step=0.05, elem_id="temperature",
                                     label="Temperature tau (re-renders without re-encoding)")
+            cost_weight = gr.Slider(0.0, 3.0, value=0.0, step=0.05, elem_id="cost-weight",
+                                    label="Cost weight lambda: trade quality for cost (routers with LLM costs; "
+                                          "re-renders without re-encoding)")
             # Hidden while there are no data (they may be downloading: app.data_fetch fills it in).
             examples_box = gr.Examples(**examples_args(examples), inputs=[query], examples_per_page=12,
                                        visible=bool(examples))
@@ -151,7 +173,7 @@ def build_route_tab(ctx: AppContext, session: gr.State) -> dict[str, Any]:
         result_json = gr.JSON(elem_id="route-json")
 
     @guarded
-    def do_route(q, tau, sess: Session):
+    def do_route(q, tau, lam, sess: Session):
         t0 = time.perf_counter()
         q, notices = check_query(q)
         sess = sess or Session(ctx.default_key)
@@ -160,7 +182,8 @@ def build_route_tab(ctx: AppContext, session: gr.State) -> dict[str, Any]:
         if note:
             notices.append(note)
         emb = view.embed([q])
-        routing = view.route_embeddings(emb, float(tau))
+        lam = _cost_weight(view, lam, notices)
+        routing = view.route_embeddings(emb, float(tau), lam)
         probs, sims = routing.probs[0], routing.similarities[0]
         chosen = routing.llms[0]
         offsets = view.config.llm_bias
@@ -169,10 +192,10 @@ def build_route_tab(ctx: AppContext, session: gr.State) -> dict[str, Any]:
         neigh, why = neighbours_table(view, emb)
         for n in notices:
             gr.Warning(n)
-        md = _margin_text(view.llms, probs, sims, float(tau), offsets)
+        md = _margin_text(view.llms, probs, sims, float(tau), offsets) + _cost_text(view, lam, int(routing.choice[0]))
         if notices:
             md += "\n\n" + "\n".join(f"> ⚠ {html.escape(n)}" for n in notices)
-        result = {"router": view.name, "llm": chosen, "temperature": float(tau),
+        result = {"router": view.name, "llm": chosen, "temperature": float(tau), "cost_weight": lam,
                   "probs": {n: float(p) for n, p in zip(view.llms, probs)},
                   "similarities": {n: float(x) for n, x in zip(view.llms, sims)},
                   **({"offsets": dict(zip(view.llms, offsets))} if offsets is not None else {}),
@@ -184,18 +207,23 @@ def build_route_tab(ctx: AppContext, session: gr.State) -> dict[str, Any]:
         return (md, fig, answer_markdown(ctx, match, chosen), verdict, df, why, neigh, result, sess)
 
     @guarded
-    def retemper(tau, sess: Session):
+    def retemper(tau, lam, sess: Session):
         last = sess.last if sess else None
         if last is None:
             raise gr.Error("Route a query first; the slider then re-renders its probabilities.", print_exception=False)
         view = ctx.routers.get(sess.router_key)
         if last.key != view.key:
             raise gr.Error("The router changed since this query was routed; press Route again.", print_exception=False)
-        routing = view.route_embeddings(last.emb[None, :], float(tau))
+        notices: list[str] = []
+        lam = _cost_weight(view, lam, notices)
+        for n in notices:
+            gr.Warning(n)
+        routing = view.route_embeddings(last.emb[None, :], float(tau), lam)
         probs, sims = routing.probs[0], routing.similarities[0]
         offsets = view.config.llm_bias
         fig = plots.routing_bar(view.llms, probs, sims, int(routing.choice[0]), float(tau), offsets=offsets)
-        return _margin_text(view.llms, probs, sims, float(tau), offsets), fig
+        return (_margin_text(view.llms, probs, sims, float(tau), offsets)
+                + _cost_text(view, lam, int(routing.choice[0]))), fig
 
     def answer(sess: Session):
         """Stream the chosen LLM's answer into the answer box (a no-op without a backend for it)."""
@@ -211,7 +239,7 @@ def build_route_tab(ctx: AppContext, session: gr.State) -> dict[str, Any]:
             yield f"**The answer failed** ({type(exc).__name__}): {html.escape(str(exc))}"
 
     outs = [chosen_md, bar, answer_md, verdict_md, scores_df, why_md, neigh_df, result_json, session]
-    ins = [query, temperature, session]
+    ins = [query, temperature, cost_weight, session]
     routed_evt = route_btn.click(do_route, ins, outs, api_name="route", concurrency_limit=4, concurrency_id="route")
     answer_evt = routed_evt.success(answer, [session], [answer_md], api_name="answer", concurrency_limit=2,
                                     concurrency_id="answer", show_progress="minimal")
@@ -219,9 +247,11 @@ def build_route_tab(ctx: AppContext, session: gr.State) -> dict[str, Any]:
     answer_evt2 = submit_evt.success(answer, [session], [answer_md], api_visibility="private", concurrency_id="answer",
                                      show_progress="minimal")
     stop_btn.click(None, None, None, cancels=[answer_evt, answer_evt2], api_visibility="private")
-    temperature.release(retemper, [temperature, session], [chosen_md, bar], api_name="retemper",
+    temperature.release(retemper, [temperature, cost_weight, session], [chosen_md, bar], api_name="retemper",
                         concurrency_id="route", show_progress="hidden")
-    return {"query": query, "route_btn": route_btn, "temperature": temperature, "chosen": chosen_md, "bar": bar,
+    cost_weight.release(retemper, [temperature, cost_weight, session], [chosen_md, bar], api_name="recost",
+                        concurrency_id="route", show_progress="hidden")
+    return {"query": query, "route_btn": route_btn, "temperature": temperature, "cost_weight": cost_weight, "chosen": chosen_md, "bar": bar,
             "answer": answer_md, "stop": stop_btn, "scores": scores_df, "neighbours": neigh_df, "json": result_json,
             "clear": clear_btn, "examples": examples_box.dataset}
 
