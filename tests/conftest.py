@@ -13,7 +13,7 @@ from routerdc.data import DataError, ScoreSet, resolve_data_dir
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 # Commands, serve and the app route on torch fp32 in tests: engine="auto" measures every engine once per
-# router (minutes on 2 cores); tests/test_inference.py tests auto itself.
+# router (minutes on 2 cores); tests/inference/test_router.py tests auto itself.
 os.environ.setdefault("ROUTERDC_ENGINE", "torch")
 os.environ.setdefault("ROUTERDC_PROBE_PER_TASK", "2")  # where auto does measure: 16 probe queries
 # No test downloads the score data from the official repository: a fetch that a test did not point
@@ -50,11 +50,19 @@ def data_dir() -> Path:
 
 
 @pytest.fixture(scope="session")
-def minilm_router():
-    """A fresh RouterDC over four LLMs with the real embedded MiniLM encoder (read-only use)."""
+def _minilm_base():
     from routerdc.model.router import RouterDC
 
     return RouterDC.build(LLMS, seed=0)
+
+
+@pytest.fixture
+def minilm_router(_minilm_base):
+    """A fresh RouterDC over four LLMs with the real embedded MiniLM encoder: a copy of one built per
+    session, so that a test that changes it (weights, meta, monkeypatched methods) changes no other."""
+    import copy
+
+    return copy.deepcopy(_minilm_base)
 
 
 @pytest.fixture
@@ -64,3 +72,22 @@ def tiny_set() -> ScoreSet:
     scores = rng.choice([0.0, 0.3, 0.7, 1.0], size=(12, len(LLMS))).astype(np.float32)
     return ScoreSet(task="mmlu", metric="probability", llms=LLMS, queries=queries, scores=scores,
                     clusters=np.arange(12) % 3)
+
+
+@pytest.fixture(scope="module")
+def app_server(data_dir):
+    """The app, launched once per test process on a free port (tests/app_support/server.py): small
+    score sets, a tiny frozen-encoder router trained here, a PCA map. Shared by the app's tests and
+    the reliability suite."""
+    pytest.importorskip("gradio")
+    from tests.app_support.server import app_server as start
+
+    return start()
+
+
+@pytest.fixture
+def app_client(app_server):
+    """A fresh ``gradio_client`` session of :func:`app_server` (its own session state)."""
+    from gradio_client import Client
+
+    return Client(app_server.url, verbose=False)

@@ -67,7 +67,7 @@ def app_server() -> AppServer:
         checkpoint=str(router_dir), data_dir=str(data_dir), data_files=TEST_FILES, max_rows=MAX_ROWS,
         map_method="pca", map_per_set=MAX_ROWS, runs_dir=str(tmp / "runs"), discover=False, host="127.0.0.1",
         port=port, eval_max_per_task=0, cache_dir=os.environ.get("ROUTERDC_CACHE"), max_file_size="1mb",
-        engine="onnx",  # the ONNX engine, whatever auto would pick on this machine (tests/test_inference.py tests auto)
+        engine="onnx",  # the ONNX engine, whatever auto would pick on this machine (tests/inference/test_router.py tests auto)
     )
     demo = launch(settings, prevent_thread_lock=True, quiet=True)
     atexit.register(demo.close)

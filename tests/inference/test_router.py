@@ -46,8 +46,8 @@ def test_embed_texts_token_budget_matches_one_by_one(minilm_router):
 
 
 @pytest.fixture(scope="module")
-def saved_router(minilm_router, tmp_path_factory):
-    return minilm_router.save_pretrained(tmp_path_factory.mktemp("inference") / "router", include_encoder=False)
+def saved_router(_minilm_base, tmp_path_factory):
+    return _minilm_base.save_pretrained(tmp_path_factory.mktemp("inference") / "router", include_encoder=False)
 
 
 @pytest.mark.parametrize("engine", ["torch", "onnx"])

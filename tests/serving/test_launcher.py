@@ -18,7 +18,7 @@ import pytest
 from routerdc.serving.config import parse_models_config
 from routerdc.serving.launcher import LaunchError, LaunchOptions, Launcher
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from serving_support import TINY_NAMES, build_router, free_port, tiny_llms, write_config  # noqa: E402
 
 USER = [{"role": "user", "content": "what is the sum of two and three?"}]

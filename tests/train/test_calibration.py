@@ -15,7 +15,7 @@ from routerdc.inference.embed_cache import checkpoint_key
 from routerdc.model.router import RouterDC
 from routerdc.routing import RouterConfig, route_embeddings
 
-from .conftest import LLMS
+from tests.conftest import LLMS
 
 
 def _toy():

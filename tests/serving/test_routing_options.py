@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from serving_support import ROOT, build_router, free_port  # noqa: E402
 
 MBPP = "routerbench/routerbench_zs/mbpp_test.csv"

@@ -12,7 +12,7 @@ import pytest
 pytest.importorskip("gradio")
 playwright_api = pytest.importorskip("playwright.sync_api")
 
-from tests.app_support.server import ARTIFACTS, app_server  # noqa: E402
+from tests.app_support.server import ARTIFACTS  # noqa: E402
 
 # Plotly renders a figure some seconds after its data arrive; on a loaded 2-core machine that can
 # exceed Playwright's default 5 s for an assertion, so assertions wait up to 30 s (pages and
@@ -23,10 +23,6 @@ CHROMIUM = os.environ.get("ROUTERDC_CHROMIUM", "/usr/bin/chromium")
 ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
         "--disable-sync", "--no-first-run", "--disable-quic", "--disable-dev-shm-usage"]
 
-
-@pytest.fixture(scope="module")
-def server(data_dir):
-    return app_server()
 
 
 @pytest.fixture(scope="module")
@@ -41,11 +37,11 @@ def browser():
 
 
 @pytest.fixture
-def page(browser, server):
+def page(browser, app_server):
     ctx = browser.new_context(viewport={"width": 1400, "height": 1000})
     p = ctx.new_page()
     p.set_default_timeout(60_000)
-    p.goto(server.url)
+    p.goto(app_server.url)
     p.locator("#query textarea").wait_for()
     yield p
     ctx.close()
@@ -61,11 +57,11 @@ def route(page, text: str) -> None:
     page.locator("#route-btn").click()
 
 
-def test_route_shows_chart_choice_and_map_point(page, server):
+def test_route_shows_chart_choice_and_map_point(page, app_server):
     route(page, "Write a Python function that checks whether a number is prime.")
     chosen = page.locator("#chosen")
     playwright_api.expect(chosen).to_contain_text("Chosen LLM", timeout=60_000)
-    llms = server.ctx.routers.get(server.ctx.default_key).llms
+    llms = app_server.ctx.routers.get(app_server.ctx.default_key).llms
     assert any(n in chosen.inner_text() for n in llms)
     playwright_api.expect(page.locator("#route-plot .js-plotly-plot .bars path, #route-plot .js-plotly-plot .point path").first).to_be_visible()
     playwright_api.expect(page.locator("#chosen")).to_contain_text("margin")
@@ -89,7 +85,7 @@ def test_example_from_score_set_in_chinese(page):
     shot(page, "route-chinese-example")
 
 
-def test_bad_inputs_show_messages_and_app_stays_up(page, server, tmp_path):
+def test_bad_inputs_show_messages_and_app_stays_up(page, app_server, tmp_path):
     page.locator("#query textarea").fill("   ")
     page.locator("#route-btn").click()
     playwright_api.expect(page.get_by_text("Type a query first").first).to_be_visible()
@@ -117,7 +113,7 @@ def test_evaluate_table_and_chart(page):
 
 
 @pytest.mark.slow
-def test_train_in_the_ui_then_hot_swap(page, server):
+def test_train_in_the_ui_then_hot_swap(page, app_server):
     page.get_by_role("tab", name="Train").click()
     page.locator("#train-name textarea, #train-name input").first.fill("e2e-router")
     page.locator("#train-steps input").fill("30")

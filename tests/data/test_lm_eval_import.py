@@ -22,7 +22,7 @@ from routerdc.data import DataError  # noqa: E402
 from routerdc.data.formats import load_scores  # noqa: E402
 from routerdc.data.lm_eval_import import import_runs, read_run  # noqa: E402
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from serving_support import TINY_NAMES, ServerProcess, build_router, tiny_llms, write_config  # noqa: E402
 
 MC = [{"question": f"Which colour is thing {i}?", "choices": ["red", "green", "blue"], "label": i % 3} for i in range(4)]
@@ -319,7 +319,7 @@ def test_paper_task_files_load_into_the_harness_index():
     """configs/lm_eval/ indexes in lm_eval 0.4.13 (their data sets are on the Hub: not run here)."""
     from lm_eval.tasks import TaskManager
 
-    root = Path(__file__).resolve().parent.parent / "configs" / "lm_eval"
+    root = Path(__file__).resolve().parents[2] / "configs" / "lm_eval"
     index = TaskManager(include_path=str(root)).task_index
     for name in ("routerdc_gsm8k_train", "routerdc_mmlu_5shot", "routerdc_cmmlu_5shot", "routerdc_ceval_5shot",
                  "routerdc_arc", "routerdc_code_n10", "tiny_mc", "tiny_gen"):

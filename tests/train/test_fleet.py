@@ -17,7 +17,7 @@ import pytest
 from routerdc.data import ScoreSet, write_jsonl
 from routerdc.train.fleet import FleetError, add_llm, remove_llm
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 TOPICS = {
     "history": ["Who was the first emperor of Rome?", "When did the Second World War end?",
                 "Which empire built Machu Picchu?", "Who signed the Magna Carta in 1215?",

@@ -12,7 +12,7 @@ import pytest
 from routerdc.serving.backends import PromptTooLong, SamplingParams, check_fits
 from routerdc.serving.config import ConfigError, Limits, ModelSpec, load_models_config
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from serving_support import ROOT, build_router  # noqa: E402
 
 PAPER_LLMS = ["mistralai/Mistral-7B-v0.1", "meta-math/MetaMath-Mistral-7B", "itpossible/Chinese-Mistral-7B-v0.1",

@@ -41,9 +41,9 @@ def queries(data_dir) -> dict[str, list[str]]:
 
 
 @pytest.fixture(scope="module")
-def task_router(minilm_router, queries):
-    """A copy of the fixture router whose LLM k is the (centred) fp32 centroid of task k's queries."""
-    router = copy.deepcopy(minilm_router)
+def task_router(_minilm_base, queries):
+    """A copy of the session's router whose LLM k is the (centred) fp32 centroid of task k's queries."""
+    router = copy.deepcopy(_minilm_base)
     centroids = np.stack([router.embed_texts(queries[t][PER_TASK:]).mean(0) for t in TASKS])
     with torch.no_grad():
         router.llm_embeddings.weight.copy_(torch.as_tensor(centroids - centroids.mean(0)))

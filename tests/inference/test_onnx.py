@@ -14,7 +14,7 @@ import pytest
 from routerdc.inference import onnx as onnx_engine
 from routerdc.inference.onnx import ONNX_FILES, OnnxError, OnnxRouter, export_onnx
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 SHIPPED = ROOT / "checkpoints" / "routerdc-minilm"
 AWKWARD = [
     "Janet has 3 apples and buys 5 more. How many apples does she have?",

@@ -15,7 +15,7 @@ from routerdc.checkpoint import CheckpointError, atomic_dir
 from routerdc.model.encoder import pool
 from routerdc.model.router import RouterConfig, RouterDC
 
-from .conftest import LLMS
+from tests.conftest import LLMS
 
 QUERIES = ["What is 7 * 6?", "Écris une fonction Python.", "中国的首都是哪里？", "🙂 hello\x00world"]
 

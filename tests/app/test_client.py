@@ -1,5 +1,5 @@
 """The launched app, driven through its API with gradio_client: routing, temperature, the map,
-evaluation, training with cancel and hot-swap, bad inputs, server settings."""
+evaluation, training with cancel and hot-swap, bad inputs, app_server settings."""
 
 from __future__ import annotations
 
@@ -15,17 +15,8 @@ pytest.importorskip("gradio")
 from gradio_client import Client, handle_file  # noqa: E402
 from gradio_client.exceptions import AppError  # noqa: E402
 
-from tests.app_support.server import app_server  # noqa: E402
 
 
-@pytest.fixture(scope="module")
-def server(data_dir):
-    return app_server()
-
-
-@pytest.fixture
-def client(server):
-    return Client(server.url, verbose=False)
 
 
 def plot_json(out) -> dict:
@@ -33,20 +24,20 @@ def plot_json(out) -> dict:
     return json.loads(out["plot"])
 
 
-def route(client, query, tau=1.0):
-    return client.predict(query, tau, api_name="/route")
+def route(app_client, query, tau=1.0):
+    return app_client.predict(query, tau, api_name="/route")
 
 
-def test_api_names(client):
-    names = set(client.view_api(print_info=False, return_format="dict")["named_endpoints"])
+def test_api_names(app_client):
+    names = set(app_client.view_api(print_info=False, return_format="dict")["named_endpoints"])
     assert {"/route", "/retemper", "/explore", "/evaluate", "/train", "/status"} <= names
 
 
-def test_route_returns_chart_choice_margin_and_map_point(client, server):
+def test_route_returns_chart_choice_margin_and_map_point(app_client, app_server):
     md, bar, answer, verdict, scores, why, neigh, result = route(
-        client, "Write a Python function that returns the n-th Fibonacci number.")
-    mapfig, _ = client.predict("task", api_name="/explore")  # the map has one update path: Explore's
-    llms = server.ctx.routers.get(server.ctx.default_key).llms
+        app_client, "Write a Python function that returns the n-th Fibonacci number.")
+    mapfig, _ = app_client.predict("task", api_name="/explore")  # the map has one update path: Explore's
+    llms = app_server.ctx.routers.get(app_server.ctx.default_key).llms
     assert result["llm"] in llms and md.startswith("**Chosen LLM")
     assert "margin" in md and abs(sum(result["probs"].values()) - 1) < 1e-5
     fig = plot_json(bar)
@@ -62,14 +53,14 @@ def test_route_returns_chart_choice_margin_and_map_point(client, server):
     assert result["seconds"] < 5
 
 
-def test_temperature_rerenders_without_reencoding(client, server):
-    _, _, _, _, _, _, _, r1 = route(client, "Solve 12 * 7 + 3 and explain.")
-    view = server.ctx.routers.get(server.ctx.default_key)
+def test_temperature_rerenders_without_reencoding(app_client, app_server):
+    _, _, _, _, _, _, _, r1 = route(app_client, "Solve 12 * 7 + 3 and explain.")
+    view = app_server.ctx.routers.get(app_server.ctx.default_key)
     calls = []
     orig = view.embed
     view.embed = lambda *a, **k: calls.append(1) or orig(*a, **k)
     try:
-        md, bar = client.predict(0.05, api_name="/retemper")
+        md, bar = app_client.predict(0.05, api_name="/retemper")
     finally:
         del view.embed  # the method again
     assert calls == []
@@ -77,17 +68,17 @@ def test_temperature_rerenders_without_reencoding(client, server):
     assert max(json_probs(bar)) >= max(r1["probs"].values()) - 1e-6
 
 
-def test_cost_slider_rerenders_without_reencoding(client, server):
+def test_cost_slider_rerenders_without_reencoding(app_client, app_server):
     """The cost slider re-renders the last query from its stored embedding; this router has no LLM
     costs, so the weight is ignored (said in a warning) and the probabilities stay those of lambda 0."""
-    _, _, _, _, _, _, _, r1 = route(client, "Write a haiku about the sea.")
+    _, _, _, _, _, _, _, r1 = route(app_client, "Write a haiku about the sea.")
     assert r1["cost_weight"] == 0.0
-    view = server.ctx.routers.get(server.ctx.default_key)
+    view = app_server.ctx.routers.get(app_server.ctx.default_key)
     calls = []
     orig = view.embed
     view.embed = lambda *a, **k: calls.append(1) or orig(*a, **k)
     try:
-        md, bar = client.predict(1.0, 0.8, api_name="/recost")
+        md, bar = app_client.predict(1.0, 0.8, api_name="/recost")
     finally:
         del view.embed
     assert calls == [] and "Chosen LLM" in md
@@ -103,19 +94,19 @@ def json_probs(bar) -> list[float]:
     return list(y)
 
 
-def test_query_from_score_set_shows_recorded_scores(client, server):
-    e = next(e for e in server.ctx.data.entries if e.key == "routerdc/test/mmlu")
+def test_query_from_score_set_shows_recorded_scores(app_client, app_server):
+    e = next(e for e in app_server.ctx.data.entries if e.key == "routerdc/test/mmlu")
     q = e.set.queries[3]
-    _, _, answer, verdict, scores, _, _, result = route(client, q)
+    _, _, answer, verdict, scores, _, _, result = route(app_client, q)
     assert "recorded score" in verdict and "row 4" in verdict
     scores = scores.get("value", scores) if isinstance(scores, dict) else scores
     assert len(scores["data"]) == len(e.set.llms), scores
     assert result["in_score_set"] is True
 
 
-def test_routerbench_query_with_other_llms_says_so(client, server):
-    e = next(e for e in server.ctx.data.entries if e.family == "routerbench")
-    _, _, answer, verdict, *_ = route(client, e.set.queries[0])
+def test_routerbench_query_with_other_llms_says_so(app_client, app_server):
+    e = next(e for e in app_server.ctx.data.entries if e.family == "routerbench")
+    _, _, answer, verdict, *_ = route(app_client, e.set.queries[0])
     assert "other LLMs" in verdict
     assert "not one of them" in answer
 
@@ -126,43 +117,43 @@ def test_routerbench_query_with_other_llms_says_so(client, server):
     ("\x00\x01\x02", "control characters"),
     ("x" * 100_001, "limit is 100,000"),
 ])
-def test_bad_queries_are_rejected_with_a_message(client, query, message):
+def test_bad_queries_are_rejected_with_a_message(app_client, query, message):
     with pytest.raises(AppError, match=message):
-        route(client, query)
+        route(app_client, query)
 
 
-def test_awkward_queries_route_with_notices(client):
-    *_, result = route(client, "y" * 100_000)
+def test_awkward_queries_route_with_notices(app_client):
+    *_, result = route(app_client, "y" * 100_000)
     assert result["query_chars"] == 100_000 and any("Long query" in n for n in result["notices"])
-    *_, result = route(client, "😀🎉🚀 ✨")
+    *_, result = route(app_client, "😀🎉🚀 ✨")
     assert any("unknown to the encoder" in n for n in result["notices"])
-    *_, result = route(client, "以下哪个城市是中国的首都？A. 上海 B. 北京 C. 广州 D. 深圳")
+    *_, result = route(app_client, "以下哪个城市是中国的首都？A. 上海 B. 北京 C. 广州 D. 深圳")
     assert result["llm"]
-    *_, result = route(client, "What is 2+2?\x07\x1b[31m")
+    *_, result = route(app_client, "What is 2+2?\x07\x1b[31m")
     assert any("control character" in n for n in result["notices"])
 
 
-def test_explore_colourings(client):
-    route(client, "A question about world history.")
+def test_explore_colourings(app_client):
+    route(app_client, "A question about world history.")
     for colour in ("task", "cluster", "routed LLM", "best LLM"):
-        fig, info = client.predict(colour, api_name="/explore")
+        fig, info = app_client.predict(colour, api_name="/explore")
         names = [t.get("name") for t in plot_json(fig)["data"]]
         assert "LLM embeddings" in names and "your queries" in names, colour
         assert "ready" in info
-    fig, _ = client.predict("best LLM", api_name="/explore")
+    fig, _ = app_client.predict("best LLM", api_name="/explore")
     assert any(n.startswith("no LLM") or "Mistral" in n or "dolphin" in n or "Llama" in n or "zephyr" in n
                for n in [t.get("name") for t in plot_json(fig)["data"]])
 
 
-def test_status_reports_router_device_backend(client):
-    md = client.predict(api_name="/status")
+def test_status_reports_router_device_backend(app_client):
+    md = app_client.predict(api_name="/status")
     for word in ("Router", "Device", "no GPU", "Generation backend", "Data", "Map"):
         assert word in md
     assert "routing on ONNX Runtime" in md  # exported after the map was ready
 
 
-def test_onnx_engine_routes_as_torch_does(server):
-    view = server.ctx.routers.get(server.ctx.default_key)
+def test_onnx_engine_routes_as_torch_does(app_server):
+    view = app_server.ctx.routers.get(app_server.ctx.default_key)
     assert view.engine is not None, view.describe()
     queries = ["Solve 12 * 7 + 3 and explain.", "以下哪个城市是中国的首都？", "def f(x): return x * 2"]
     fast = view.route_embeddings(view.embed(queries))
@@ -171,9 +162,9 @@ def test_onnx_engine_routes_as_torch_does(server):
     np.testing.assert_allclose(fast.probs, slow.probs, atol=1e-4)
 
 
-def test_evaluate_shipped_sets(client, server):
+def test_evaluate_shipped_sets(app_client, app_server):
     keys = ["routerdc/test/mmlu", "routerdc/test/ceval"]
-    summary, table, chart = client.predict(keys, None, 0, api_name="/evaluate")
+    summary, table, chart = app_client.predict(keys, None, 0, api_name="/evaluate")
     rows = [r[0] for r in table["data"]]
     assert "oracle" in rows and any(r.startswith("best single") for r in rows)
     assert any(r.startswith("RouterDC") for r in rows)
@@ -181,42 +172,42 @@ def test_evaluate_shipped_sets(client, server):
     assert plot_json(chart)["layout"]["barmode"] == "group"
 
 
-def test_evaluate_uploads(client, tmp_path, server):
-    e = next(e for e in server.ctx.data.entries if e.key == "routerdc/test/mmlu")
+def test_evaluate_uploads(app_client, tmp_path, app_server):
+    e = next(e for e in app_server.ctx.data.entries if e.key == "routerdc/test/mmlu")
     good = tmp_path / "mine.jsonl"
     good.write_text("\n".join(json.dumps({"query": q, "scores": dict(zip(e.set.llms, map(float, s))), "task": "mine"})
                               for q, s in zip(e.set.queries[:10], e.set.scores[:10])), encoding="utf-8")
-    summary, table, _ = client.predict([], handle_file(str(good)), 0, api_name="/evaluate")
+    summary, table, _ = app_client.predict([], handle_file(str(good)), 0, api_name="/evaluate")
     assert "mine" in table["headers"] and "10 queries" in summary
 
     wrong = tmp_path / "notes.txt"
     wrong.write_text("hello", encoding="utf-8")
     with pytest.raises(AppError, match="unsupported file type|Invalid file type|not allowed"):
-        client.predict([], handle_file(str(wrong)), 0, api_name="/evaluate")
+        app_client.predict([], handle_file(str(wrong)), 0, api_name="/evaluate")
 
     bad = tmp_path / "broken.json"
     bad.write_text("[{\"question\": \"q\", \"scores\": {\"a\": ", encoding="utf-8")
     with pytest.raises(AppError, match="broken.json"):
-        client.predict([], handle_file(str(bad)), 0, api_name="/evaluate")
+        app_client.predict([], handle_file(str(bad)), 0, api_name="/evaluate")
 
     empty = tmp_path / "empty.json"
     empty.write_text("[]", encoding="utf-8")
     with pytest.raises(AppError, match="empty.json"):
-        client.predict([], handle_file(str(empty)), 0, api_name="/evaluate")
+        app_client.predict([], handle_file(str(empty)), 0, api_name="/evaluate")
 
     other = tmp_path / "other.jsonl"
     other.write_text(json.dumps({"query": "q", "scores": {"gpt-x": 1.0, "gpt-y": 0.0}}), encoding="utf-8")
     with pytest.raises(AppError, match="do not match the router"):
-        client.predict([], handle_file(str(other)), 0, api_name="/evaluate")
+        app_client.predict([], handle_file(str(other)), 0, api_name="/evaluate")
     # the app is still up for the next user
-    assert route(client, "still alive?")[7]["llm"]
+    assert route(app_client, "still alive?")[7]["llm"]
 
 
-def test_no_files_served_from_outside_the_app(server):
+def test_no_files_served_from_outside_the_app(app_server):
     from app.settings import ROOT
 
-    for target in (ROOT / "README.md", server.router_dir / "config.json", "/etc/passwd"):
-        url = f"{server.url}gradio_api/file={target}"
+    for target in (ROOT / "README.md", app_server.router_dir / "config.json", "/etc/passwd"):
+        url = f"{app_server.url}gradio_api/file={target}"
         try:
             with urllib.request.urlopen(url, timeout=10) as resp:
                 status = resp.status
@@ -232,31 +223,31 @@ def _train_args(steps, eval_every=5, name="api-run"):
             steps, 16, 40, eval_every, 5e-5, 1e-2, 1.0, 1.0, 3, 3, 3, 5, False, True)
 
 
-def test_train_rejects_bad_choices(client, tmp_path):
+def test_train_rejects_bad_choices(app_client, tmp_path):
     args = list(_train_args(5))
     args[0] = []
     with pytest.raises(AppError, match="at least one"):
-        client.predict(*args, api_name="/train")
+        app_client.predict(*args, api_name="/train")
     args = list(_train_args(5))
     args[13], args[14] = 5, 5
     with pytest.raises(AppError, match="exceeds"):
-        client.predict(*args, api_name="/train")
+        app_client.predict(*args, api_name="/train")
     other = tmp_path / "rb.jsonl"
     other.write_text(json.dumps({"query": "q", "scores": {"gpt-x": 1.0, "gpt-y": 0.0}}), encoding="utf-8")
     args = list(_train_args(5))
     args[1] = [handle_file(str(other))]
     with pytest.raises(AppError, match="same LLMs"):
-        client.predict(*args, api_name="/train")
+        app_client.predict(*args, api_name="/train")
 
 
 @pytest.mark.slow
-def test_train_cancel_halfway_then_one_run_at_a_time_then_hot_swap(server):
-    a, b = Client(server.url, verbose=False), Client(server.url, verbose=False)
+def test_train_cancel_halfway_then_one_run_at_a_time_then_hot_swap(app_server):
+    a, b = Client(app_server.url, verbose=False), Client(app_server.url, verbose=False)
     job = a.submit(*_train_args(5000, eval_every=10, name="cancel-me"), api_name="/train")
     deadline = time.time() + 180
-    while time.time() < deadline and server.ctx.training.status.step < 15 and not job.done():
+    while time.time() < deadline and app_server.ctx.training.status.step < 15 and not job.done():
         time.sleep(0.2)
-    assert server.ctx.training.status.running and server.ctx.training.status.step >= 15
+    assert app_server.ctx.training.status.running and app_server.ctx.training.status.step >= 15
     with pytest.raises(AppError, match="Another training run is in progress"):
         b.predict(*_train_args(5), api_name="/train")
     assert route(b, "routing stays responsive while training")[7]["llm"]
@@ -266,7 +257,7 @@ def test_train_cancel_halfway_then_one_run_at_a_time_then_hot_swap(server):
     final = outputs[0]
     assert final.startswith("Cancelled at step") and "Saved the best router" in final
     assert "Calibrated" not in final  # a cancelled run keeps its last checkpoint as it was
-    assert not server.ctx.training.status.running
+    assert not app_server.ctx.training.status.running
 
     # a short complete run on RouterBench (11 LLMs), then switch this session to it: RouterBench
     # queries now show the chosen LLM's recorded answer
@@ -278,9 +269,9 @@ def test_train_cancel_halfway_then_one_run_at_a_time_then_hot_swap(server):
     b.predict(api_name="/use_trained")
     *_, result = route(b, "Which planet is the largest?")
     assert result["router"].startswith("swap-me") and len(result["probs"]) == 11 and len(result["offsets"]) == 11
-    e = next(e for e in server.ctx.data.entries if e.key == "routerbench/test/arc_challenge")
+    e = next(e for e in app_server.ctx.data.entries if e.key == "routerbench/test/arc_challenge")
     _, _, answer, verdict, *_ = route(b, e.set.queries[0])
     assert "Recorded answer" in answer and "recorded" in answer and "router's choice scored" in verdict
     # the other session keeps the default router
     *_, result = route(a, "Which planet is the largest?")
-    assert result["router"] == server.router_dir.name
+    assert result["router"] == app_server.router_dir.name

@@ -15,7 +15,7 @@ import pytest
 from routerdc.serving.backends import BackendError, BackendUnavailable, PromptTooLong, SamplingParams
 from routerdc.serving.config import parse_models_config
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from serving_support import TINY_NAMES, ServerProcess, build_router, free_port, tiny_llms, write_config  # noqa: E402
 
 USER = [{"role": "user", "content": "what is the sum of two and three?"}]
