@@ -151,20 +151,20 @@ def stream_answer(gen: Generation, llm: str, query: str, cancel: threading.Event
     The generation stops when ``cancel`` is set or the caller closes the generator (a user who
     presses Stop or leaves).
     """
-    from routerdc.serving import BackendError, SamplingParams
+    from routerdc.serving import BackendError
 
     if llm not in gen.names:
         yield f"The models config `{gen.path}` has no candidate `{llm}`, so it cannot answer."
         return
-    backend = gen.registry.get(llm)  # type: ignore[union-attr]
     spec = gen.spec(llm)
-    params = SamplingParams.clamp(spec, gen.registry.config.limits, max_tokens=max_tokens)  # type: ignore[union-attr]
+    # The routed API's request flow (routerdc.serving.Registry.stream): backend, clamped sampling, stream.
+    backend, _, chunks = gen.registry.stream(llm, [{"role": "user", "content": query}], cancel,  # type: ignore[union-attr]
+                                             max_tokens=max_tokens)
     recorded = getattr(backend, "source", "generated") == "recorded"
     head = (f"#### Recorded answer of `{llm}` (RouterBench, **recorded**, not generated live)" if recorded
             else f"#### Answer of `{llm}` ({spec.backend} backend)")
     parts: list[str] = []
     t0 = time.perf_counter()
-    chunks = backend.stream([{"role": "user", "content": query}], params, cancel)
     try:
         yield f"{head}\n\n*generating…*"
         for piece in chunks:

@@ -40,7 +40,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from routerdc.limits import BOUNDS
 from routerdc.serving.auth import ApiKeyAuth, protected
-from routerdc.serving.backends import Backend, BackendError, BackendUnavailable, Outcome, SamplingParams
+from routerdc.serving.backends import BackendError, BackendUnavailable, Outcome
 from routerdc.serving.batcher import BatchConfig, MicroBatcher
 from routerdc.serving.limits import MAX_MESSAGES, BodyLimit, Content, Name, Seed, Stop, printable
 from routerdc.serving.registry import Registry
@@ -286,12 +286,10 @@ def create_api(router: Any, registry: Registry, *, check: bool = True, sleep_mod
         cid, created = f"chatcmpl-{uuid.uuid4().hex[:24]}", int(time.time())
         while True:
             headers = _headers(routing)
-            backend: Backend = registry.get(routing["llm"])
-            params = SamplingParams.clamp(registry.config.get(routing["llm"]), registry.config.limits,
-                                          max_tokens=req.max_completion_tokens or req.max_tokens,
-                                          temperature=req.temperature, top_p=req.top_p, seed=req.seed, stop=stop)
             cancel, outcome = threading.Event(), Outcome()
-            chunks = backend.stream(messages, params, cancel, outcome)
+            backend, params, chunks = registry.stream(
+                routing["llm"], messages, cancel, outcome, max_tokens=req.max_completion_tokens or req.max_tokens,
+                temperature=req.temperature, top_p=req.top_p, seed=req.seed, stop=stop)
             try:  # the first chunk before any byte is sent: a failing backend gives a plain HTTP error
                 first = await anyio.to_thread.run_sync(_next, chunks)
                 break

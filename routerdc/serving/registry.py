@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import threading
-from typing import Sequence
+from typing import Any, Iterator, Sequence
 
-from routerdc.serving.backends import Backend, make_backend
+from routerdc.serving.backends import Backend, Message, Outcome, SamplingParams, make_backend
 from routerdc.serving.config import ModelsConfig
 
 
@@ -48,6 +48,16 @@ class Registry:
                     backend = SwappedBackend(backend, self.swapper)
                 self._backends[name] = backend
             return self._backends[name]
+
+    def stream(self, name: str, messages: Sequence[Message], cancel: threading.Event, outcome: Outcome | None = None,
+               **sampling: Any) -> tuple[Backend, SamplingParams, Iterator[str]]:
+        """Start candidate ``name``'s answer: its backend, the request's sampling (``max_tokens``,
+        ``temperature``, ``top_p``, ``seed``, ``stop``; None for the candidate's defaults) clamped to the
+        config's limits, and the stream of text pieces (stops when ``cancel`` is set). The one request
+        flow of the routed API and the app."""
+        backend = self.get(name)
+        params = SamplingParams.clamp(self.config.get(name), self.config.limits, **sampling)
+        return backend, params, backend.stream(list(messages), params, cancel, outcome)
 
     def active(self) -> int:
         """Generations in flight in in-process backends."""
