@@ -68,6 +68,18 @@ def atomic_file(path: str | os.PathLike, mode: str = "wb", encoding: str | None 
         raise
 
 
+def commit_file(tmp: str | os.PathLike, path: str | os.PathLike) -> Path:
+    """Move a file written elsewhere (a download's ``.part``, a tool's output) onto ``path``
+    atomically: fsync it, rename it, fsync the folder. For writes that cannot go through
+    :func:`atomic_file` because another program or a resumable download writes the file."""
+    tmp, path = Path(tmp), Path(path)
+    with open(tmp, "rb+") as f:
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    fsync_dir(path.parent)
+    return path
+
+
 def write_bytes(path: str | os.PathLike, data: bytes) -> Path:
     """Write ``data`` to ``path`` atomically."""
     with atomic_file(path, "wb") as f:

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Callable, Iterable, Sequence
 
 from routerdc.data.scoreset import DataError
+from routerdc.io import commit_file
 
 URL_ENV = "ROUTERDC_DATA_URL"
 DEFAULT_BASE_URL = "https://raw.githubusercontent.com/shuhao02/RouterDC/main"
@@ -222,7 +223,7 @@ def _download(client, url: str, target: Path, f: RemoteFile, on_bytes: Callable[
         raise FetchError(f"{f.path}: checksum mismatch (expected SHA-256 {f.sha256[:12]}..., size {f.size}; got "
                          f"{'SHA-256 ' + digest[:12] + '...' if digest else 'size ' + str(size)}); the file was "
                          f"refused and deleted. Is {url} the official file?")
-    os.replace(part, target)
+    commit_file(part, target)  # fsynced, renamed, folder fsynced (routerdc.io)
     return received
 
 

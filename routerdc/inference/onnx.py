@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 import numpy as np
 
 from routerdc.checkpoint import RouterMeta, atomic_dir
+from routerdc.io import commit_file
 from routerdc.model.encoder import normalize_texts, vocab_chars
 from routerdc.routing import RouterConfig, Routing, route_embeddings
 
@@ -253,7 +254,7 @@ def quantize_onnx_int8(folder: str | os.PathLike) -> Path:
                                  per_channel=True)
         finally:
             root.setLevel(level)
-        os.replace(tmp, out)
+        commit_file(tmp, out)
     except Exception as exc:  # noqa: BLE001 - any quantizer failure means: no int8 graph
         tmp.unlink(missing_ok=True)
         raise OnnxError(f"cannot quantize {folder / 'encoder.onnx'} to int8: {type(exc).__name__}: {exc}") from exc

@@ -176,10 +176,9 @@ def choose(sources: Sources, cache_dir: Path, fingerprint: str, *, data_dir: str
     record = {**decision.to_dict(), "device": sources.device, "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
               "cpu": {"model": f.model, "cores": f.cores, "flags": sorted(f.flags)}}
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
-        os.replace(tmp, path)
+        from routerdc.io import write_text
+
+        write_text(path, json.dumps(record, indent=2) + "\n")
     except OSError:
         pass  # a read-only cache: measured again next time
     return decision, False
