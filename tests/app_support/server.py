@@ -4,7 +4,6 @@ with small score sets, a tiny frozen-encoder router trained here and a PCA map (
 from __future__ import annotations
 
 import atexit
-import functools
 import os
 import shutil
 import tempfile
@@ -49,8 +48,28 @@ def train_tiny_router(data_dir: Path, out: Path) -> Path:
     return Path(res.output_dir)
 
 
-@functools.lru_cache(maxsize=1)
+_SERVER: AppServer | None = None
+
+
+def _alive(url: str) -> bool:
+    import httpx
+
+    try:
+        return httpx.get(url, timeout=10).status_code < 500
+    except httpx.HTTPError:
+        return False
+
+
 def app_server() -> AppServer:
+    """The test process's app server, launched on first use and again when an earlier test's
+    ``demo.close()`` took it down (Gradio closes its servers together)."""
+    global _SERVER
+    if _SERVER is None or not _alive(_SERVER.url):
+        _SERVER = _launch()
+    return _SERVER
+
+
+def _launch() -> AppServer:
     import torch
 
     from app.main import launch
