@@ -162,7 +162,10 @@ def collect(config: Any, opts: CollectOptions, work_dir: Path, *, log: Callable[
             env["HF_ALLOW_CODE_EVAL"] = "1"
         proc = subprocess.run(harness_args(spec, out, opts), env=env)
         if proc.returncode != 0:
-            raise DataError(f"candidate {spec.name!r}: lm_eval exited with {proc.returncode} (see its output above)")
+            hint = "" if opts.allow_code_execution else ("; a task that runs generated code (unsafe_code: humaneval, "
+                                                           "mbpp, cruxeval, tiny_code) needs --allow-code-execution")
+            raise DataError(f"candidate {spec.name!r}: lm_eval exited with {proc.returncode} (see its output above)"
+                            + hint)
         for task, t in read_run(out).items():  # a group's members are logged one file each
             log(f"[collect] {spec.name}: {task}: {sum(len(r) for r in t.rows.values())} samples in {t.path.name}")
         marker.write_text(want, encoding="utf-8")

@@ -12,7 +12,8 @@ Scores, as the RouterDC paper built them:
 - generative, one answer per document: the task's first metric as logged (``probability``);
 - generative with ``repeats: N``: the fraction of the N answers that the task's own filter and
   metric (the harness' functions, rebuilt from the logged config) count correct (``multi_attempt``);
-  code tasks (``unsafe_code``) log pass@1 over their N programs, which is that fraction already.
+  code tasks (``unsafe_code``, ``multi_attempt`` with any ``repeats``) log pass@1 over their N
+  programs, which is that fraction already.
 
 Given each LLM's :class:`~.lm_eval_costs.Pricing`, every row also gets ``costs`` (dollars per
 LLM, :func:`~.lm_eval_costs.row_cost`). LLMs are aligned by ``doc_id`` and ``doc_hash``, never by
@@ -193,8 +194,9 @@ def score_row(row: dict[str, Any], config: Mapping[str, Any], filt: str, where: 
             raise DataError(f"{where}: no 'acc' value logged")
         return _softmax_at(lls, _choice_index(row, where)) if float(acc) == 1.0 else 0.0
     if kind == "generate_until":
-        if int(config.get("repeats") or 1) > 1 and config.get("unsafe_code"):
+        if config.get("unsafe_code"):
             # code tasks log pass@1 over the N programs per problem: the fraction that pass the tests
+            # (their metric is a function, so the config holds its source, not a name: read the logged one)
             name = next(iter(row["metrics"]), None)
             if name is None or name not in row:
                 raise DataError(f"{where}: no pass@k value logged")
@@ -294,7 +296,8 @@ def import_runs(runs: Mapping[str, str | Path], *, tasks: Sequence[str] | None =
             if pricing is not None:
                 costs.append([row_cost(logs[n][task].rows[filt][doc_id], config, pricing[n],
                                        f"{logs[n][task].path}: task {task}: doc_id {doc_id}") for n in names])
-        multi = config.get("output_type") == "generate_until" and int(config.get("repeats") or 1) > 1
+        multi = config.get("output_type") == "generate_until" and (int(config.get("repeats") or 1) > 1
+                                                                   or bool(config.get("unsafe_code")))
         import numpy as np
 
         label = task if len(avail) == 1 else f"{task}:{filt}"
