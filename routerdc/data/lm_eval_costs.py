@@ -41,17 +41,14 @@ def row_tokens(row: Mapping[str, Any], config: Mapping[str, Any], count: Callabl
     """(input tokens, output tokens) of one logged document, as :func:`row_cost` prices them."""
     try:
         args = [row["arguments"][k] for k in sorted(row["arguments"], key=lambda k: int(k.rsplit("_", 1)[-1]))]
-        if config.get("output_type") == "generate_until":
-            prompt = count(str(args[0]["arg_0"]))
-            answers = row["resps"][0] if row["resps"] else []
-            if not isinstance(answers, list) or not answers:
-                raise DataError(f"{where}: no answers in 'resps' to count")
-            return float(prompt), sum(count(str(a)) for a in answers) / len(answers)
-        return float(sum(count(str(a["arg_0"]) + str(a["arg_1"])) for a in args)), 0.0
+        if config.get("output_type") != "generate_until":  # log-likelihood requests: context + continuation
+            return float(sum(count(str(a["arg_0"]) + str(a["arg_1"])) for a in args)), 0.0
+        prompt, answers = count(str(args[0]["arg_0"])), row["resps"][0] if row["resps"] else None
     except (KeyError, TypeError, ValueError, IndexError, AttributeError) as exc:
-        if isinstance(exc, DataError):
-            raise
-        raise DataError(f"{where}: cannot count tokens of 'arguments'/'resps' ({type(exc).__name__}: {exc})") from None
+        raise DataError(f"{where}: cannot count tokens of 'arguments' ({type(exc).__name__}: {exc})") from None
+    if not isinstance(answers, list) or not answers:
+        raise DataError(f"{where}: no answers in 'resps' to count")
+    return float(prompt), sum(count(str(a)) for a in answers) / len(answers)
 
 
 def row_cost(row: Mapping[str, Any], config: Mapping[str, Any], pricing: Pricing, where: str) -> float:
