@@ -402,7 +402,7 @@ def test_paper_task_files_load_into_the_harness_index():
     root = Path(__file__).resolve().parents[2] / "configs" / "lm_eval"
     index = TaskManager(include_path=str(root)).task_index
     for name in ("routerdc_gsm8k_train", "routerdc_mmlu_5shot", "routerdc_cmmlu_5shot", "routerdc_ceval_5shot",
-                 "routerdc_arc", "routerdc_code_n10", "tiny_mc", "tiny_gen"):
+                 "routerdc_arc", "routerdc_code_n10", "tiny_mc", "tiny_gen", "tiny_code"):
         assert name in index, name
 
 
