@@ -15,7 +15,7 @@ import pytest
 
 pytest.importorskip("lm_eval")
 
-from routerdc.cli import main  # noqa: E402
+from routerdc.cli.main import main  # noqa: E402
 from routerdc.data.lm_eval_import import read_run  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))

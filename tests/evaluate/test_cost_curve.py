@@ -134,8 +134,8 @@ def test_costs_and_the_cost_sweep_commands_on_routerbench(data_dir, tmp_path):
 def test_costs_from_a_models_config_count_an_unpriced_llm_as_free(tmp_path):
     import json
 
-    from routerdc.cli import main
-    from routerdc.model import RouterDC
+    from routerdc.cli.main import main
+    from routerdc.model.router import RouterDC
 
     RouterDC.build(["a", "b"], seed=0).save_pretrained(tmp_path / "r", include_encoder=False)
     (tmp_path / "m.json").write_text(json.dumps({"models": [
