@@ -18,10 +18,10 @@ pytest.importorskip("lm_eval")
 from routerdc.cli.main import main  # noqa: E402
 from routerdc.data.lm_eval_import import read_run  # noqa: E402
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from serving_support import build_tiny_llm, write_config  # noqa: E402
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 TINY = ROOT / "configs" / "lm_eval" / "tiny"
 
 
