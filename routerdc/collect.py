@@ -12,6 +12,10 @@ Each candidate of a models config runs through the harness backend that fits it:
 The harness runs as ``python -m lm_eval run`` in a child process (its own progress bars), writing
 ``<work_dir>/<candidate>/``; a candidate whose run of the same tasks finished is skipped unless
 ``force``. Tasks may be groups (e.g. ``routerdc_mmlu_5shot``): every member task logged is imported.
+
+Costs (:func:`pricing`): when every candidate declares prices and names a tokenizer (its own
+``tokenizer``, or ``model`` for ``transformers`` / ``vllm``), each row gets ``costs``, counted with
+that tokenizer (:mod:`routerdc.data.lm_eval_costs`); otherwise none, with one note saying why.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+from routerdc.data.lm_eval_costs import Pricing
 from routerdc.data.lm_eval_import import import_runs, read_run
 from routerdc.data.scoreset import DataError, ScoreSet
 
@@ -40,6 +45,41 @@ class CollectOptions:
     force: bool = False
     allow_code_execution: bool = False
     seed: int = 0
+
+
+def pricing(config: Any, names: Sequence[str], where: str = "models config") -> tuple[dict[str, Pricing] | None, str]:
+    """Each LLM's prices and token counter from ``config`` (a ModelsConfig), or ``None`` and the reason.
+
+    The second item is the one line to show: which config the costs come from, or why there are
+    none (an LLM absent from the config, without prices, or without a tokenizer to count with).
+    A tokenizer that fails to load is an error (:class:`DataError`), not a silent estimate.
+    """
+    from routerdc.serving.backends.base import BackendUnavailable
+    from routerdc.serving.backends.tokens import PromptCounter
+
+    specs = {s.name: s for s in config.models}
+    absent = [n for n in names if n not in specs]
+    unpriced = [n for n in names if n in specs and not specs[n].priced]
+    untokenized = [n for n in names if n in specs and specs[n].priced and not specs[n].tokenizer_source]
+    why = []
+    if absent:
+        why.append(f"LLM(s) {absent} are not in it")
+    if unpriced:
+        why.append(f"LLM(s) {unpriced} have no prices (cost_per_1k_input / cost_per_1k_output)")
+    if untokenized:
+        why.append(f"LLM(s) {untokenized} name no tokenizer to count tokens with (set `tokenizer`)")
+    if why:
+        return None, f"costs not filled: {where}: " + "; ".join(why)
+    out = {}
+    for n in names:
+        spec = specs[n]
+        counter = PromptCounter(spec)
+        try:
+            counter.tokenizer  # load now: a broken tokenizer fails before any row is read
+        except BackendUnavailable as exc:
+            raise DataError(f"{where}: LLM {n!r}: {exc}") from None
+        out[n] = Pricing(spec.cost_per_1k_input or 0.0, spec.cost_per_1k_output or 0.0, counter.count)
+    return out, f"costs filled: {where}'s prices x each LLM's tokenizer counts"
 
 
 def task_output_types(tasks: Sequence[str], include_path: str | None) -> dict[str, str]:
@@ -89,8 +129,10 @@ def harness_args(spec: Any, out_dir: Path, opts: CollectOptions) -> list[str]:
 
 
 def collect(config: Any, opts: CollectOptions, work_dir: Path, *, log: Callable[[str], None] = print,
-            query_template: str | None = None, filter: str | None = None) -> list[ScoreSet]:
-    """Run the harness for every candidate of ``config`` (a ModelsConfig) and import the samples."""
+            query_template: str | None = None, filter: str | None = None,
+            where: str = "models config") -> list[ScoreSet]:
+    """Run the harness for every candidate of ``config`` (a ModelsConfig, read from ``where``) and
+    import the samples, with costs where the config's prices allow (:func:`pricing`)."""
     chat = [s for s in config.models if s.backend == "openai" and s.prompt_format == "chat"]
     kinds = task_output_types(opts.tasks, opts.include_path) if chat else {}  # indexing tasks takes a while
     scored = [t for t, k in kinds.items() if k != "generate_until"]
@@ -120,8 +162,13 @@ def collect(config: Any, opts: CollectOptions, work_dir: Path, *, log: Callable[
             env["HF_ALLOW_CODE_EVAL"] = "1"
         proc = subprocess.run(harness_args(spec, out, opts), env=env)
         if proc.returncode != 0:
-            raise DataError(f"candidate {spec.name!r}: lm_eval exited with {proc.returncode} (see its output above)")
+            hint = "" if opts.allow_code_execution else ("; a task that runs generated code (unsafe_code: humaneval, "
+                                                           "mbpp, cruxeval, tiny_code) needs --allow-code-execution")
+            raise DataError(f"candidate {spec.name!r}: lm_eval exited with {proc.returncode} (see its output above)"
+                            + hint)
         for task, t in read_run(out).items():  # a group's members are logged one file each
             log(f"[collect] {spec.name}: {task}: {sum(len(r) for r in t.rows.values())} samples in {t.path.name}")
         marker.write_text(want, encoding="utf-8")
-    return import_runs(runs, filter=filter, query_template=query_template)
+    prices, note = pricing(config, list(runs), where)
+    log(f"[collect] {note}")
+    return import_runs(runs, filter=filter, query_template=query_template, pricing=prices)

@@ -14,8 +14,10 @@ import json, sys
 sys.path.insert(0, "tests")
 from serving_support import tiny_llms
 m = tiny_llms()
+prices = {"tiny-a": (0.5, 2.0), "tiny-b": (0.03, 0.07)}  # dollars per 1k input / output tokens: collect fills costs
 models = [{"name": n, "backend": "transformers", "model": str(p), "prompt_format": "completion",
-           "sampling": {"max_tokens": 8}} for n, p in m.items()]
+           "sampling": {"max_tokens": 8}, "cost_per_1k_input": prices[n][0], "cost_per_1k_output": prices[n][1]}
+          for n, p in m.items()]
 json.dump({"models": models}, open(f"{sys.argv[1]}/models.json", "w"), indent=2)
 PY
 STEP=collect;   t $PY -m routerdc collect --models-config "$W/models.json" --tasks tiny_mc,tiny_gen \
@@ -24,6 +26,8 @@ STEP=cluster;   t $PY -m routerdc cluster --input "$W/scores.jsonl" --output "$W
 STEP=train;     t $PY -m routerdc train --train-files "$W/clustered.jsonl" --output-dir "$W/router" --steps 20 \
                   --batch-size 8 --freeze-encoder --eval-every 0 --samples-per-task 0 >/dev/null
 STEP=calibrate; t $PY -m routerdc calibrate --checkpoint "$W/router" --train-files "$W/clustered.jsonl"
+$PY -c 'import json, sys; print("llm_cost (mean imported cost per query):", json.load(open(sys.argv[1]))["router"]["llm_cost"])' \
+    "$W/router/config.json"
 PORT=${PORT:-8011}
 STEP=serve; s=$(date +%s.%N)
 $PY -m routerdc serve --checkpoint "$W/router" --models-config "$W/models.json" --host 127.0.0.1 --port $PORT \

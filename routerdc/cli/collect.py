@@ -15,6 +15,8 @@ def add_collect_commands(sub: Any) -> None:
     p = sub.add_parser("import-lm-eval", help="score rows (our JSONL) from lm_eval --log_samples output, one per LLM")
     p.add_argument("--llm", action="append", required=True, metavar="NAME=DIR",
                    help="an LLM's name and its lm_eval --output_path folder (or its model subfolder); repeat")
+    p.add_argument("--models-config", help="models config with the LLMs' prices (cost_per_1k_input/output) and "
+                                           "tokenizers: fills each row's costs when every LLM has both")
     _common(p)
 
     p = sub.add_parser("collect", help="run lm_eval on every candidate of a models config, then import the scores")
@@ -50,8 +52,9 @@ def _write(sets: list, output: str) -> int:
 
     path = write_jsonl(sets, output)
     rows = sum(len(s.queries) for s in sets)
+    costs = "with costs" if all(s.costs is not None for s in sets) else "no costs"
     print(f"wrote {rows} rows ({', '.join(f'{s.task}: {len(s.queries)} {s.metric}' for s in sets)}) "
-          f"for {len(sets[0].llms)} LLMs to {path}", file=sys.stderr)
+          f"for {len(sets[0].llms)} LLMs, {costs}, to {path}", file=sys.stderr)
     return 0
 
 
@@ -67,8 +70,15 @@ def cmd_import_lm_eval(args: argparse.Namespace) -> int:
         if name in runs:
             raise DataError(f"--llm: LLM {name!r} named twice ({runs[name]} and {folder})")
         runs[name] = folder
+    prices = None
+    if args.models_config:
+        from routerdc.collect import pricing
+        from routerdc.serving.config import load_models_config
+
+        prices, note = pricing(load_models_config(args.models_config), list(runs), where=args.models_config)
+        print(f"[import-lm-eval] {note}", file=sys.stderr)
     sets = import_runs(runs, tasks=_tasks(args.tasks), filter=args.filter, missing=args.missing,
-                       query_template=args.query_template)
+                       query_template=args.query_template, pricing=prices)
     return _write(sets, args.output)
 
 
@@ -82,5 +92,5 @@ def cmd_collect(args: argparse.Namespace) -> int:
     opts = CollectOptions(tasks=_tasks(args.tasks) or (), limit=args.limit, include_path=args.include_path,
                           batch_size=args.batch_size, force=args.force, allow_code_execution=args.allow_code_execution)
     sets = collect(config, opts, work, log=lambda m: print(m, file=sys.stderr, flush=True),
-                   query_template=args.query_template, filter=args.filter)
+                   query_template=args.query_template, filter=args.filter, where=args.models_config)
     return _write(sets, args.output)

@@ -12,10 +12,13 @@ Scores, as the RouterDC paper built them:
 - generative, one answer per document: the task's first metric as logged (``probability``);
 - generative with ``repeats: N``: the fraction of the N answers that the task's own filter and
   metric (the harness' functions, rebuilt from the logged config) count correct (``multi_attempt``);
-  code tasks (``unsafe_code``) log pass@1 over their N programs, which is that fraction already.
+  code tasks (``unsafe_code``, ``multi_attempt`` with any ``repeats``) log pass@1 over their N
+  programs, which is that fraction already.
 
-LLMs are aligned by ``doc_id`` and ``doc_hash``, never by text. Every error names the file, the
-task and the document; nothing is written on error. lm_eval is imported only for ``repeats`` tasks.
+Given each LLM's :class:`~.lm_eval_costs.Pricing`, every row also gets ``costs`` (dollars per
+LLM, :func:`~.lm_eval_costs.row_cost`). LLMs are aligned by ``doc_id`` and ``doc_hash``, never by
+text. Every error names the file, the task and the document; nothing is written on error.
+lm_eval is imported only for ``repeats`` tasks.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
+from routerdc.data.lm_eval_costs import Pricing, row_cost
 from routerdc.data.scoreset import DataError, ScoreSet
 
 SAMPLE_FIELDS = ("doc_id", "doc", "target", "arguments", "resps", "filtered_resps", "filter", "metrics", "doc_hash")
@@ -190,8 +194,9 @@ def score_row(row: dict[str, Any], config: Mapping[str, Any], filt: str, where: 
             raise DataError(f"{where}: no 'acc' value logged")
         return _softmax_at(lls, _choice_index(row, where)) if float(acc) == 1.0 else 0.0
     if kind == "generate_until":
-        if int(config.get("repeats") or 1) > 1 and config.get("unsafe_code"):
+        if config.get("unsafe_code"):
             # code tasks log pass@1 over the N programs per problem: the fraction that pass the tests
+            # (their metric is a function, so the config holds its source, not a name: read the logged one)
             name = next(iter(row["metrics"]), None)
             if name is None or name not in row:
                 raise DataError(f"{where}: no pass@k value logged")
@@ -222,12 +227,16 @@ def _query(row: dict[str, Any], config: Mapping[str, Any], template: Any, where:
 
 
 def import_runs(runs: Mapping[str, str | Path], *, tasks: Sequence[str] | None = None, filter: str | None = None,
-                missing: str = "error", query_template: str | None = None) -> list[ScoreSet]:
-    """One :class:`ScoreSet` per task, rows ordered by ``doc_id``, columns in the order of ``runs``."""
+                missing: str = "error", query_template: str | None = None,
+                pricing: Mapping[str, Pricing] | None = None) -> list[ScoreSet]:
+    """One :class:`ScoreSet` per task, rows ordered by ``doc_id``, columns in the order of ``runs``;
+    with ``pricing`` (one :class:`Pricing` per LLM of ``runs``), each row's ``costs`` too."""
     if missing not in ("error", "drop"):
         raise ValueError(f"missing must be 'error' or 'drop', not {missing!r}")
     if not runs:
         raise DataError("no LLMs given")
+    if pricing is not None and set(pricing) != set(runs):
+        raise ValueError(f"pricing must name exactly the LLMs {sorted(runs)}, not {sorted(pricing)}")
     logs = {name: read_run(folder, tasks) for name, folder in runs.items()}
     names = list(logs)
     first = logs[names[0]]
@@ -278,16 +287,21 @@ def import_runs(runs: Mapping[str, str | Path], *, tasks: Sequence[str] | None =
                           f"doc_id {sorted(set(dropped))}", stacklevel=2)
         if not keep:
             raise DataError(f"task {task}: no document logged for every LLM")
-        queries, scores = [], []
+        queries, scores, costs = [], [], []
         for doc_id in keep:
             row0 = ref[doc_id]
             queries.append(_query(row0, config, template, f"{first[task].path}: task {task}: doc_id {doc_id}"))
             scores.append([score_row(logs[n][task].rows[filt][doc_id], config, filt,
                                      f"{logs[n][task].path}: task {task}: doc_id {doc_id}") for n in names])
-        multi = config.get("output_type") == "generate_until" and int(config.get("repeats") or 1) > 1
+            if pricing is not None:
+                costs.append([row_cost(logs[n][task].rows[filt][doc_id], config, pricing[n],
+                                       f"{logs[n][task].path}: task {task}: doc_id {doc_id}") for n in names])
+        multi = config.get("output_type") == "generate_until" and (int(config.get("repeats") or 1) > 1
+                                                                   or bool(config.get("unsafe_code")))
         import numpy as np
 
         label = task if len(avail) == 1 else f"{task}:{filt}"
         out.append(ScoreSet(task=label, metric="multi_attempt" if multi else "probability", llms=tuple(names),
-                            queries=tuple(queries), scores=np.asarray(scores, dtype=np.float32)))
+                            queries=tuple(queries), scores=np.asarray(scores, dtype=np.float32),
+                            costs=np.asarray(costs, dtype=np.float64) if pricing is not None else None))
     return out

@@ -13,8 +13,8 @@ A models config is a YAML or JSON file::
         prompt_format: completion              # chat (the tokenizer's chat template) | completion
         max_context: 8192                      # prompt + answer tokens
         sampling: {temperature: 0.7, top_p: 0.95, max_tokens: 256}
-        cost_per_1k_input: 0.0                 # dollars per 1k prompt tokens
-        cost_per_1k_output: 0.0                # dollars per 1k answer tokens
+        cost_per_1k_input: 0.0                 # dollars per 1k prompt tokens (default null: no
+        cost_per_1k_output: 0.0                # dollars per 1k answer tokens   price declared)
 
 Backend-specific fields: ``openai`` needs ``base_url`` and ``model`` (the server's model name)
 and may name ``api_key_env`` (an environment variable holding the key); ``vllm`` takes ``port``
@@ -24,6 +24,11 @@ and ``gpu_memory_utilization`` (it is served over the OpenAI protocol at
 A top-level ``gpu`` section (:class:`GpuPlan`: ``memory_budget``, ``sleep_mode``,
 ``swap_timeout_s``) says how ``vllm`` candidates share one GPU; when their shares do not fit,
 vLLM's sleep mode swaps them.
+
+Prices are optional: a candidate that declares neither ``cost_per_1k_*`` has no price
+(:attr:`ModelSpec.priced` is false; ``costs --models-config`` counts it as free, while
+``collect`` / ``import-lm-eval --models-config`` fill no costs unless every LLM is priced); one
+declared alone makes the other 0.
 
 Unknown fields are errors, so a typo never passes silently. :meth:`ModelsConfig.check_router`
 checks the names against a router's LLMs.
@@ -80,8 +85,8 @@ class ModelSpec(_Strict):
     prompt_format: Literal["chat", "completion"] = "chat"
     max_context: int = Field(4096, ge=8)
     sampling: SamplingDefaults = SamplingDefaults()
-    cost_per_1k_input: float = Field(0.0, ge=0.0)
-    cost_per_1k_output: float = Field(0.0, ge=0.0)
+    cost_per_1k_input: float | None = Field(None, ge=0.0)
+    cost_per_1k_output: float | None = Field(None, ge=0.0)
     device: str = "cpu"
 
     @model_validator(mode="after")
@@ -92,6 +97,11 @@ class ModelSpec(_Strict):
         if missing:
             raise ValueError(f"model {self.name!r}: backend {self.backend!r} needs {', '.join(missing)}")
         return self
+
+    @property
+    def priced(self) -> bool:
+        """Whether the config declares this candidate's prices (either ``cost_per_1k_*``)."""
+        return self.cost_per_1k_input is not None or self.cost_per_1k_output is not None
 
     @property
     def tokenizer_source(self) -> str | None:

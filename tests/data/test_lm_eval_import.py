@@ -57,6 +57,9 @@ filter_list:
     filter: [{{function: regex, regex_pattern: "([aeiou])", group_select: -1}}, {{function: take_first}}]
 metadata: {{version: 1.0}}
 """
+# dollars per 1k tokens; tiny-a's output dearer than its input, so a mix-up of the two shows
+PRICES = {"tiny-a": {"cost_per_1k_input": 0.5, "cost_per_1k_output": 2.0},
+          "tiny-b": {"cost_per_1k_input": 0.03, "cost_per_1k_output": 0.07}}
 
 
 @pytest.fixture(scope="module")
@@ -75,9 +78,9 @@ def collected(tmp_path_factory):
     srv = ServerProcess(router, served, d / "server.log")
     try:
         cfg = write_config(d / "candidates.json", [
-            {"name": "tiny-a", "backend": "transformers", "model": str(tiny["tiny-a"])},
+            {"name": "tiny-a", "backend": "transformers", "model": str(tiny["tiny-a"]), **PRICES["tiny-a"]},
             {"name": "tiny-b", "backend": "openai", "model": "tiny-b", "base_url": srv.url + "/v1",
-             "tokenizer": str(tiny["tiny-b"]), "prompt_format": "completion"}])
+             "tokenizer": str(tiny["tiny-b"]), "prompt_format": "completion", **PRICES["tiny-b"]}])
         out = d / "scores.jsonl"
         rc = main(["collect", "--models-config", str(cfg), "--tasks", "tiny_mc,tiny_gen", "--include-path",
                    str(tasks), "--output", str(out), "--batch-size", "4"])
@@ -135,6 +138,67 @@ def test_filter_option_picks_the_other_filter(collected, tmp_path):
         gen = sorted((s for s in _samples(work, llm, "tiny_gen") if s["filter"] == "last-vowel"),
                      key=lambda r: r["doc_id"])
         assert list(sets[0].scores[:, j]) == pytest.approx([_expected_gen(s, last=True) for s in gen], abs=1e-6)
+
+
+def _counter(path: Path):
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(path)
+    return lambda text: len(tok(text, add_special_tokens=False)["input_ids"])
+
+
+def _expected_cost(row: dict, llm: str, count) -> float:
+    """Dollars from the samples row: log-likelihood requests bill context + continuation as input;
+    a generation bills its prompt as input and (the mean over its repeats of) its answer as output."""
+    p, args = PRICES[llm], list(row["arguments"].values())
+    if isinstance(args[0]["arg_1"], str):  # log-likelihood requests: (context, continuation)
+        return sum(count(a["arg_0"] + a["arg_1"]) for a in args) * p["cost_per_1k_input"] / 1000
+    answers = row["resps"][0]
+    return (count(args[0]["arg_0"]) * p["cost_per_1k_input"]
+            + sum(count(a) for a in answers) / len(answers) * p["cost_per_1k_output"]) / 1000
+
+
+def test_collect_fills_costs_from_the_prices_and_each_llms_token_counts(collected):
+    rows = [json.loads(x) for x in collected["out"].read_text(encoding="utf-8").splitlines()]
+    for llm in TINY_NAMES:
+        count = _counter(collected["tiny"][llm])
+        for task, filt in (("tiny_mc", None), ("tiny_gen", "first-vowel")):
+            samples = sorted((s for s in _samples(collected["work"], llm, task) if filt in (None, s["filter"])),
+                             key=lambda r: r["doc_id"])
+            got = [r["costs"][llm] for r in rows if r["task"].split(":")[0] == task]
+            assert got == pytest.approx([_expected_cost(s, llm, count) for s in samples], rel=1e-9)
+            assert all(c > 0 for c in got)
+    answers = [a for s in _samples(collected["work"], "tiny-a", "tiny_gen") for a in s["resps"][0]]
+    assert any(answers)  # so the output price is exercised too
+
+
+def test_import_fills_costs_only_when_every_llm_is_priced_and_tokenized(collected, tmp_path, capsys):
+    work, tiny = collected["work"], collected["tiny"]
+    argv = ["import-lm-eval", "--llm", f"tiny-a={work / 'tiny-a'}", "--llm", f"tiny-b={work / 'tiny-b'}"]
+    out = tmp_path / "priced.jsonl"
+    assert main([*argv, "--output", str(out), "--models-config", str(collected["cfg"])]) == 0
+    assert "costs filled" in capsys.readouterr().err
+    assert out.read_text(encoding="utf-8") == collected["out"].read_text(encoding="utf-8")  # as collect wrote it
+    for name, models, why in (
+            ("unpriced", [{"name": "tiny-a", "backend": "transformers", "model": str(tiny["tiny-a"]), **PRICES["tiny-a"]},
+                          {"name": "tiny-b", "backend": "transformers", "model": str(tiny["tiny-b"])}],
+             "['tiny-b'] have no prices"),
+            ("untokenized", [{"name": "tiny-a", "backend": "transformers", "model": str(tiny["tiny-a"]), **PRICES["tiny-a"]},
+                             {"name": "tiny-b", "backend": "openai", "model": "b", "base_url": "http://127.0.0.1:9/v1",
+                              **PRICES["tiny-b"]}],
+             "['tiny-b'] name no tokenizer"),
+            ("absent", [{"name": "tiny-a", "backend": "transformers", "model": str(tiny["tiny-a"]), **PRICES["tiny-a"]}],
+             "['tiny-b'] are not in it")):
+        cfg = write_config(tmp_path / f"{name}.json", models)
+        out = tmp_path / f"{name}.jsonl"
+        assert main([*argv, "--output", str(out), "--models-config", str(cfg)]) == 0
+        err = capsys.readouterr().err
+        assert err.count("costs not filled") == 1 and why in err and "no costs" in err, err
+        assert all("costs" not in json.loads(x) for x in out.read_text(encoding="utf-8").splitlines())
+    broken = write_config(tmp_path / "broken.json", [
+        {"name": n, "backend": "transformers", "model": str(tmp_path / "nowhere"), **PRICES[n]} for n in TINY_NAMES])
+    assert main([*argv, "--output", str(tmp_path / "broken.jsonl"), "--models-config", str(broken)]) == 2
+    assert "cannot load tokenizer" in capsys.readouterr().err and not (tmp_path / "broken.jsonl").exists()
 
 
 def test_completions_logprobs_match_the_model(collected):
@@ -298,6 +362,22 @@ def test_workflow_collect_cluster_train_calibrate_serve(collected, tmp_path, cap
     capsys.readouterr()
     cfg = json.loads((router / "config.json").read_text(encoding="utf-8"))
     assert cfg["router"]["llm_names"] == list(TINY_NAMES) and "calibration" in cfg
+    # the trainer takes the imported costs as the router's expected cost per LLM (mean over the rows) ...
+    rows = [json.loads(x) for x in collected["out"].read_text(encoding="utf-8").splitlines()]
+    mean = [sum(r["costs"][n] for r in rows) / len(rows) for n in TINY_NAMES]
+    assert cfg["router"]["llm_cost"] == pytest.approx(mean, rel=1e-9)
+    assert main(["costs", "--checkpoint", str(router), "--scores", str(collected["out"]),
+                 "--output", str(tmp_path / "recosted")]) == 0  # ... and so does `costs --scores`
+    capsys.readouterr()
+    recosted = json.loads((tmp_path / "recosted" / "config.json").read_text(encoding="utf-8"))
+    assert recosted["router"]["llm_cost"] == pytest.approx(mean, rel=1e-9)
+    queries = tmp_path / "queries.txt"  # and cost-weighted routing uses them: a large weight picks the cheapest
+    queries.write_text("Which colour is thing 2?\nName a vowel, number 1.\n", encoding="utf-8")
+    assert main(["route", "--checkpoint", str(router), "--input", str(queries), "--output", str(tmp_path / "r.jsonl"),
+                 "--cost-weight", "1000"]) == 0
+    cheapest = TINY_NAMES[mean.index(min(mean))]
+    assert [json.loads(x)["llm"] for x in (tmp_path / "r.jsonl").read_text(encoding="utf-8").splitlines()] == [
+        cheapest] * 2
     served = write_config(tmp_path / "served.json", [
         {"name": n, "backend": "transformers", "model": str(collected["tiny"][n]), "prompt_format": "completion",
          "sampling": {"max_tokens": 4}} for n in TINY_NAMES])
@@ -322,7 +402,7 @@ def test_paper_task_files_load_into_the_harness_index():
     root = Path(__file__).resolve().parents[2] / "configs" / "lm_eval"
     index = TaskManager(include_path=str(root)).task_index
     for name in ("routerdc_gsm8k_train", "routerdc_mmlu_5shot", "routerdc_cmmlu_5shot", "routerdc_ceval_5shot",
-                 "routerdc_arc", "routerdc_code_n10", "tiny_mc", "tiny_gen"):
+                 "routerdc_arc", "routerdc_code_n10", "tiny_mc", "tiny_gen", "tiny_code"):
         assert name in index, name
 
 

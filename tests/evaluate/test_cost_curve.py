@@ -129,3 +129,19 @@ def test_costs_and_the_cost_sweep_commands_on_routerbench(data_dir, tmp_path):
     assert "AIQ" in (tmp_path / "table.cost_sweep.md").read_text()
     assert main(["route", "--checkpoint", str(tmp_path / "r"), "--input", str(tmp_path / "q.txt"),
                  "--output", str(huge), "--cost-weight", "-1"]) == 2
+
+
+def test_costs_from_a_models_config_count_an_unpriced_llm_as_free(tmp_path):
+    import json
+
+    from routerdc.cli.main import main
+    from routerdc.model.router import RouterDC
+
+    RouterDC.build(["a", "b"], seed=0).save_pretrained(tmp_path / "r", include_encoder=False)
+    (tmp_path / "m.json").write_text(json.dumps({"models": [
+        {"name": "a", "backend": "transformers", "model": "x", "cost_per_1k_input": 1.0, "cost_per_1k_output": 3.0},
+        {"name": "b", "backend": "transformers", "model": "y"}]}), encoding="utf-8")
+    assert main(["costs", "--checkpoint", str(tmp_path / "r"), "--models-config", str(tmp_path / "m.json"),
+                 "--prompt-tokens", "100", "--answer-tokens", "10"]) == 0
+    cfg = json.loads((tmp_path / "r" / "config.json").read_text())
+    assert cfg["router"]["llm_cost"] == pytest.approx([(1.0 * 100 + 3.0 * 10) / 1000, 0.0])

@@ -47,6 +47,20 @@ def test_config_names_must_match_the_router(tmp_path):
     assert "does not know: ['zzz']" in msg and "misses LLMs the router can choose: ['b']" in msg
 
 
+def test_prices_are_optional(tmp_path):
+    """No price declared is not a price of 0 (collect then fills no costs); one declared alone is."""
+    cfg = tmp_path / "m.yaml"
+    cfg.write_text("models:\n  - {name: a, backend: transformers, model: x}\n"
+                   "  - {name: b, backend: transformers, model: y, cost_per_1k_output: 0.5}\n"
+                   "  - {name: c, backend: transformers, model: z, cost_per_1k_input: 0, cost_per_1k_output: 0}\n")
+    c = load_models_config(cfg)
+    assert [m.priced for m in c.models] == [False, True, True]
+    assert c.get("a").cost_per_1k_input is None and c.get("b").cost_per_1k_input is None
+    cfg.write_text("models:\n  - {name: a, backend: transformers, model: x, cost_per_1k_input: -1}\n")
+    with pytest.raises(ConfigError, match="cost_per_1k_input"):
+        load_models_config(cfg)
+
+
 @pytest.mark.parametrize("text, needle", [
     ("models:\n  - {name: a, backend: transformers, model: x, temprature: 1}\n", "temprature"),
     ("models:\n  - {name: a, backend: openai, model: x}\n", "needs base_url"),
