@@ -40,9 +40,9 @@ def _load(files: Sequence[str], data_dir: str | None) -> list[Any]:
 def knn_scores(config: Any, train_sets: Sequence[Any], test_sets: Sequence[Any], k: int = 10) -> list[np.ndarray]:
     """k-NN's predicted scores per test set: the mean scores of the ``k`` nearest training queries
     under the untrained encoder with the router's pooling and max_length, as ``evaluate --baselines`` does."""
-    from routerdc.baselines import KNNRouter
-    from routerdc.embed_cache import cached_embeddings
-    from routerdc.model import RouterDC
+    from routerdc.evaluate.baselines import KNNRouter
+    from routerdc.inference.embed_cache import cached_embeddings
+    from routerdc.model.router import RouterDC
 
     llms = config.llm_names
     untrained = RouterDC.build(list(llms), encoder=config.encoder, pooling=config.pooling, max_length=config.max_length)
@@ -57,7 +57,7 @@ def knn_scores(config: Any, train_sets: Sequence[Any], test_sets: Sequence[Any],
 
 def report(result: Any, labels: Sequence[str]) -> dict[str, Any]:
     """The sweep's record plus, per curve, GPT-4's quality: the cost at which the curve reaches it."""
-    from routerdc.cost_curve import cost_to_match
+    from routerdc.evaluate.cost_curve import cost_to_match
 
     out = result.to_dict()
     gpt4_cost, gpt4_quality = result.llm_points[GPT4]
@@ -99,7 +99,7 @@ def to_markdown(rec: dict[str, Any], command: str) -> str:
     for c in rec["curves"]:
         if c["label"] not in rec["routers"]:
             continue
-        from routerdc.cost_curve import upper_hull
+        from routerdc.evaluate.cost_curve import upper_hull
 
         hull = upper_hull(np.array([[p["total_cost"], p["quality"]] for p in c["points"]]))
         lines += ["", f"Cost curve of {c['label']} (the upper convex hull of its points over lambda):", "",
@@ -108,8 +108,8 @@ def to_markdown(rec: dict[str, Any], command: str) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from routerdc.cost_sweep import sweep
-    from routerdc.embed_cache import embedding_key, router_embeddings
+    from routerdc.evaluate.cost_sweep import sweep
+    from routerdc.inference.embed_cache import embedding_key, router_embeddings
     from routerdc.inference import load_router
 
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -129,7 +129,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise SystemExit(f"--router expects LABEL=DIR, got {a.router}")
     train_sets = _load(TRAIN_FILES, a.data_dir)
     if a.on == "val":
-        from routerdc.trainer import _split_val
+        from routerdc.train.trainer import _split_val
 
         train_sets, test_sets = _split_val(train_sets, 0.2, 0)
     else:

@@ -1,4 +1,4 @@
-"""Write the model card (README.md) of the shipped RouterBench router from its config, its train.json
+"""Write the model card (README.md) of the shipped RouterBench router from its config (with its recipe)
 and the cost-curve results (scripts/routerbench_cost_curve.py), so that every number comes from a command.
 
     python scripts/routerbench_model_card.py [--checkpoint checkpoints/routerdc-routerbench]
@@ -43,7 +43,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     ckpt = Path(args.checkpoint)
     config = json.loads((ckpt / "config.json").read_text(encoding="utf-8"))
-    train = json.loads((ckpt / "train.json").read_text(encoding="utf-8"))
+    train = config["recipe"]  # the one recipe, in config.json (what `train --config` reads back)
     curve_path = Path(args.curve)
     curve = json.loads(curve_path.read_text(encoding="utf-8")) if curve_path.exists() else None
     llms, costs = config["router"]["llm_names"], config["router"].get("llm_cost") or []
@@ -111,8 +111,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "available. Queries far from these tasks are routed on little evidence.",
         "- The encoder is frozen (a CPU recipe); a fine-tuned encoder might separate the queries better.", "",
         "## Files", "",
-        f"{len(files)} files, {size / 2**20:.2f} MiB: `config.json` (router config with offsets and costs, recipe, "
-        "metrics), `train.json` (the recipe, for `--config`), `history.json`, fp16 safetensors (the LLM keys) and "
+        f"{len(files)} files, {size / 2**20:.2f} MiB: `config.json` (router config with offsets and costs, the recipe "
+        "(`train --config` reads it back), metrics), fp16 safetensors (the LLM keys) and "
         "`encoder/` (the encoder's config and tokenizer). Loaded with `RouterDC.from_pretrained` (safetensors only).",
         "",
     ]

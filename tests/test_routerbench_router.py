@@ -75,8 +75,8 @@ def test_shipped_router_routes_routerbench_queries(shipped, test_sets):
 
 
 def _check_cost_non_increasing(shipped, test_sets):
-    from routerdc.cost_sweep import cost_weights, pooled
-    from routerdc.embed_cache import embedding_key, router_embeddings
+    from routerdc.evaluate.cost_sweep import cost_weights, pooled
+    from routerdc.inference.embed_cache import embedding_key, router_embeddings
     from routerdc.routing import route_embeddings, similarities
 
     cfg = shipped.config
