@@ -89,7 +89,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     lines += [
         "## Retrain", "",
         "```bash",
-        f"python -m routerdc train --config {args.config_file}",
+        f"python -m routerdc train --config {args.config_file} --overwrite   # --overwrite: replace the shipped folder",
         f"python -m routerdc costs --checkpoint {rel} --scores " + " ".join(train["train_files"]),
         "python scripts/routerbench_cost_curve.py",
         "python scripts/routerbench_model_card.py",
