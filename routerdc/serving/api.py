@@ -9,7 +9,9 @@ still reported, with ``routed: false``). ``routerdc:λ`` or the request field
 :mod:`.sessions`). Every answer carries the routing decision:
 
 - in the body (and in the final stream chunk) as ``"routerdc": {"llm", "routed", "router_choice",
-  "probs": {llm: p}, "source", "cost_weight", "session"?: {"id", "from", "decision", ...}}``;
+  "probs": {llm: p}, "source", "cost_weight", "session"?: {"id", "from", "decision", ...}}``, plus
+  ``"cost"`` (dollars) where the backend knows the answer's price (a recorded answer: the price
+  RouterBench recorded for it);
 - in the headers ``X-RouterDC-LLM``, ``X-RouterDC-Probs`` (compact JSON), ``X-RouterDC-Source``,
   ``X-RouterDC-Cost-Weight`` and, with a session, ``X-RouterDC-Session`` (routed or kept).
 
@@ -311,6 +313,11 @@ def create_api(router: Any, registry: Registry, *, check: bool = True, sleep_mod
                 c = backend.count_tokens(text) if text else 0
             return {"prompt_tokens": p, "completion_tokens": c, "total_tokens": p + c}
 
+        def priced(done: Outcome) -> None:
+            """Report the answer's price where the backend knows it (a recorded answer's recorded cost)."""
+            if done.cost is not None:
+                routing["cost"] = done.cost
+
         def finish(text: str) -> str:
             if outcome.finish_reason is not None:
                 return outcome.finish_reason
@@ -334,6 +341,7 @@ def create_api(router: Any, registry: Registry, *, check: bool = True, sleep_mod
             finally:
                 cancel.set()
             text = "".join(parts)
+            priced(outcome)
             body = {"id": cid, "object": "chat.completion", "created": created, "model": routing["llm"],
                     "choices": [{"index": 0, "message": {"role": "assistant", "content": text},
                                  "finish_reason": finish(text)}],
@@ -367,6 +375,7 @@ def create_api(router: Any, registry: Registry, *, check: bool = True, sleep_mod
                 yield "data: [DONE]\n\n"
                 return
             text = "".join(parts)
+            priced(outcome)
             extra: dict[str, Any] = {"routerdc": routing}
             if req.stream_options and req.stream_options.include_usage:
                 extra["usage"] = await anyio.to_thread.run_sync(usage, text)

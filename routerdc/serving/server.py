@@ -10,7 +10,11 @@ from typing import Any
 def add_serve_arguments(p: argparse.ArgumentParser) -> None:
     """The options of ``serve``."""
     p.add_argument("--checkpoint", required=True, help="router folder (as written by train)")
-    p.add_argument("--models-config", required=True, help="models config (.yaml/.yml/.json) of the candidates")
+    p.add_argument("--models-config", help="models config (.yaml/.yml/.json) of the candidates (default: the router's "
+                                           "LLMs answer with their recorded RouterBench answers and prices, "
+                                           "see routerdc/serving/recorded_fleet.py)")
+    p.add_argument("--data-dir", help="score-data directory of the recorded answers without --models-config "
+                                      "(default: $ROUTERDC_DATA or ../shared/data)")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1)")
     p.add_argument("--port", type=int, default=8000, help="port (default: 8000)")
     p.add_argument("--device", help="device of the router (default: CUDA when there is one, else the CPU)")
@@ -45,17 +49,27 @@ def add_serve_arguments(p: argparse.ArgumentParser) -> None:
                         "models, so that a launcher or router can swap this server like a vLLM server")
 
 
-def build_app(checkpoint: str, models_config: str, *, device: str | None = None, preload: bool = False,
+def build_app(checkpoint: str, models_config: str | None, *, device: str | None = None, preload: bool = False,
               sleep_mode: bool = False, engine: str | None = None, batching: Any = None,
-              api_keys: tuple[str, ...] = (), loopback_hosts: bool = False, sessions: Any = None) -> Any:
+              api_keys: tuple[str, ...] = (), loopback_hosts: bool = False, sessions: Any = None,
+              data_dir: str | None = None) -> Any:
     """Load the router (on ``engine``, see :func:`routerdc.load_router`) and the config, check that
-    they match, and return the FastAPI app."""
+    they match, and return the FastAPI app. Without a ``models_config`` the router's LLMs answer
+    with their recorded RouterBench answers (:func:`routerdc.serving.recorded_fleet.recorded_config_for`)."""
     from routerdc.inference import default_engine, load_router
     from routerdc.serving.api import create_api
     from routerdc.serving.config import load_models_config
     from routerdc.serving.registry import Registry
 
-    config = load_models_config(models_config)
+    if models_config is None:
+        from routerdc.serving.recorded_fleet import recorded_config_for
+
+        config = recorded_config_for(checkpoint, data_dir)  # a clear error when the LLMs have none
+        files = config.models[0].data_files
+        print(f"no models config: {len(config.models)} LLMs answer with their recorded answers from {len(files)} "
+              f"RouterBench files", file=sys.stderr, flush=True)
+    else:
+        config = load_models_config(models_config)
     router = load_router(checkpoint, engine or default_engine(), device)
     print(f"router: {router.describe()}", file=sys.stderr, flush=True)
     config.check_router(router.config.llm_names)  # a clear error before loading anything else
@@ -91,6 +105,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     app = build_app(args.checkpoint, args.models_config, device=args.device, preload=args.preload,
                     sleep_mode=args.enable_sleep_mode, engine=args.engine,
                     batching=BatchConfig(enabled=not args.no_micro_batching, window_ms=args.micro_batch_ms),
-                    api_keys=keys, loopback_hosts=not keys and is_loopback(args.host), sessions=sessions)
+                    api_keys=keys, loopback_hosts=not keys and is_loopback(args.host), sessions=sessions,
+                    data_dir=args.data_dir)
     uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level)
     return 0

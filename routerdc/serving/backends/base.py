@@ -62,6 +62,7 @@ class Outcome:
     completion_tokens: int | None = None
     prompt_tokens: int | None = None
     finish_reason: str | None = None
+    cost: float | None = None  # dollars, where the backend knows the answer's price (recorded answers)
 
 
 @dataclass(frozen=True)

@@ -2,7 +2,9 @@
 
 This lets a CPU-only deployment show real answers from the 11 RouterBench LLMs. Answers are
 labelled as recorded (``source = "recorded"``; the API reports it in the ``routerdc`` field and
-the ``X-RouterDC-Source`` header). A prompt that is not in the data gets a clear error.
+the ``X-RouterDC-Source`` header), with the price RouterBench recorded for that answer
+(``<llm>|total_cost``, dollars; :attr:`Outcome.cost`, the API's ``routerdc.cost``). A prompt that
+is not in the data gets a clear error.
 """
 
 from __future__ import annotations
@@ -25,21 +27,28 @@ class NotRecorded(BackendError):
     status = 404
 
 
+Row = tuple[tuple[str, ...], "tuple[float, ...] | None"]  # per LLM: the answers, and their prices
+
+
 @functools.lru_cache(maxsize=8)
-def _answers(files: tuple[str, ...]) -> tuple[tuple[str, ...], dict[str, tuple[str, ...]]]:
-    """LLM names, and the recorded answers per prompt (whitespace-normalised) of these files."""
+def _answers(files: tuple[str, ...]) -> tuple[tuple[str, ...], dict[str, Row]]:
+    """LLM names, and the recorded answers and prices per prompt (whitespace-normalised) of these files."""
     from routerdc.data import load_scores
 
     llms: tuple[str, ...] = ()
-    table: dict[str, tuple[str, ...]] = {}
+    table: dict[str, Row] = {}
     for f in files:
         for s in load_scores(f, missing="zero"):  # scores are not used here
             if s.responses is None:
                 raise ValueError(f"{f}: has no '<llm>|model_response' columns to serve")
             llms = llms or tuple(s.llms)
+            missing = [m for m in llms if m not in s.llms]
+            if missing:
+                raise ValueError(f"{f}: no recorded answers of {missing}, which the other files have")
             order = [s.llms.index(m) for m in llms]
-            for q, row in zip(s.queries, s.responses):
-                table.setdefault(query_key(q), tuple(row[i] for i in order))
+            for i, (q, row) in enumerate(zip(s.queries, s.responses)):
+                costs = None if s.costs is None else tuple(float(s.costs[i][j]) for j in order)
+                table.setdefault(query_key(q), (tuple(row[j] for j in order), costs))
     return llms, table
 
 
@@ -53,7 +62,7 @@ class RecordedBackend:
         self.files = tuple(str(Path(f)) for f in files)
         self._counter = PromptCounter(spec)
 
-    def _table(self) -> tuple[int, dict[str, tuple[str, ...]]]:
+    def _table(self) -> tuple[int, dict[str, Row]]:
         try:
             llms, table = _answers(self.files)
         except (OSError, ValueError) as exc:
@@ -63,19 +72,29 @@ class RecordedBackend:
                                                f"(it has {list(llms)})", status=503)
         return llms.index(self.spec.name), table
 
-    def answer(self, prompt: str) -> str:
-        """The recorded answer to ``prompt``; :class:`NotRecorded` if there is none."""
+    def recorded(self, prompt: str) -> tuple[str, float | None]:
+        """The recorded answer to ``prompt`` and its recorded price in dollars (None when the files
+        record no costs); :class:`NotRecorded` if there is no answer."""
         col, table = self._table()
         row = table.get(query_key(prompt))
-        if row is None or not row[col]:
+        if row is None or not row[0][col]:
             raise NotRecorded(self.spec.name, "no recorded answer for this prompt; the recorded backend only "
                                               "answers prompts of its RouterBench files")
-        return row[col]
+        answers, costs = row
+        return answers[col], None if costs is None else costs[col]
+
+    def answer(self, prompt: str) -> str:
+        """The recorded answer to ``prompt``; :class:`NotRecorded` if there is none."""
+        return self.recorded(prompt)[0]
+
+    def price(self, prompt: str) -> float | None:
+        """The recorded price (dollars) of this LLM's answer to ``prompt``; see :meth:`recorded`."""
+        return self.recorded(prompt)[1]
 
     def stream(self, messages: Sequence[Message], params: SamplingParams,
                cancel: threading.Event | None = None, outcome: Outcome | None = None) -> Iterator[str]:
         users = [m["content"] for m in messages if m.get("role") == "user"]
-        text = self.answer(users[-1] if users else "")
+        text, cost = self.recorded(users[-1] if users else "")
         for piece in re.findall(r"\S+\s*|\s+", text):
             if cancel is not None and cancel.is_set():
                 return
@@ -83,6 +102,7 @@ class RecordedBackend:
         if outcome is not None:  # a recorded answer is served whole: its own length, not max_tokens
             outcome.completion_tokens = self.count_tokens(text)
             outcome.finish_reason = "stop"
+            outcome.cost = cost
 
     def count_tokens(self, text: str | Sequence[Message]) -> int:
         return self._counter.count(text)
