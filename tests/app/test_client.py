@@ -272,6 +272,7 @@ def test_train_cancel_halfway_then_one_run_at_a_time_then_hot_swap(app_server):
     e = next(e for e in app_server.ctx.data.entries if e.key == "routerbench/test/arc_challenge")
     _, _, answer, verdict, *_ = route(b, e.set.queries[0])
     assert "Recorded answer" in answer and "recorded" in answer and "router's choice scored" in verdict
+    assert "recorded price **$" in answer
     # the other session keeps the default router
     *_, result = route(a, "Which planet is the largest?")
     assert result["router"] == app_server.router_dir.name

@@ -278,3 +278,18 @@ def test_the_evaluate_cost_curve_has_the_router_the_llms_and_the_oracle(tmp_path
     llm_trace = next(t for t in fig.data if t.name == "single LLMs")
     assert len(llm_trace.x) == 11 and len(llm_trace.text) == 11  # every LLM a labelled point
     assert "AIQ" in md and "zero router" in md
+
+
+def test_a_recorded_answer_shows_the_chosen_llms_recorded_price(data_dir):
+    """RouterBench rows carry each LLM's answer and price: the answer box shows both, the price as in the CSV."""
+    import types
+
+    from app.services.data import DataEntry
+    from app.tabs.route import answer_markdown
+    from routerdc.data import load_scores
+
+    s = load_scores(data_dir / "routerbench" / "routerbench_zs" / "mbpp_test.csv", missing="drop")[0]
+    entry = DataEntry("routerbench/test/mbpp", "routerbench", "test", s, "mbpp_test.csv")
+    col = 3
+    md = answer_markdown(types.SimpleNamespace(generation=None), (entry, 0), s.llms[col])
+    assert f"Recorded answer of `{s.llms[col]}`" in md and f"recorded price **${float(s.costs[0][col]):.5f}**" in md
