@@ -164,7 +164,8 @@ class RouterView:
 
 
 ENGINE_LABELS = {"onnx": "ONNX Runtime", "onnx-int8": "ONNX Runtime int8", "torch": "torch",
-                 "torch-bf16": "torch bf16", "int8": "torch int8"}
+                 "torch-bf16": "torch bf16", "torch-bf16-checked": "torch bf16, near-ties in fp32",
+                 "int8": "torch int8"}
 
 
 def load_view(key: str, threads: int, cache_dir: str | None = None, engine: str = "auto") -> RouterView:

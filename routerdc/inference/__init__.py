@@ -1,7 +1,8 @@
 """The inference layer: :func:`load_router` loads a router folder onto an engine and returns a
 :class:`Router` with ``embed`` / ``route`` / ``route_embeddings``, ``config`` and ``llm_names``.
 
-Engines (:data:`ENGINES`): ``torch`` (fp32), ``torch-bf16``, ``int8``, ``onnx``, ``onnx-int8``;
+Engines (:data:`ENGINES`): ``torch`` (fp32), ``torch-bf16``, ``torch-bf16-checked`` (bf16 with the
+near-ties re-encoded in fp32: routes like fp32), ``int8``, ``onnx``, ``onnx-int8``;
 ``auto`` picks the fastest one on this machine that routes like torch fp32
 (:mod:`routerdc.inference.select`). Everything that routes (the CLI, ``serve`` and the routed API,
 the trainer's evaluation, the embedding caches, the app) goes through here; nothing above chooses
@@ -59,6 +60,18 @@ def _default_device() -> str:
     return "cpu"
 
 
+def _cached_bounds(cache: Path, fingerprint: str, device: str, engine: str) -> Any:
+    """A checked engine asked for by name reuses the margin bounds ``auto`` measured (else it measures)."""
+    from routerdc.inference.checked import CHECKED
+
+    if engine not in CHECKED:
+        return None
+    from routerdc.inference.select import decision_path, read_decision
+
+    decision = read_decision(decision_path(cache, fingerprint, device), names=())
+    return decision.bounds(engine) if decision is not None else None
+
+
 def load_router(folder: str | os.PathLike, engine: str = "auto", device: str | None = None, *,
                 threads: int = 0, cache_dir: str | os.PathLike | None = None, token_budget: int | None = None,
                 max_rows: int | None = None,
@@ -93,7 +106,7 @@ def load_router(folder: str | os.PathLike, engine: str = "auto", device: str | N
     cache = Path(cache_dir) if cache_dir else default_cache_dir()
     fingerprint = router_fingerprint(folder)
     sources = Sources(folder, device=device, threads=threads, onnx_dir=onnx_dir(cache, fingerprint), model=model,
-                      loader=loader)
+                      loader=loader, data_dir=data_dir)
     reason, decision = f"{engine}: asked for", None
     if engine == "auto" and not measure and not remeasure:
         from routerdc.inference.select import decision_path, read_decision
@@ -110,5 +123,8 @@ def load_router(folder: str | os.PathLike, engine: str = "auto", device: str | N
                                   remeasure=remeasure, candidates=candidates)
         engine = decision.engine
         reason = decision.reason + (" (decision cached for this router and machine)" if cached else "")
-    return Router(build_engine(engine, sources), reason=reason, token_budget=token_budget, max_rows=max_rows,
-                  folder=folder, sources=sources, decision=decision)
+    bounds = decision.bounds(engine) if decision is not None else None
+    if bounds is None and decision is None:
+        bounds = _cached_bounds(cache, fingerprint, device, engine)
+    return Router(build_engine(engine, sources, bounds=bounds), reason=reason, token_budget=token_budget,
+                  max_rows=max_rows, folder=folder, sources=sources, decision=decision)

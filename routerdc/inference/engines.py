@@ -9,6 +9,8 @@
 ``onnx``        the router's ONNX form on ONNX Runtime (:mod:`routerdc.inference.onnx`), no
                 torch needed once exported
 ``onnx-int8``   the same graph after ONNX Runtime's dynamic int8 quantization
+``torch-bf16-checked``  torch-bf16, with the near-ties re-encoded in torch fp32
+                (:mod:`routerdc.inference.checked`): routes like fp32 at nearly bf16's speed
 ============  ==================================================================================
 
 All engines batch by token budget (:func:`routerdc.train.batching.token_budget_batches`) and hand
@@ -31,7 +33,7 @@ from routerdc.inference.features import cpu_features
 __all__ = ["ENGINES", "Engine", "EngineUnavailable", "OnnxEngine", "Sources", "TorchEngine", "build_engine",
            "supported"]
 
-ENGINES: tuple[str, ...] = ("torch", "torch-bf16", "int8", "onnx", "onnx-int8")
+ENGINES: tuple[str, ...] = ("torch", "torch-bf16", "torch-bf16-checked", "int8", "onnx", "onnx-int8")
 
 
 class EngineUnavailable(RuntimeError):
@@ -57,6 +59,9 @@ def supported(name: str, device: str) -> str | None:
     """``None`` when ``name`` can run on ``device`` here, else why not."""
     if name not in ENGINES:
         raise ValueError(f"engine must be auto or one of {ENGINES}, got {name!r}")
+    from routerdc.inference.checked import CHECKED
+
+    name = CHECKED.get(name, name)  # a checked engine runs where its fast engine runs
     cuda = device.startswith("cuda")
     if name == "torch-bf16" and not cuda and not cpu_features().bf16:
         return "the CPU has neither AMX-BF16 nor AVX512-BF16"
@@ -127,8 +132,10 @@ class Sources:
     need) and the ONNX form cached under ``onnx_dir`` (exported from torch when missing)."""
 
     def __init__(self, folder: Path, *, device: str, threads: int, onnx_dir: Path,
-                 model: Any = None, loader: Callable[[Path, str], Any] | None = None) -> None:
+                 model: Any = None, loader: Callable[[Path, str], Any] | None = None,
+                 data_dir: str | Path | None = None) -> None:
         self.folder, self.device, self.threads, self.onnx_dir = folder, device, threads, onnx_dir
+        self.data_dir = data_dir  # where a checked engine finds its probe queries
         self._model, self._loader = model, loader
         self._lock = threading.Lock()
 
@@ -154,12 +161,26 @@ class Sources:
         return self.onnx_dir
 
 
-def build_engine(name: str, sources: Sources) -> Engine:
-    """The engine ``name`` for the router of ``sources``; :class:`EngineUnavailable` when it cannot run."""
+def build_engine(name: str, sources: Sources, *, bounds: Any = None) -> Engine:
+    """The engine ``name`` for the router of ``sources``; :class:`EngineUnavailable` when it cannot run.
+
+    A checked engine re-encodes in fp32 the queries within ``bounds`` (``(T, T)``, score units) of
+    a tie; None: measured now on the probe queries (:func:`routerdc.inference.checked.calibrate`).
+    """
     why = supported(name, sources.device)
     if why:
         raise EngineUnavailable(f"{name}: {why}")
     try:
+        from routerdc.inference.checked import CHECKED, CheckedEngine, bounds_from_errors, calibrate
+
+        if name in CHECKED:
+            fast = build_engine(CHECKED[name], sources)
+            exact = TorchEngine(sources.model, "torch", _lock=fast._lock)  # one tokenizer, one lock
+            if bounds is None:
+                from routerdc.inference.select import probe_texts
+
+                bounds = bounds_from_errors(calibrate(fast, exact, probe_texts(sources.data_dir)[0]))
+            return CheckedEngine(fast, exact, bounds, name)
         if name == "torch":
             return TorchEngine(sources.model, "torch")
         if name == "torch-bf16":

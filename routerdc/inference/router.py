@@ -98,8 +98,16 @@ class Router:
         return route_embeddings(emb, self.keys, self.config, temperature, cost_weight)
 
     def route(self, texts: Sequence[str], temperature: float | None = None, cost_weight: float = 0.0) -> Routing:
-        """Route each text (in the given order); see :class:`routerdc.routing.Routing`."""
-        return self.route_embeddings(self.embed(texts), temperature, cost_weight)
+        """Route each text (in the given order); see :class:`routerdc.routing.Routing`.
+
+        A checked engine (:mod:`routerdc.inference.checked`) re-encodes the near-ties at this cost
+        weight (a tie's margin does not depend on the temperature)."""
+        if getattr(self.engine, "checks_ties", False):
+            emb = self.engine.embed(list(texts), token_budget=self.token_budget, max_rows=self.max_rows,
+                                    cost_weight=cost_weight)
+        else:
+            emb = self.embed(texts)
+        return self.route_embeddings(emb, temperature, cost_weight)
 
     def unk_tokens(self, text: str) -> tuple[int, int] | None:
         """``([UNK] count, token count)`` of ``text`` without special tokens; None when the

@@ -7,7 +7,10 @@ fastest qualifying one (probe queries per second, after a warm-up) is picked. Th
 measured once per router and machine and cached as JSON under ``<cache>/engines/``, named by the
 router's fingerprint and :func:`routerdc.inference.features.machine_key`, with the CPU's flags,
 every trial and the reason, so a later load reads it without measuring (and without torch when
-the pick is an ONNX engine whose form is cached).
+the pick is an ONNX engine whose form is cached). A checked engine
+(:mod:`routerdc.inference.checked`) is measured with the margin bounds derived from its fast
+engine's errors on the same probes; they are stored in its trial and used by every later load.
+A cached decision that did not measure every candidate engine (an older version's) is measured again.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from routerdc.routing import route_embeddings
+from routerdc.inference.checked import CHECKED, bounds_from_errors, pair_errors
 from routerdc.inference.engines import ENGINES, EngineUnavailable, Sources, build_engine, supported
 from routerdc.inference.features import cpu_features, machine_key
 
@@ -50,6 +54,12 @@ class Trial:
     agreement: float | None = None
     max_prob_diff: float | None = None
     note: str = ""
+    bounds: tuple[tuple[float, ...], ...] | None = None  # a checked engine's margin bounds (T x T, score units)
+    rechecked: float | None = None  # share of the probes a checked engine re-encoded in fp32
+
+    def __post_init__(self) -> None:
+        if self.bounds is not None:  # JSON gives lists
+            object.__setattr__(self, "bounds", tuple(tuple(float(x) for x in row) for row in self.bounds))
 
 
 @dataclass(frozen=True)
@@ -62,6 +72,11 @@ class Decision:
     def to_dict(self) -> dict[str, Any]:
         return {"engine": self.engine, "reason": self.reason, "probe": self.probe,
                 "trials": [asdict(t) for t in self.trials]}
+
+    def bounds(self, engine: str) -> np.ndarray | None:
+        """The margin bounds ``(T, T)`` measured for the checked ``engine`` (None: not measured)."""
+        b = next((t.bounds for t in self.trials if t.engine == engine and t.bounds is not None), None)
+        return None if b is None else np.asarray(b, dtype=np.float64)
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "Decision":
@@ -94,13 +109,19 @@ def decision_path(cache_dir: Path, fingerprint: str, device: str) -> Path:
     return cache_dir / "engines" / f"{fingerprint}-{machine_key(device)}.json"
 
 
-def read_decision(path: Path) -> Decision | None:
+def read_decision(path: Path, names: Sequence[str] = ENGINES) -> Decision | None:
+    """The decision cached at ``path``; None when absent, damaged, or when it did not try every
+    engine of ``names`` (made before an engine was added) or lacks its checked engine's bound."""
     try:
         d = json.loads(path.read_text(encoding="utf-8"))
         decision = Decision.from_dict(d)
-        return decision if decision.engine in ENGINES else None
     except (OSError, ValueError, KeyError, TypeError):
         return None  # absent or damaged: measured again
+    if decision.engine not in ENGINES or not set(names) <= {t.engine for t in decision.trials}:
+        return None
+    if decision.engine in CHECKED and decision.bounds(decision.engine) is None:
+        return None
+    return decision
 
 
 def _timed_embed(engine: Any, texts: Sequence[str], token_budget: int | None) -> tuple[np.ndarray, float]:
@@ -117,6 +138,7 @@ def measure(sources: Sources, texts: Sequence[str], names: Sequence[str] = ENGIN
     ref_emb, ref_qps = _timed_embed(ref_engine, texts, token_budget)
     ref = route_embeddings(ref_emb, ref_engine.keys, ref_engine.config)
     trials = [Trial("torch", True, ref_qps, 1.0, 0.0, "the reference")]
+    embs: dict[str, np.ndarray] = {"torch": ref_emb}
     for name in names:
         if name == "torch":
             continue
@@ -124,19 +146,29 @@ def measure(sources: Sources, texts: Sequence[str], names: Sequence[str] = ENGIN
         if why:
             trials.append(Trial(name, False, note=why))
             continue
+        bounds = None
         try:
-            engine = build_engine(name, sources)
+            if name in CHECKED:  # the bounds from the fast engine's errors on these probes
+                base = CHECKED[name]
+                if base not in embs:
+                    embs[base] = build_engine(base, sources).embed(texts, token_budget=token_budget)
+                errors = pair_errors(route_embeddings(embs[base], ref_engine.keys, ref_engine.config), ref)
+                bounds = bounds_from_errors(errors)
+            engine = build_engine(name, sources, bounds=bounds)
             emb, qps = _timed_embed(engine, texts, token_budget)
         except EngineUnavailable as exc:
             trials.append(Trial(name, False, note=str(exc)))
             continue
+        embs[name] = emb
         got = route_embeddings(emb, engine.keys, engine.config)
         agree = float(np.mean(got.choice == ref.choice))
         diff = float(np.abs(got.probs - ref.probs).max())
         ok = agree >= MIN_AGREEMENT and diff <= PROB_TOL
         note = "" if ok else (f"agrees on {agree:.1%} (< {MIN_AGREEMENT:.1%})" if agree < MIN_AGREEMENT
                               else f"probabilities off by {diff:.3f} (> {PROB_TOL})")
-        trials.append(Trial(name, ok, qps, agree, diff, note))
+        rechecked = getattr(engine, "recheck_share", None)
+        trials.append(Trial(name, ok, qps, agree, diff, note,
+                            None if bounds is None else tuple(map(tuple, bounds.tolist())), rechecked))
     return trials
 
 
@@ -151,6 +183,9 @@ def pick(trials: Sequence[Trial], probe: str) -> Decision:
     speed = "" if best.engine == "torch" else f", {best.queries_per_second / ref.queries_per_second:.2f}x torch fp32"
     agree = "" if best.engine == "torch" else (f", agrees with torch fp32 on {best.agreement:.1%} "
                                                f"(probabilities within {best.max_prob_diff:.1e})")
+    if best.bounds is not None:
+        agree += (f", re-encoding in fp32 the near-ties ({best.rechecked or 0:.0%} of the probes; per-pair margin "
+                  f"bounds up to {max(map(max, best.bounds)):.1e})")
     reason = (f"auto: {best.engine} is the fastest engine that routes like torch fp32 on {probe} "
               f"({best.queries_per_second:.0f} q/s{speed}{agree}); {others}; CPU {cpu_features().summary()}")
     return Decision(best.engine, reason, tuple(trials), probe)
@@ -167,7 +202,7 @@ def choose(sources: Sources, cache_dir: Path, fingerprint: str, *, data_dir: str
     if tuple(candidates) != ENGINES:
         path = path.with_name(path.stem + "-" + "+".join(sorted(set(candidates) | {"torch"})) + ".json")
     if not remeasure:
-        cached = read_decision(path)
+        cached = read_decision(path, tuple(set(candidates) | {"torch"}))
         if cached is not None:
             return cached, True
     texts, probe = probe_texts(data_dir)

@@ -114,7 +114,7 @@ def test_auto_measures_once_and_caches_with_the_cpu_flags(saved_router, minilm_r
                        candidates=("torch", "int8")).engine_name == "torch"
     with pytest.raises(ValueError, match="unknown engines"):
         load_router(saved_router, "auto", "cpu", cache_dir=tmp_path, model=minilm_router, candidates=("tpu",))
-    assert set(ENGINES) == {"torch", "torch-bf16", "int8", "onnx", "onnx-int8"}
+    assert set(ENGINES) == {"torch", "torch-bf16", "torch-bf16-checked", "int8", "onnx", "onnx-int8"}
 
 
 class _Counting:
