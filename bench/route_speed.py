@@ -9,7 +9,8 @@ sets, 128 by default: 1024 queries), with the shipped router unless ``--checkpoi
   route     ``routerdc.load_router(ckpt).route(queries)`` end to end (``auto`` engine, queries in
             their given order, tokenising and the routing rule included);
   engines   each engine of the inference layer the same way, with its agreement with torch fp32
-            per task (choices >= 99.5%, probabilities within 1e-2);
+            per task (choices >= 99.5%, probabilities within 1e-2; a checked engine also says which
+            share of the queries it re-encoded in fp32);
   budgets   the auto engine at several token budgets (the default is the best of these);
   official  the official RouterDC inference path: every query padded to 512 tokens, batches of
             ``--official-batch`` in the given order (timed on a prefix, ``--official-queries``;
@@ -222,6 +223,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         engines[name] = {"available": True, "qps": len(queries) / t, "ratio_to_limit": len(queries) / t / limit,
                          "agreement": float(np.mean(ref.choice == got.choice)),
                          "max_prob_diff": float(np.abs(ref.probs - got.probs).max()), "per_task": pt,
+                         "rechecked_in_fp32": getattr(r.engine, "recheck_share", None),
                          "agrees_on_every_task": all(v["agreement"] >= MIN_AGREEMENT and v["max_prob_diff"] <= PROB_TOL
                                                      for v in pt.values())}
         print(f"  {name}: {engines[name]['qps']:.1f} q/s, agreement {engines[name]['agreement']:.3%}", flush=True)

@@ -23,9 +23,9 @@ def add_serve_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--engine", choices=ENGINE_CHOICES,
                    help="inference engine of the router (default: $ROUTERDC_ENGINE, else auto: the fastest that "
                         "routes like torch fp32)")
-    p.add_argument("--micro-batch-ms", type=float, default=2.0,
+    p.add_argument("--micro-batch-ms", type=float, default=0.0,
                    help="gather concurrent requests for up to this many ms into one encoder batch "
-                        "(0: no waiting; default: 2)")
+                        "(default: 0, no waiting: the requests that queued while the last batch ran form the next)")
     p.add_argument("--no-micro-batching", action="store_true", help="route each request alone")
     from routerdc.serving.sessions import DEFAULT_MAX_SESSIONS, DEFAULT_TTL_S
 

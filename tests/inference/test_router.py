@@ -14,7 +14,7 @@ from routerdc.inference import ENGINES, EngineUnavailable, Router, load_router
 from routerdc.inference import features, select
 from routerdc.model.batching import token_budget_batches
 from routerdc.routing import route_embeddings
-from routerdc.serving.batcher import BatchConfig, MicroBatcher
+from routerdc.serving.batcher import BatchConfig, MicroBatcher, length_groups
 
 QUERIES = ["What is 2 + 2?", "def add(a, b): return a + b", "x",
            "以下哪个城市是中国的首都？A. 上海 B. 北京 C. 广州 D. 深圳",
@@ -130,7 +130,7 @@ class _Counting:
 
 def test_micro_batcher_gathers_concurrent_queries(minilm_router):
     counting = _Counting(minilm_router)
-    batcher = MicroBatcher(counting, BatchConfig(window_ms=200, max_batch=64))
+    batcher = MicroBatcher(counting, BatchConfig(enabled=True, window_ms=200, max_batch=64, max_pad_ratio=1e6))
     want = minilm_router.route(QUERIES * 2)
     got = [None] * len(want.choice)
     start = threading.Barrier(len(got))
@@ -155,7 +155,7 @@ def test_micro_batcher_alone_waits_at_most_the_window(minilm_router):
     t0 = time.perf_counter()
     minilm_router.route(["What is 2 + 2?"])
     direct = time.perf_counter() - t0
-    batcher = MicroBatcher(counting, BatchConfig(window_ms=100))
+    batcher = MicroBatcher(counting, BatchConfig(enabled=True, window_ms=100))
     t0 = time.perf_counter()
     r = batcher.route("What is 2 + 2?")
     waited = time.perf_counter() - t0
@@ -180,3 +180,35 @@ def test_cli_route_says_which_engine(saved_router, tmp_path, capsys):
     assert "routing on engine torch (torch: asked for)" in capsys.readouterr().err
     rows = [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
     assert [r["query"] for r in rows] == QUERIES[:3]
+
+
+def test_micro_batching_is_off_by_default_and_splits_batches_by_length(minilm_router):
+    # the defaults measured best by bench/api_speed.py (README): on, no window, length groups
+    assert (BatchConfig().enabled, BatchConfig().window_ms, BatchConfig().max_pad_ratio) == (True, 0.0, 1.5)
+    texts = ["a" * 4, "b" * 400, "c" * 8, "d" * 420, "e" * 6, "f" * 900]
+    groups = length_groups(texts, 1.5)
+    assert sorted(i for g in groups for i in g) == list(range(len(texts)))
+    lens = [len(t.encode()) // 4 + 2 for t in texts]
+    assert all(max(lens[i] for i in g) <= 1.5 * min(lens[i] for i in g) for g in groups)
+    assert [sorted(g) for g in groups] == [[0, 2, 4], [1, 3], [5]]
+    assert length_groups(texts, 1e9) == [[0, 4, 2, 1, 3, 5]]  # one pass for the whole batch
+    with pytest.raises(ValueError, match="max_pad_ratio"):
+        BatchConfig(max_pad_ratio=0.5)
+    counting = _Counting(minilm_router)
+    batcher = MicroBatcher(counting, BatchConfig(enabled=True, window_ms=300, max_pad_ratio=1.5))
+    got = [None] * len(texts)
+    start = threading.Barrier(len(texts))
+
+    def client(i):
+        start.wait()
+        got[i] = batcher.route(texts[i])
+
+    threads = [threading.Thread(target=client, args=(i,)) for i in range(len(texts))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    batcher.close()
+    want = minilm_router.route(texts)
+    np.testing.assert_allclose(np.concatenate([r.probs for r in got]), want.probs, atol=1e-4)
+    assert sum(counting.calls) == len(texts) and max(counting.calls) <= 3  # length groups, not one batch of 6
