@@ -114,7 +114,7 @@ def physical_bound(model: Any, queries: Sequence[str], bf16: bool, rounds: int =
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
     from routerdc.inference.features import cpu_features
-    from routerdc.model import RouterDC
+    from routerdc.model.router import RouterDC
 
     info = machine_info()
     queries = load(args.queries, args.seed, args.data_dir)

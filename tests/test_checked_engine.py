@@ -43,7 +43,7 @@ def test_score_gaps_and_pair_errors_are_score_differences():
 
 @pytest.fixture(scope="module")
 def shipped():
-    from routerdc.model import RouterDC
+    from routerdc.model.router import RouterDC
 
     return RouterDC.from_pretrained(SHIPPED)
 
