@@ -17,7 +17,7 @@ from routerdc.inference.checked import (MIN_BOUND, SAFETY, CheckedEngine, bounds
 from routerdc.inference.features import cpu_features
 from routerdc.routing import RouterConfig, route_embeddings
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 SHIPPED = ROOT / "checkpoints" / "routerdc-minilm"
 PER_TASK = 6
 needs_bf16 = pytest.mark.skipif(not cpu_features().bf16, reason="the CPU has neither AMX-BF16 nor AVX512-BF16")
@@ -122,5 +122,5 @@ def test_a_decision_from_before_an_engine_existed_is_measured_again(tmp_path):
 
 
 @pytest.fixture(scope="module")
-def saved_router(minilm_router, tmp_path_factory):
-    return minilm_router.save_pretrained(tmp_path_factory.mktemp("checked") / "router", include_encoder=False)
+def saved_router(_minilm_base, tmp_path_factory):
+    return _minilm_base.save_pretrained(tmp_path_factory.mktemp("checked") / "router", include_encoder=False)
