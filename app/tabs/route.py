@@ -96,13 +96,12 @@ def answer_markdown(ctx: AppContext, match: tuple | None, chosen: str) -> str:
         entry, row = match
         s = entry.set
         if s.responses is not None and chosen in s.llms:
-            col = list(s.llms).index(chosen)
-            text = s.responses[row][col] or ""
-            if text.strip():
+            found = s.recorded(row, chosen)  # the one reader of recorded answers (the recorded backend's too)
+            if found is not None:
+                text, cost = found
                 shown = text if len(text) <= ANSWER_CHARS else text[:ANSWER_CHARS] + "\n…(truncated)"
                 shown = shown.replace("~~~", "~ ~ ~")
-                price = ("" if s.costs is None else
-                         f", recorded price **${float(s.costs[row][col]):.5f}**")
+                price = "" if cost is None else f", recorded price **${cost:.5f}**"
                 return (f"#### Recorded answer of `{chosen}` (RouterBench, **recorded**, not generated live{price})\n\n"
                         f"~~~text\n{shown}\n~~~")
             return f"RouterBench has no recorded answer of `{chosen}` for this query."

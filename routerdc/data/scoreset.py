@@ -134,6 +134,18 @@ class ScoreSet:
             else tuple(tuple(r[j] for j in order) for r in self.responses),
         )
 
+    def recorded(self, row: int, llm: str) -> tuple[str, float | None] | None:
+        """LLM ``llm``'s recorded answer to query ``row`` and its recorded price in dollars (None when
+        the set records no costs), or None when there is no answer (RouterBench records answers).
+        The one reader of recorded answers: the app's answer box and the recorded backend use it."""
+        if self.responses is None or llm not in self.llms:
+            return None
+        col = self.llms.index(llm)
+        text = self.responses[row][col] or ""
+        if not text.strip():
+            return None
+        return text, None if self.costs is None else float(self.costs[row][col])
+
     def subset(self, index: Sequence[int] | np.ndarray) -> "ScoreSet":
         """Rows ``index`` (repeats allowed), keeping every column and extra."""
         idx = np.asarray(index, dtype=np.int64).reshape(-1)

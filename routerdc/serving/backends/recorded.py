@@ -13,7 +13,7 @@ import functools
 import re
 import threading
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Any, Iterator, Sequence
 
 from routerdc.data.scoreset import query_key
 from routerdc.serving.config import ModelSpec
@@ -27,16 +27,14 @@ class NotRecorded(BackendError):
     status = 404
 
 
-Row = tuple[tuple[str, ...], "tuple[float, ...] | None"]  # per LLM: the answers, and their prices
-
-
 @functools.lru_cache(maxsize=8)
-def _answers(files: tuple[str, ...]) -> tuple[tuple[str, ...], dict[str, Row]]:
-    """LLM names, and the recorded answers and prices per prompt (whitespace-normalised) of these files."""
+def _answers(files: tuple[str, ...]) -> tuple[tuple[str, ...], dict[str, tuple[Any, int]]]:
+    """LLM names, and per prompt (:func:`routerdc.data.query_key`) the score set and row that record
+    its answers (read with :meth:`routerdc.data.ScoreSet.recorded`)."""
     from routerdc.data import load_scores
 
     llms: tuple[str, ...] = ()
-    table: dict[str, Row] = {}
+    table: dict[str, tuple[Any, int]] = {}
     for f in files:
         for s in load_scores(f, missing="zero"):  # scores are not used here
             if s.responses is None:
@@ -45,10 +43,8 @@ def _answers(files: tuple[str, ...]) -> tuple[tuple[str, ...], dict[str, Row]]:
             missing = [m for m in llms if m not in s.llms]
             if missing:
                 raise ValueError(f"{f}: no recorded answers of {missing}, which the other files have")
-            order = [s.llms.index(m) for m in llms]
-            for i, (q, row) in enumerate(zip(s.queries, s.responses)):
-                costs = None if s.costs is None else tuple(float(s.costs[i][j]) for j in order)
-                table.setdefault(query_key(q), (tuple(row[j] for j in order), costs))
+            for i, q in enumerate(s.queries):
+                table.setdefault(query_key(q), (s, i))
     return llms, table
 
 
@@ -62,7 +58,7 @@ class RecordedBackend:
         self.files = tuple(str(Path(f)) for f in files)
         self._counter = PromptCounter(spec)
 
-    def _table(self) -> tuple[int, dict[str, Row]]:
+    def _table(self) -> dict[str, tuple[Any, int]]:
         try:
             llms, table = _answers(self.files)
         except (OSError, ValueError) as exc:
@@ -70,18 +66,17 @@ class RecordedBackend:
         if self.spec.name not in llms:
             raise BackendError(self.spec.name, f"no recorded answers for this LLM in {list(self.files)} "
                                                f"(it has {list(llms)})", status=503)
-        return llms.index(self.spec.name), table
+        return table
 
     def recorded(self, prompt: str) -> tuple[str, float | None]:
         """The recorded answer to ``prompt`` and its recorded price in dollars (None when the files
         record no costs); :class:`NotRecorded` if there is no answer."""
-        col, table = self._table()
-        row = table.get(query_key(prompt))
-        if row is None or not row[0][col]:
+        where = self._table().get(query_key(prompt))
+        found = None if where is None else where[0].recorded(where[1], self.spec.name)
+        if found is None:
             raise NotRecorded(self.spec.name, "no recorded answer for this prompt; the recorded backend only "
                                               "answers prompts of its RouterBench files")
-        answers, costs = row
-        return answers[col], None if costs is None else costs[col]
+        return found
 
     def answer(self, prompt: str) -> str:
         """The recorded answer to ``prompt``; :class:`NotRecorded` if there is none."""
