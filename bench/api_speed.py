@@ -87,7 +87,7 @@ def physical_bound(model: Any, queries: Sequence[str], bf16: bool, rounds: int =
 
     import torch
 
-    from routerdc.inference.batching import token_budget_batches
+    from routerdc.model.batching import token_budget_batches
 
     enc = model.tokenize(list(queries))
     ids, mask = enc["input_ids"], enc["attention_mask"]
