@@ -51,8 +51,9 @@ class AppContext:
                preload: Preload | None = None) -> "AppContext":
         data = preload.data.result() if preload is not None else load_data(settings)
         routers = RouterService(settings)
-        ctx = cls(settings=settings, data=data, routers=routers, maps=MapService(settings, lambda: ctx.data))
-        ctx.maps = MapService(settings, lambda: ctx.data, after=ctx._after_map)
+        maps = MapService(settings, lambda: ctx.data)  # the data may be replaced by a background download
+        ctx = cls(settings=settings, data=data, routers=routers, maps=maps)
+        maps.after = ctx._after_map
         from .data_fetch import start_fetch  # an empty data directory: download the data in the background
 
         ctx.fetch = start_fetch(ctx)

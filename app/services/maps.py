@@ -231,7 +231,7 @@ class MapService:
                  after: Callable[["RouterView", bool], None] | None = None) -> None:
         self.settings = settings
         self._data = data
-        self._after = after
+        self.after = after
         self._threads: dict[str, threading.Thread] = {}
         self._lock = threading.Lock()
 
@@ -245,8 +245,8 @@ class MapService:
             if background:
                 background_priority()
             view.map.compute(self._data(), per_set=s.map_per_set, method=s.map_method, cache_dir=s.cache_dir)
-            if self._after is not None:
-                self._after(view, background)
+            if self.after is not None:
+                self.after(view, background)
 
         if not background:
             run()

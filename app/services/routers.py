@@ -19,6 +19,7 @@ from typing import Sequence
 import numpy as np
 
 from routerdc.data import ScoreSet
+from routerdc.inference import router_fingerprint
 
 from .data import load_data
 from .maps import RouterMap
@@ -28,14 +29,6 @@ _PROJECT_ROOT = Path(__file__).resolve().parents[2]  # where `python -m routerdc
 
 __all__ = ["ENGINE_LABELS", "Preload", "RouterService", "RouterView", "load_view", "prepare_engine",
            "router_fingerprint"]
-
-
-def router_fingerprint(folder: Path) -> str:
-    """Identity of a saved router's content (config and weights; SHA-256, about 0.1 s for the
-    shipped 45 MB): the inference layer's (:func:`routerdc.inference.router_fingerprint`)."""
-    from routerdc.inference import router_fingerprint as layer_fingerprint
-
-    return layer_fingerprint(folder)
 
 
 class RouterView:
