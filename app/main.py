@@ -70,15 +70,18 @@ def create_app(settings: Settings | None = None, ctx: AppContext | None = None) 
         def pick(key, sess):
             view = ctx.routers.get(key)
             ctx.maps.ensure(view)
-            return (sess or Session()).with_router(key), status_markdown(ctx, key), sets_update(ctx, key)
+            return ((sess or Session()).with_router(key), status_markdown(ctx, key), sets_update(ctx, key),
+                    view.config.routing_temperature)
 
         def key_of(sess):
             return sess.router_key if sess else None
 
-        picker.input(pick, [picker, session], [session, status, ev["sets"]], api_name="pick_router",
-                     concurrency_id="route")
-        train["use_event"].then(lambda sess: sets_update(ctx, key_of(sess)), [session], [ev["sets"]],
-                                api_visibility="private")
+        # A router change also resets the Route tab's temperature to that router's calibrated tau.
+        picker.input(pick, [picker, session], [session, status, ev["sets"], route["temperature"]],
+                     api_name="pick_router", concurrency_id="route")
+        train["use_event"].then(lambda sess: (sets_update(ctx, key_of(sess)),
+                                              ctx.routers.get(key_of(sess)).config.routing_temperature),
+                                [session], [ev["sets"], route["temperature"]], api_visibility="private")
         refresh_status.click(lambda sess: status_markdown(ctx, key_of(sess)), [session], [status], api_name="status",
                              queue=False)
         demo.load(lambda sess: status_markdown(ctx, key_of(sess)), [session], [status], api_visibility="private",

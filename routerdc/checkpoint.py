@@ -148,18 +148,26 @@ class RouterMeta:
         return replace(self, router={k: v for k, v in router.items() if v is not None})
 
     def with_offsets(self, bias: Sequence[float], record: Mapping[str, Any]) -> "RouterMeta":
-        """Calibrated: the offsets b_t in the router config and the fit's record."""
-        return replace(self.with_router(llm_bias=[float(b) for b in bias]), calibration=dict(record))
+        """Calibrated: the offsets b_t in the router config and the fit's record. A fitted
+        temperature is dropped (it was fitted after other offsets): see :meth:`with_temperature`."""
+        return replace(self.with_router(llm_bias=[float(b) for b in bias], calibrated_temperature=None),
+                       calibration=dict(record))
+
+    def with_temperature(self, temperature: float, record: Mapping[str, Any]) -> "RouterMeta":
+        """The fitted temperature (``calibrated_temperature``), its record under ``calibration.temperature``."""
+        return replace(self.with_router(calibrated_temperature=float(temperature)),
+                       calibration={**(self.calibration or {}), "temperature": dict(record)})
 
     def without_offsets(self) -> "RouterMeta":
-        """The paper's rule: no offsets and no calibration record."""
-        return replace(self.with_router(llm_bias=None), calibration=None)
+        """The paper's rule: no offsets, no fitted temperature and no calibration record."""
+        return replace(self.with_router(llm_bias=None, calibrated_temperature=None), calibration=None)
 
     def with_extra(self, **entries: Any) -> "RouterMeta":
         return replace(self, extra={**self.extra, **entries})
 
     def embedding_bytes(self) -> bytes:
-        """This config without what changes no embedding (the offsets and their record, the costs):
+        """This config without what changes no embedding (the offsets, the fitted temperature and their
+        record, the costs):
         the bytes that content keys of cached embeddings and maps are taken over, so that a router and
         its calibrated or costed copy share them."""
         stripped = self.without_offsets().with_router(llm_cost=None)

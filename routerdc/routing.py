@@ -5,7 +5,10 @@ rule over query embeddings and LLM keys, in numpy).
     p(t | x) = softmax_t( (sim(E(x), k_t) + b_t - lambda * c_t) / tau ),   sim = cosine (default) or inner product
 
 b_t are per-LLM offsets fitted after training by :mod:`routerdc.train.calibration` (``llm_bias``);
-without them (``None``, the paper's rule) b = 0. lambda >= 0 is a cost weight chosen at routing
+without them (``None``, the paper's rule) b = 0. tau is the caller's temperature, else the one fitted
+on training rows so that the probabilities are calibrated (``calibrated_temperature``, see
+:mod:`routerdc.train.temperature`), else the training temperature (``temperature``); a temperature
+changes no choice. lambda >= 0 is a cost weight chosen at routing
 time and c_t the LLM's expected cost per query (``llm_cost``, dollars) scaled to [0, 1] over the
 fleet (:func:`normalized_costs`: the cheapest 0, the dearest 1); lambda = 0 (the default) is the
 rule without costs, bit for bit.
@@ -50,6 +53,9 @@ class RouterConfig:
             (fitted by :func:`routerdc.train.calibration.fit_llm_bias`); ``None``: all zero.
         llm_cost: each LLM's expected cost per query in dollars (e.g. the mean recorded cost on
             the training files), for cost-weighted routing; ``None``: unknown.
+        calibrated_temperature: tau fitted after training so that the probabilities are
+            calibrated (:func:`routerdc.train.temperature.fit_temperature`), used by the routing
+            rule in place of ``temperature``; ``None``: not fitted.
     """
 
     llm_names: tuple[str, ...]
@@ -63,6 +69,12 @@ class RouterConfig:
     normalization: str = "none"
     llm_bias: tuple[float, ...] | None = None
     llm_cost: tuple[float, ...] | None = None
+    calibrated_temperature: float | None = None
+
+    @property
+    def routing_temperature(self) -> float:
+        """The tau the routing rule uses by default: the calibrated one when fitted."""
+        return self.calibrated_temperature or self.temperature
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "llm_names", tuple(self.llm_names))
@@ -92,6 +104,10 @@ class RouterConfig:
             raise ValueError(f"similarity must be one of {SIMILARITIES}, got {self.similarity!r}")
         if not (self.temperature > 0 and np.isfinite(self.temperature)):
             raise ValueError(f"temperature must be positive, got {self.temperature}")
+        if self.calibrated_temperature is not None and not (
+                isinstance(self.calibrated_temperature, (int, float)) and self.calibrated_temperature > 0
+                and np.isfinite(self.calibrated_temperature)):
+            raise ValueError(f"calibrated_temperature must be a positive number, got {self.calibrated_temperature!r}")
         if self.normalization not in NORMALIZATIONS:
             raise ValueError(f"normalization must be one of {NORMALIZATIONS}, got {self.normalization!r}")
         if self.max_length < 2:
@@ -105,6 +121,8 @@ class RouterConfig:
                 del d[name]
             else:
                 d[name] = list(d[name])
+        if d["calibrated_temperature"] is None:
+            del d["calibrated_temperature"]
         return d
 
     @classmethod
@@ -185,7 +203,7 @@ def route_embeddings(emb: np.ndarray, keys: np.ndarray, config: RouterConfig,
     scores = sims if config.llm_bias is None else sims + np.asarray(config.llm_bias, dtype=np.float32)
     if lam > 0:
         scores = scores - np.float32(lam) * normalized_costs(config.llm_cost)  # type: ignore[arg-type]
-    logits = scores / float(temperature or config.temperature)
+    logits = scores / float(temperature or config.routing_temperature)
     logits = logits - logits.max(axis=1, keepdims=True)
     probs = np.exp(logits)
     probs /= probs.sum(axis=1, keepdims=True)

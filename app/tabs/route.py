@@ -42,7 +42,7 @@ def _cost_text(view: RouterView, lam: float, chosen: int) -> str:
 
 
 def _margin_text(llms, probs: np.ndarray, sims: np.ndarray, temperature: float,
-                 offsets: tuple[float, ...] | None = None) -> str:
+                 offsets: tuple[float, ...] | None = None, calibrated: float | None = None) -> str:
     order = np.argsort(-probs)
     top, second = int(order[0]), int(order[1]) if len(order) > 1 else int(order[0])
     margin = float(probs[top] - probs[second])
@@ -52,6 +52,12 @@ def _margin_text(llms, probs: np.ndarray, sims: np.ndarray, temperature: float,
             f"({probs[second]:.1%}); tau = {temperature:g}.")
     if offsets is not None:
         text += "  \nThis router is calibrated: p = softmax((cosine + offset) / tau), one offset per LLM."
+    if calibrated is not None and abs(temperature - calibrated) < 5e-3:
+        text += (f"  \ntau = {calibrated:g} was fitted on the training data so that p is the probability that the "
+                 "LLM is the best one for this query (ties shared): of the queries routed with p = 60%, about 60% "
+                 "go to their best LLM.")
+    elif calibrated is not None:
+        text += f"  \nThe calibrated tau of this router is {calibrated:g}; at another tau p is not a probability to trust."
     return text
 
 
@@ -152,8 +158,10 @@ def build_route_tab(ctx: AppContext, session: gr.State) -> dict[str, Any]:
             with gr.Row():
                 route_btn = gr.Button("Route", variant="primary", elem_id="route-btn")
                 clear_btn = gr.ClearButton([query], value="Clear")
-            temperature = gr.Slider(0.05, 5.0, value=1.0, step=0.05, elem_id="temperature",
-                                    label="Temperature tau (re-renders without re-encoding)")
+            temperature = gr.Slider(0.01, 5.0, value=ctx.routers.get(ctx.default_key).config.routing_temperature,
+                                    step=0.01, elem_id="temperature",
+                                    label="Temperature tau: the router's calibrated tau by default (re-renders without "
+                                          "re-encoding; no choice depends on it)")
             cost_weight = gr.Slider(0.0, 3.0, value=0.0, step=0.05, elem_id="cost-weight",
                                     label="Cost weight lambda: trade quality for cost (routers with LLM costs; "
                                           "re-renders without re-encoding)")
@@ -194,7 +202,8 @@ def build_route_tab(ctx: AppContext, session: gr.State) -> dict[str, Any]:
         neigh, why = neighbours_table(view, emb)
         for n in notices:
             gr.Warning(n)
-        md = _margin_text(view.llms, probs, sims, float(tau), offsets) + _cost_text(view, lam, int(routing.choice[0]))
+        md = (_margin_text(view.llms, probs, sims, float(tau), offsets, view.config.calibrated_temperature)
+              + _cost_text(view, lam, int(routing.choice[0])))
         if notices:
             md += "\n\n" + "\n".join(f"> ⚠ {html.escape(n)}" for n in notices)
         result = {"router": view.name, "llm": chosen, "temperature": float(tau), "cost_weight": lam,
@@ -224,7 +233,7 @@ def build_route_tab(ctx: AppContext, session: gr.State) -> dict[str, Any]:
         probs, sims = routing.probs[0], routing.similarities[0]
         offsets = view.config.llm_bias
         fig = plots.routing_bar(view.llms, probs, sims, int(routing.choice[0]), float(tau), offsets=offsets)
-        return (_margin_text(view.llms, probs, sims, float(tau), offsets)
+        return (_margin_text(view.llms, probs, sims, float(tau), offsets, view.config.calibrated_temperature)
                 + _cost_text(view, lam, int(routing.choice[0]))), fig
 
     def answer(sess: Session):

@@ -1,4 +1,4 @@
-"""``calibrate``: fit one routing offset per LLM on training data, after training."""
+"""``calibrate``: fit one routing offset per LLM, then the temperature, on training data, after training."""
 
 from __future__ import annotations
 
@@ -10,7 +10,8 @@ from routerdc.cli.common import data_dir_argument, engine_arguments
 
 
 def add_calibrate_command(sub: Any) -> None:
-    p = sub.add_parser("calibrate", help="fit one routing offset per LLM on training data (after training)")
+    p = sub.add_parser("calibrate", help="fit one routing offset per LLM, then the temperature, on training data "
+                                         "(after training)")
     data_dir_argument(p)
     p.add_argument("--checkpoint", required=True, help="router folder")
     p.add_argument("--train-files", nargs="+",
@@ -18,6 +19,8 @@ def add_calibrate_command(sub: Any) -> None:
     p.add_argument("--output", help="router folder to write (default: rewrite --checkpoint's config.json "
                                     "in place, atomically; the weights are not touched)")
     p.add_argument("--missing", default="error", choices=("error", "drop", "zero"), help="rows with absent scores")
+    p.add_argument("--no-temperature", dest="temperature", action="store_false",
+                   help="fit only the offsets, not the temperature that calibrates the probabilities")
     engine_arguments(p)
 
 
@@ -32,6 +35,8 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
         raise ValueError(f"{args.checkpoint}: its recipe names no training files; give --train-files")
     sets = load_many([resolve_file(f, args.data_dir) for f in files], missing=args.missing)
     result = calibrate_checkpoint(args.checkpoint, sets, output=args.output, engine=args.engine or default_engine(),
-                                  remeasure=args.remeasure)
-    print(json.dumps({"output": args.output or args.checkpoint, **result.to_dict()}, indent=2))
+                                  remeasure=args.remeasure, temperature=args.temperature)
+    out = args.output or args.checkpoint
+    temp = (read_config(out).get("calibration") or {}).get("temperature")
+    print(json.dumps({"output": out, **result.to_dict(), **({"temperature": temp} if temp else {})}, indent=2))
     return 0

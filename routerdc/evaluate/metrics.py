@@ -38,6 +38,8 @@ __all__ = [
     "llm_accuracies",
     "random_accuracy",
     "oracle_accuracy",
+    "best_llm_targets",
+    "expected_calibration_error",
 ]
 
 
@@ -116,3 +118,44 @@ def oracle_accuracy(scores: np.ndarray, metric: str) -> float:
     if s.shape[0] == 0:
         raise ValueError("no queries to compute an accuracy over")
     return float(_per_query(s, metric).max(axis=1).mean() * 100.0)
+
+
+def best_llm_targets(values: np.ndarray) -> np.ndarray:
+    """What the routing probabilities estimate: for each query, the distribution that puts equal
+    mass on every LLM whose value (:func:`query_values`) is the query's best, ``(n, T)`` float64
+    (rows sum to 1). When all LLMs tie, the row is uniform: no choice is better than another."""
+    v = np.asarray(values, dtype=np.float64)
+    if v.ndim != 2 or v.shape[1] == 0:
+        raise ValueError(f"values must be an (n, T) array with T >= 1, got shape {v.shape}")
+    best = np.isclose(v, v.max(axis=1, keepdims=True), rtol=0.0, atol=1e-9)
+    return best / best.sum(axis=1, keepdims=True)
+
+
+def expected_calibration_error(probs: np.ndarray, targets: np.ndarray, n_bins: int = 15) -> float:
+    """Top-label expected calibration error (Guo et al., 2017), in percent.
+
+    The confidence of a query is the probability of its chosen LLM, ``max_t p(t|x)``; its
+    correctness is the target mass of that LLM (:func:`best_llm_targets`: 1 when it is the only
+    best LLM, 1/k when it is one of k tied best, 0 otherwise). Queries are binned by confidence
+    into ``n_bins`` equal-width bins over [0, 1], and
+
+        ECE = sum_bins |bin| / n * | mean correctness - mean confidence |.
+
+    A router whose probabilities mean what they say (of the queries it routes with 80%, it is
+    right on 80%) has ECE 0.
+    """
+    p = np.asarray(probs, dtype=np.float64)
+    y = np.asarray(targets, dtype=np.float64)
+    if p.ndim != 2 or p.shape != y.shape or p.shape[0] == 0:
+        raise ValueError(f"probs {p.shape} and targets {y.shape} must be the same non-empty (n, T) shape")
+    if n_bins < 1:
+        raise ValueError(f"n_bins must be >= 1, got {n_bins}")
+    choice = p.argmax(axis=1)
+    rows = np.arange(len(p))
+    conf, correct = p[rows, choice], y[rows, choice]
+    bins = np.minimum((conf * n_bins).astype(np.int64), n_bins - 1)
+    total = 0.0
+    for b in np.unique(bins):
+        m = bins == b
+        total += m.sum() * abs(correct[m].mean() - conf[m].mean())
+    return float(total / len(p) * 100.0)

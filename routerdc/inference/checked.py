@@ -98,8 +98,8 @@ class CheckedEngine:
 
     def near_ties(self, emb: np.ndarray, cost_weight: float = 0.0) -> np.ndarray:
         """Rows of ``emb`` whose choice (at ``cost_weight``) leads another LLM by less than its bound."""
-        r = route_embeddings(emb, self.keys, self.config, cost_weight=cost_weight)
-        return np.flatnonzero((score_gaps(r, self.config.temperature) < self.bounds[r.choice]).any(axis=1))
+        r = route_embeddings(emb, self.keys, self.config, temperature=1.0, cost_weight=cost_weight)  # tau 1: no underflow
+        return np.flatnonzero((score_gaps(r, 1.0) < self.bounds[r.choice]).any(axis=1))
 
     def embed(self, texts: Sequence[str], *, token_budget: int | None = None, max_rows: int | None = None,
               cost_weight: float = 0.0) -> np.ndarray:

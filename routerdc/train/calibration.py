@@ -140,8 +140,10 @@ def calibrate(llm_names: Sequence[str], sims: Sequence[np.ndarray], sets: Sequen
 def calibrate_checkpoint(folder: str | os.PathLike, sets: Sequence[ScoreSet], *,
                          output: str | os.PathLike | None = None, cache_dir: str | os.PathLike | None = None,
                          grid: np.ndarray | None = None, device: Any = "cpu", engine: str = "torch",
-                         remeasure: bool = False) -> Calibration:
-    """Fit the offsets of the router in ``folder`` on ``sets`` and store them in its config.
+                         remeasure: bool = False, temperature: bool = True) -> Calibration:
+    """Fit the offsets of the router in ``folder`` on ``sets`` and store them in its config; with
+    ``temperature`` also the temperature after them (:mod:`routerdc.train.temperature`), on the
+    same rows, so that its probabilities are calibrated (no choice changes).
 
     Any offsets it already has are ignored (the fit starts from the raw similarities), so
     calibrating twice on the same data gives the same router. ``output`` (default: ``folder``
@@ -164,5 +166,12 @@ def calibrate_checkpoint(folder: str | os.PathLike, sets: Sequence[ScoreSet], *,
                          router.config.similarity) for s in sets]
     result = calibrate(names, sims, sets, grid=grid)
     record = {**result.to_dict(), "tasks": [s.task for s in sets], "sources": [s.source for s in sets]}
-    RouterMeta.read(folder).with_offsets(result.bias, record).write(folder, output)
+    meta = RouterMeta.read(folder).with_offsets(result.bias, record)
+    if temperature:
+        from routerdc.train.temperature import temperature_fit
+
+        fit = temperature_fit([x + np.asarray(result.bias) for x in sims], [s.align(names) for s in sets],
+                              before=router.config.temperature)
+        meta = meta.with_temperature(fit.temperature, fit.to_dict())
+    meta.write(folder, output)
     return result

@@ -109,7 +109,8 @@ class TrainConfig:
 
     eval_every: int = _opt(100, 'evaluate every N steps (0: only at the end)')
     eval_max_per_task: int = _opt(0, 'evaluate on at most N rows per task (0: all)')
-    select_by: str = _opt("train", "keep the best router by the train average (the paper's rule) or a val split")
+    select_by: str = _opt("train", "keep the best router by the train average (the paper's rule), by the train "
+                                   "average after calibration (train-calibrated) or by a val split")
     val_fraction: float = _opt(0.1, 'held-out fraction of each training task with --select-by val')
     calibrate: bool = _opt(False,
                 'after training, fit one routing offset per LLM on all training rows (maximising the training-set '
@@ -141,7 +142,8 @@ class TrainConfig:
             (self.train_scores in ("raw", "metric"), "train_scores must be 'raw' or 'metric'"),
             (self.temperature > 0 and self.ss_temperature > 0, "temperatures must be positive"),
             (self.group_by in ("cluster", "task"), "group_by must be 'cluster' or 'task'"),
-            (self.select_by in ("train", "val"), "select_by must be 'train' or 'val'"),
+            (self.select_by in ("train", "train-calibrated", "val"),
+             "select_by must be 'train', 'train-calibrated' or 'val'"),
             (0 < self.val_fraction < 1, "val_fraction must be in (0, 1)"),
             (self.n_clusters >= 1, "n_clusters must be >= 1"),
             (self.length_window >= 1, "length_window must be >= 1"),

@@ -179,8 +179,16 @@ def _write(router: Any, folder: Path, output: Path, names: tuple[str, ...], keys
 
     meta = RouterMeta.read(folder)
     aligned = [s.align(names) for s in sets]
-    cal = calibrate(names, [similarities(e, keys, router.config.similarity) for e in embs], aligned)
-    config = replace(router.config, llm_names=names, llm_bias=cal.bias, llm_cost=_costs(router.config, names, sets))
+    sims = [similarities(e, keys, router.config.similarity) for e in embs]
+    cal = calibrate(names, sims, aligned)
+    tau = None
+    if router.config.calibrated_temperature is not None:  # refit it after the new offsets, as calibrate does
+        from routerdc.train.temperature import temperature_fit
+
+        fit = temperature_fit([x + np.asarray(cal.bias) for x in sims], aligned, before=router.config.temperature)
+        tau = fit.temperature
+    config = replace(router.config, llm_names=names, llm_bias=cal.bias, llm_cost=_costs(router.config, names, sets),
+                     calibrated_temperature=tau)
     new = RouterDC(config, router.encoder, router.tokenizer)
     state = {k: v for k, v in router.state_dict().items() if k != "llm_embeddings.weight"}
     state["llm_embeddings.weight"] = torch.as_tensor(keys)
@@ -189,6 +197,8 @@ def _write(router: Any, folder: Path, output: Path, names: tuple[str, ...], keys
     history = [*meta.extra.get("fleet_changes", []), {**record, "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
                                                 "llm_names": list(names)}]
     calibration = {**cal.to_dict(), "tasks": [s.task for s in sets], "sources": [s.source for s in sets]}
+    if tau is not None:
+        calibration["temperature"] = fit.to_dict()
     new.save_pretrained(output, include_encoder=meta.included, recipe=meta.recipe, metrics={},
                         dtype=dtype if isinstance(dtype, torch.dtype) else None,
                         extra_meta={"calibration": calibration, "fleet_changes": history})

@@ -3,7 +3,8 @@
 Each step draws a batch (length-grouped, dynamically padded), computes
 ``L = L_sample-LLM + lambda * L_sample-sample`` and takes an AdamW step. Every ``eval_every``
 steps it evaluates on the training and test sets and keeps the best router by the
-training-set average (the paper's rule) or a validation split, written atomically. With
+training-set average (the paper's rule), that average after fitting the calibration offsets on
+the same rows (``train-calibrated``), or a validation split, written atomically. With
 ``calibrate`` the saved router then gets per-LLM routing offsets fitted on all training rows
 (:mod:`routerdc.train.calibration`). A cancel flag stops it between steps, leaving the last good
 checkpoint intact (and uncalibrated).
@@ -166,24 +167,28 @@ class Trainer:
     def evaluate(self, model: RouterDC, eval_sets: dict[str, list[ScoreSet]],
                  cached: dict[str, list[np.ndarray]] | None = None) -> dict[str, float]:
         """Per-task accuracy (%) and averages for each evaluation split."""
+        from routerdc.train.calibration import calibrate
+
         metrics: dict[str, float] = {}
         for split, sets in eval_sets.items():
-            choices = []
+            routings = []
             for i, s in enumerate(sets):
                 if cached is not None:
                     with torch.no_grad():
                         emb = model.project(torch.as_tensor(cached[split][i], device=self.device))
-                    choices.append(model.route_embeddings(emb).choice)
+                    routings.append(model.route_embeddings(emb))
                 else:  # through the inference layer (torch fp32, token-budget batches)
-                    choices.append(Router.from_model(model).route(s.queries).choice)
-            metrics.update(split_metrics(split, sets, choices, self._id_tasks()))
+                    routings.append(Router.from_model(model).route(s.queries))
+            metrics.update(split_metrics(split, sets, [r.choice for r in routings], self._id_tasks()))
+            if split == "train":  # what calibration would make of this step (select_by train-calibrated)
+                metrics["train/avg_calibrated"] = calibrate(self.llms, [r.similarities for r in routings], sets).after
         return metrics
 
     # ------------------------------------------------------------------ the loop
     def run(self) -> TrainResult:
         cfg = self.config
         t0 = time.perf_counter()
-        select_key = "val/avg" if cfg.select_by == "val" else "train/avg"
+        select_key = {"val": "val/avg", "train": "train/avg", "train-calibrated": "train/avg_calibrated"}[cfg.select_by]
         existing = existing_score(Path(cfg.output_dir), select_key, overwrite=self.overwrite)  # before any work
         torch.manual_seed(cfg.seed)
         gen = torch.Generator().manual_seed(cfg.seed)

@@ -182,6 +182,8 @@ def test_calibrate_cli(saved_router, tiny_set, tmp_path, capsys):
     report = json.loads(capsys.readouterr().out)
     assert report["train_avg_after"] >= report["train_avg_before"]
     assert RouterDC.from_pretrained(saved_router).config.llm_bias is not None
+    tau = RouterDC.from_pretrained(saved_router).config.calibrated_temperature
+    assert tau is not None and report["temperature"]["temperature"] == tau
     # export keeps the offsets and the calibration record
     assert main(["export", "--checkpoint", str(saved_router), "--output", str(tmp_path / "fp16")]) == 0
     exported = json.loads((tmp_path / "fp16" / "config.json").read_text())

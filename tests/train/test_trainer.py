@@ -106,6 +106,20 @@ def test_calibrate_fits_offsets_on_the_training_rows_after_the_run(small_sets, t
     assert router.meta.calibration["tasks"] == [s.task for s in train_sets]
 
 
+def test_select_by_the_calibrated_training_average(small_sets, tmp_path):
+    train_sets, _ = small_sets
+    cfg = TrainConfig(output_dir=str(tmp_path / "tc"), steps=4, batch_size=16, freeze_encoder=True,
+                      samples_per_task=16, eval_every=2, select_by="train-calibrated", calibrate=True, seed=1)
+    result = train(cfg, train_sets=train_sets)
+    evals = [h for h in result.history if "train/avg" in h]
+    assert len(evals) == 2 and all(h["train/avg_calibrated"] >= h["train/avg"] - 1e-9 for h in evals)
+    best = max(evals, key=lambda h: h["train/avg_calibrated"])
+    assert result.best_step == best["step"] and result.best_score == best["train/avg_calibrated"]
+    # The router it saved was then calibrated on all training rows, temperature included.
+    router = RouterDC.from_pretrained(result.output_dir)
+    assert router.config.llm_bias is not None and router.config.calibrated_temperature is not None
+
+
 def test_metric_train_scores_reach_the_losses(small_sets, tmp_path):
     train_sets, _ = small_sets
     cfg = TrainConfig(output_dir=str(tmp_path / "m"), steps=1, batch_size=8, freeze_encoder=True,
