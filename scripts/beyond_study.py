@@ -12,8 +12,10 @@ test sets are embedded once (through the embedding cache), and then, in numpy:
   m fitted on the training rows (:mod:`routerdc.evaluate.combine`);
 * ``(f) k-NN mix``: ``(1 - a) p + a * kNN value``, a fitted on the training rows (leave-one-out);
 * ``(c) ensemble``: the mean of the seeds' calibrated probabilities (one row, not per seed);
-* ``(d) temperature``: tau fitted on the training rows; expected calibration error (ECE) and NLL
-  on the test sets at the training tau and at the fitted one (no choice changes).
+* ``(d) temperature``: tau fitted on the training rows so that the chosen LLM's probability is the
+  probability that it answers correctly; the expected calibration error (ECE) on the test sets at
+  the training tau and at the fitted one, against that event and against "it is the best LLM" (no
+  choice changes).
 
 Writes ``OUTPUT.json`` and ``OUTPUT.md``: the paper's table with each method as mean ± std over the
 seeds, the fitted m / a / tau, and the calibration errors.
@@ -49,7 +51,7 @@ def study(folders: Sequence[str], train_sets: list[Any], test_sets: list[Any], e
           k: int = 10) -> dict[str, Any]:
     from routerdc.evaluate import combine
     from routerdc.evaluate.metrics import best_llm_targets, expected_calibration_error, query_values
-    from routerdc.train.temperature import fit_temperature, routing_nll, softmax
+    from routerdc.train.temperature import softmax, temperature_fit
 
     llms = test_sets[0].llms
     train_sets = [s.align(llms) for s in train_sets]
@@ -70,17 +72,19 @@ def study(folders: Sequence[str], train_sets: list[Any], test_sets: list[Any], e
         tr_s, te_s = [x + bias for x in tr_sims], [x + bias for x in te_sims]
         choices[f"uncalibrated [{name}]"] = [x.argmax(axis=1) for x in te_sims]
         choices[f"calibrated [{name}]"] = [x.argmax(axis=1) for x in te_s]
-        # (d) temperature scaling on the training rows
-        tr_y = [best_llm_targets(v) for v in tr_vals]
-        te_y = [best_llm_targets(v) for v in te_vals]
+        # (d) temperature scaling on the training rows ("the routed LLM answers correctly")
         tau0 = router.config.temperature
-        tau = fit_temperature(tr_s, tr_y)
-        flat_s, flat_y = np.concatenate(te_s), np.concatenate(te_y)
-        cal = {"tau": tau, "test_ece_before": expected_calibration_error(softmax(flat_s, tau0), flat_y),
-               "test_ece_after": expected_calibration_error(softmax(flat_s, tau), flat_y),
-               "test_nll_before": routing_nll(te_s, te_y, tau0), "test_nll_after": routing_nll(te_s, te_y, tau),
-               "test_mean_top_p_before": float(softmax(flat_s, tau0).max(axis=1).mean()),
-               "test_mean_top_p_after": float(softmax(flat_s, tau).max(axis=1).mean())}
+        tau = temperature_fit(tr_s, train_sets, before=tau0).temperature
+        flat_s, flat_v = np.concatenate(te_s), np.concatenate(te_vals)
+        flat_b = best_llm_targets(flat_v)
+        p0, p1 = softmax(flat_s, tau0), softmax(flat_s, tau)
+        cal = {"tau": tau, "test_ece_before": expected_calibration_error(p0, flat_v),
+               "test_ece_after": expected_calibration_error(p1, flat_v),
+               "test_ece_best_before": expected_calibration_error(p0, flat_b),
+               "test_ece_best_after": expected_calibration_error(p1, flat_b),
+               "test_mean_top_p_before": float(p0.max(axis=1).mean()),
+               "test_mean_top_p_after": float(p1.max(axis=1).mean()),
+               "test_routed_right": float(flat_v[np.arange(len(flat_v)), p1.argmax(axis=1)].mean())}
         # (b) confidence fallback
         m = combine.fit_fallback_margin(tr_s, tr_vals, fb)
         choices[f"(b) fallback [{name}]"] = [combine.fallback_choices(x, m, fb) for x in te_s]
@@ -136,13 +140,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     cmd = "python scripts/beyond_study.py --routers " + " ".join(a.routers)
     md = [f"Post-hoc methods on the paper's 8 test sets (`{cmd}`), each fitted on the training rows only; "
           "mean ± std over the routers (seeds).", "", to_markdown(values, spread=spread), "",
-          "| router | fallback LLM | margin m | k-NN weight a | tau | test ECE % (tau 1 → fitted) | "
-          "test NLL | mean top p |", "|---|---|---|---|---|---|---|---|"]
+          "| router | fallback LLM | margin m | k-NN weight a | tau (1 → fitted) | test ECE %, routed LLM right | "
+          "test ECE %, best LLM | mean top p | routed LLM right |", "|---|---|---|---|---|---|---|---|---|"]
     for name, f in res["fitted"].items():
         md.append(f"| {name} | {f['fallback_llm'].split('/')[-1]} | {f['fallback_margin']:.4f} | {f['knn_weight']:.2f} | "
                   f"{f['tau']:.4f} | {f['test_ece_before']:.1f} → {f['test_ece_after']:.1f} | "
-                  f"{f['test_nll_before']:.3f} → {f['test_nll_after']:.3f} | "
-                  f"{f['test_mean_top_p_before']:.3f} → {f['test_mean_top_p_after']:.3f} |")
+                  f"{f['test_ece_best_before']:.1f} → {f['test_ece_best_after']:.1f} | "
+                  f"{f['test_mean_top_p_before']:.3f} → {f['test_mean_top_p_after']:.3f} | "
+                  f"{f['test_routed_right']:.3f} |")
     out.with_suffix(".md").write_text("\n".join(md) + "\n")
     out.with_suffix(".json").write_text(json.dumps({"command": cmd, "table": to_json(values),
                                                     "std": to_json(spread), "per_seed": to_json(df),

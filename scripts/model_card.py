@@ -70,6 +70,19 @@ def calibration_section(config: dict) -> list[str]:
         "| training task | before | after |", "|---|---|---|",
         *[f"| {t} | {cal['per_task_before'][t]:.2f} | {cal['per_task_after'][t]:.2f} |" for t in cal["per_task_after"]],
     ]
+    temp = cal.get("temperature")
+    if temp:
+        out += [
+            "", "### Temperature", "",
+            f"Then the temperature was fitted on the same {temp['n_queries']:,} training queries "
+            "(`routerdc/train/temperature.py`): tau minimises the negative log-likelihood of the best LLM of each "
+            "query (ties shared), so that `p(t|x)` is the probability that LLM t is the best one for x. One scalar "
+            "divides every logit, so **no choice changes**; only the probabilities do. "
+            f"tau {temp['before_temperature']:g} → **{temp['temperature']:.4f}** (stored as "
+            "`calibrated_temperature`, the rule's default tau). On the training queries: NLL "
+            f"{temp['nll_before']:.3f} → {temp['nll_after']:.3f}, expected calibration error "
+            f"{temp['ece_before']:.1f}% → {temp['ece_after']:.1f}%.",
+        ]
     return out
 
 

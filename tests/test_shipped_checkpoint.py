@@ -44,6 +44,10 @@ def test_folder_is_complete_small_and_safe():
     assert train["save_dtype"] == config["dtype"] == "float16"
     assert TrainConfig.from_json(SHIPPED).to_dict() == {k: v for k, v in train.items() if k != "train_tasks"}
     assert train["calibrate"] is True and len(config["router"]["llm_bias"]) == 7
+    # Its probabilities are calibrated (tau fitted on the training rows; no choice changed).
+    temp = config["calibration"]["temperature"]
+    assert config["router"]["calibrated_temperature"] == temp["temperature"] < 1.0
+    assert temp["target"] == "correct" and temp["ece_after"] < temp["ece_before"] and temp["n_queries"] == 5935
 
 
 def test_routes_queries_of_every_task_to_one_of_its_llms(shipped, data_dir):

@@ -19,8 +19,11 @@ def add_calibrate_command(sub: Any) -> None:
     p.add_argument("--output", help="router folder to write (default: rewrite --checkpoint's config.json "
                                     "in place, atomically; the weights are not touched)")
     p.add_argument("--missing", default="error", choices=("error", "drop", "zero"), help="rows with absent scores")
-    p.add_argument("--no-temperature", dest="temperature", action="store_false",
-                   help="fit only the offsets, not the temperature that calibrates the probabilities")
+    which = p.add_mutually_exclusive_group()
+    which.add_argument("--no-temperature", dest="temperature", action="store_false",
+                       help="fit only the offsets, not the temperature that calibrates the probabilities")
+    which.add_argument("--temperature-only", action="store_true",
+                       help="keep the router's offsets and fit only the temperature (no choice changes)")
     engine_arguments(p)
 
 
@@ -34,6 +37,12 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     if not files:
         raise ValueError(f"{args.checkpoint}: its recipe names no training files; give --train-files")
     sets = load_many([resolve_file(f, args.data_dir) for f in files], missing=args.missing)
+    if args.temperature_only:
+        from routerdc.train.calibration import calibrate_temperature
+
+        fit = calibrate_temperature(args.checkpoint, sets, output=args.output, engine=args.engine or default_engine())
+        print(json.dumps({"output": args.output or args.checkpoint, "temperature": fit.to_dict()}, indent=2))
+        return 0
     result = calibrate_checkpoint(args.checkpoint, sets, output=args.output, engine=args.engine or default_engine(),
                                   remeasure=args.remeasure, temperature=args.temperature)
     out = args.output or args.checkpoint

@@ -135,7 +135,8 @@ def expected_calibration_error(probs: np.ndarray, targets: np.ndarray, n_bins: i
     """Top-label expected calibration error (Guo et al., 2017), in percent.
 
     The confidence of a query is the probability of its chosen LLM, ``max_t p(t|x)``; its
-    correctness is the target mass of that LLM (:func:`best_llm_targets`: 1 when it is the only
+    correctness is ``targets`` at that LLM: the query values (:func:`query_values`: "the routed LLM
+    answers correctly") or the best-LLM targets (:func:`best_llm_targets`: 1 when it is the only
     best LLM, 1/k when it is one of k tied best, 0 otherwise). Queries are binned by confidence
     into ``n_bins`` equal-width bins over [0, 1], and
 

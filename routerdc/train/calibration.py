@@ -33,7 +33,7 @@ from routerdc.checkpoint import RouterMeta
 from routerdc.data import ScoreSet
 from routerdc.evaluate.metrics import query_values
 
-__all__ = ["DEFAULT_GRID", "Calibration", "fit_llm_bias", "objective", "calibrate_checkpoint"]
+__all__ = ["DEFAULT_GRID", "Calibration", "fit_llm_bias", "objective", "calibrate_checkpoint", "calibrate_temperature"]
 
 # Offsets in similarity units: cosines lie in [-1, 1], so +-1 spans every useful value.
 DEFAULT_GRID: np.ndarray = np.round(np.arange(-1.0, 1.0 + 1e-9, 0.01), 2)
@@ -175,3 +175,28 @@ def calibrate_checkpoint(folder: str | os.PathLike, sets: Sequence[ScoreSet], *,
         meta = meta.with_temperature(fit.temperature, fit.to_dict())
     meta.write(folder, output)
     return result
+
+
+def calibrate_temperature(folder: str | os.PathLike, sets: Sequence[ScoreSet], *,
+                          output: str | os.PathLike | None = None, cache_dir: str | os.PathLike | None = None,
+                          device: Any = "cpu", engine: str = "torch") -> Any:
+    """Fit only the temperature of the router in ``folder`` on ``sets``, after the offsets it has
+    (none: b = 0), and store it in its config (atomically; ``output`` receives a copy instead).
+    Returns the :class:`routerdc.train.temperature.TemperatureFit`. No choice changes."""
+    from routerdc.inference import load_router
+    from routerdc.inference.embed_cache import embedding_key, router_embeddings
+    from routerdc.routing import similarities
+    from routerdc.train.temperature import temperature_fit
+
+    folder = Path(folder)
+    router = load_router(folder, engine, device)
+    cfg = router.config
+    sets = [s.align(cfg.llm_names) for s in sets]
+    key = embedding_key(router)
+    bias = np.zeros(len(cfg.llm_names)) if cfg.llm_bias is None else np.asarray(cfg.llm_bias)
+    scores = [similarities(router_embeddings(router, s.queries, key=key, cache_dir=cache_dir), router.keys,
+                           cfg.similarity) + bias for s in sets]
+    fit = temperature_fit(scores, sets, before=cfg.temperature)
+    RouterMeta.read(folder).with_temperature(fit.temperature, {**fit.to_dict(), "tasks": [s.task for s in sets]}
+                                             ).write(folder, output)
+    return fit

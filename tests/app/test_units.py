@@ -293,3 +293,13 @@ def test_a_recorded_answer_shows_the_chosen_llms_recorded_price(data_dir):
     col = 3
     md = answer_markdown(types.SimpleNamespace(generation=None), (entry, 0), s.llms[col])
     assert f"Recorded answer of `{s.llms[col]}`" in md and f"recorded price **${float(s.costs[0][col]):.5f}**" in md
+
+
+def test_the_route_text_says_when_the_probabilities_are_calibrated():
+    from app.tabs.route import _margin_text
+
+    probs, sims = np.array([0.7, 0.2, 0.1]), np.array([0.3, 0.2, 0.1])
+    llms = ("a/x", "b/y", "c/z")
+    assert "fitted on the training data" in _margin_text(llms, probs, sims, 0.05, None, 0.05)
+    assert "calibrated tau of this router is 0.05" in _margin_text(llms, probs, sims, 1.0, None, 0.05)
+    assert "tau" in _margin_text(llms, probs, sims, 1.0) and "fitted" not in _margin_text(llms, probs, sims, 1.0)

@@ -10,7 +10,7 @@ import pytest
 
 from routerdc.evaluate.metrics import best_llm_targets, expected_calibration_error
 from routerdc.routing import RouterConfig, route_embeddings
-from routerdc.train.temperature import fit_temperature, routing_nll, softmax, temperature_fit
+from routerdc.train.temperature import confidence_nll, fit_temperature, routing_nll, softmax, temperature_fit
 
 from tests.conftest import LLMS
 
@@ -38,11 +38,28 @@ def test_fit_recovers_the_temperature_that_generated_the_labels():
     p = softmax(scores, true_tau)
     labels = np.array([rng.choice(5, p=row) for row in p])
     y = np.eye(5)[labels]
-    tau = fit_temperature([scores[:2000], scores[2000:]], [y[:2000], y[2000:]])
+    tau = fit_temperature([scores[:2000], scores[2000:]], [y[:2000], y[2000:]], target="best")
     assert tau == pytest.approx(true_tau, rel=0.1)
     assert routing_nll([scores], [y], tau) < routing_nll([scores], [y], 1.0)
     # Calibrated: ECE falls from the near-uniform tau = 1 to a few percent.
     assert expected_calibration_error(softmax(scores, tau), y) < 5.0 < expected_calibration_error(softmax(scores, 1.0), y)
+
+
+def test_correct_target_calibrates_the_chosen_llms_probability():
+    # The chosen LLM is right with probability sigmoid-like in its margin: a peaked softmax fits.
+    rng = np.random.default_rng(2)
+    scores = rng.normal(size=(3000, 4)) * 0.05
+    p_true = softmax(scores, 0.02)
+    values = np.zeros_like(scores)
+    rows = np.arange(len(scores))
+    right = rng.random(len(scores)) < p_true.max(axis=1)  # the routed LLM is right as often as it says
+    values[rows, scores.argmax(axis=1)] = right
+    tau = fit_temperature([scores], [values], target="correct")
+    assert tau == pytest.approx(0.02, rel=0.2)
+    assert confidence_nll([scores], [values], tau) < confidence_nll([scores], [values], 1.0)
+    assert expected_calibration_error(softmax(scores, tau), values) < 4.0
+    with pytest.raises(ValueError, match="target must be one of"):
+        fit_temperature([scores], [values], target="hot")
 
 
 def test_temperature_never_changes_a_choice(tiny_set):
@@ -91,3 +108,24 @@ def test_calibrate_checkpoint_fits_and_stores_the_temperature(minilm_router, tin
     # Without the temperature: only the offsets.
     calibrate_checkpoint(folder, [tiny_set], output=tmp_path / "cal2", temperature=False)
     assert "calibrated_temperature" not in json.loads((tmp_path / "cal2" / "config.json").read_text())["router"]
+
+
+def test_temperature_only_keeps_the_offsets_and_every_choice(minilm_router, tiny_set, tmp_path, capsys):
+    from routerdc.cli.main import main
+    from routerdc.data import write_jsonl
+    from routerdc.model.router import RouterDC
+
+    folder = tmp_path / "r"
+    minilm_router.save_pretrained(folder, recipe={"train_files": []})
+    data = write_jsonl([tiny_set], tmp_path / "train.jsonl")
+    assert main(["calibrate", "--checkpoint", str(folder), "--train-files", str(data), "--no-temperature"]) == 0
+    capsys.readouterr()
+    before = RouterDC.from_pretrained(folder)
+    assert main(["calibrate", "--checkpoint", str(folder), "--train-files", str(data), "--temperature-only",
+                 "--output", str(tmp_path / "t")]) == 0
+    report = json.loads(capsys.readouterr().out)
+    after = RouterDC.from_pretrained(tmp_path / "t")
+    assert after.config.llm_bias == before.config.llm_bias
+    assert after.config.calibrated_temperature == report["temperature"]["temperature"]
+    queries = list(tiny_set.queries)
+    np.testing.assert_array_equal(after.route(queries).choice, before.route(queries).choice)
