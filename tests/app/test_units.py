@@ -293,3 +293,20 @@ def test_a_recorded_answer_shows_the_chosen_llms_recorded_price(data_dir):
     col = 3
     md = answer_markdown(types.SimpleNamespace(generation=None), (entry, 0), s.llms[col])
     assert f"Recorded answer of `{s.llms[col]}`" in md and f"recorded price **${float(s.costs[0][col]):.5f}**" in md
+
+
+def test_training_service_keeps_the_latest_cancelled_runs_to_continue():
+    from app.services.training import Busy, TrainingService
+
+    svc = TrainingService(max_resumable=2)
+    for name in ("a", "b", "c"):
+        svc.keep_resumable(name, {"run": name})
+    assert svc.resumable("a") is None and svc.resumable("c") == {"run": "c"} and svc.resumable(None) is None
+    svc.forget_resumable("c")
+    assert svc.resumable("c") is None and svc.resumable("b") == {"run": "b"}
+    rid, _ = svc.begin(10, "b")
+    with pytest.raises(Busy):
+        svc.begin(10, "b")
+    svc.end(rid)
+    svc.end(rid)  # a second end does nothing
+    svc.end(svc.begin(10, "b")[0])
