@@ -43,8 +43,9 @@ TENSORS_NAME = "tensors.safetensors"
 RESUMABLE_CHANGES = frozenset({"steps", "eval_every", "device", "cache_dir"})
 
 __all__ = ["FORMAT", "RESUMABLE_CHANGES", "ResumeError", "ResumeState", "VERSION", "check_recipe",
-           "data_fingerprint", "flatten_optimizer", "has_state", "load_state", "model_weights", "remove_state",
-           "restore", "resume_dir", "rng_states", "save_state", "unflatten_optimizer"]
+           "data_fingerprint", "flatten_optimizer", "has_state", "load_state", "model_weights", "open_state",
+           "remove_state", "restore", "resume_dir", "rng_states", "save_state", "start_afresh",
+           "unflatten_optimizer"]
 
 
 class ResumeError(ValueError):
@@ -176,7 +177,8 @@ def restore(state: ResumeState, folder: Path, *, model: torch.nn.Module, optimiz
     (naming ``folder``) when it does not fit them (other weights, shapes or parameter groups)."""
     expected = model_weights(model, include_encoder=include_encoder)
     missing, unexpected = sorted(set(expected) - set(state.model)), sorted(set(state.model) - set(expected))
-    wrong = sorted(k for k in set(expected) & set(state.model) if tuple(expected[k].shape) != tuple(state.model[k].shape))
+    wrong = sorted(k for k in set(expected) & set(state.model)
+                   if tuple(expected[k].shape) != tuple(state.model[k].shape))
     if missing or unexpected or wrong:
         raise ResumeError(f"{folder}: the saved weights do not fit this model: missing {missing[:5]}, unexpected "
                           f"{unexpected[:5]}, other shapes {[(k, list(state.model[k].shape)) for k in wrong[:5]]}")
@@ -191,7 +193,8 @@ def restore(state: ResumeState, folder: Path, *, model: torch.nn.Module, optimiz
             shape = tuple(params[ids.index(pid)].shape)
             for key, value in entry.items():
                 if isinstance(value, torch.Tensor) and value.dim() > 0 and tuple(value.shape) != shape:
-                    raise ValueError(f"{key} of parameter {pid} has shape {list(value.shape)}, the parameter {list(shape)}")
+                    raise ValueError(f"{key} of parameter {pid} has shape {list(value.shape)}, the parameter "
+                                     f"{list(shape)}")
         with torch.no_grad():
             model.load_state_dict(state.model, strict=False)
         optimizer.load_state_dict(state.optimizer)
@@ -255,7 +258,8 @@ def load_state(folder: str | Path) -> ResumeState:
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ResumeError(f"{path}: unreadable resume state ({exc})") from None
     if not isinstance(doc, dict) or doc.get("format") != FORMAT:
-        raise ResumeError(f"{path}: not a RouterDC resume state (format {doc.get('format') if isinstance(doc, dict) else None!r})")
+        found = doc.get("format") if isinstance(doc, dict) else None
+        raise ResumeError(f"{path}: not a RouterDC resume state (format {found!r})")
     if doc.get("version") != VERSION:
         raise ResumeError(f"{path}: resume state version {doc.get('version')!r}; this RouterDC reads version {VERSION}")
     try:
@@ -293,6 +297,31 @@ def load_state(folder: str | Path) -> ResumeState:
     if "gen" not in state.rng:
         raise ResumeError(f"{folder}: malformed resume state (no generator state rng.gen)")
     return state
+
+
+def open_state(config: TrainConfig) -> ResumeState:
+    """The state to continue ``config``'s run from: loaded, checked against the recipe
+    (:func:`check_recipe`) and against the output folder (which must hold the best router it saved)."""
+    out_dir = Path(config.output_dir)
+    folder = resume_dir(out_dir)
+    state = load_state(folder)
+    check_recipe(state, config, folder)
+    if state.best_step is not None and not (out_dir / "config.json").is_file():
+        raise ResumeError(f"{folder}: the run saved its best router (step {state.best_step}) to {out_dir}, which holds "
+                          "no router now; resume needs that folder as the run left it")
+    return state
+
+
+def start_afresh(output_dir: str | Path, *, overwrite: bool) -> None:
+    """Before a new (not resumed) run into ``output_dir``: refuse when a stopped run left its state
+    there, unless ``overwrite``, which discards it."""
+    folder = resume_dir(output_dir)
+    if not has_state(output_dir):
+        return
+    if not overwrite:
+        raise ResumeError(f"{folder} holds the resume state of an earlier run: pass --resume to continue it, or "
+                          "--overwrite to start afresh and discard it")
+    remove_state(folder)
 
 
 def remove_state(folder: str | Path) -> None:

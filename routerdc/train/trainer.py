@@ -202,15 +202,10 @@ class Trainer:
         select_key = "val/avg" if cfg.select_by == "val" else "train/avg"
         out_dir = Path(cfg.output_dir)
         state_dir = rs.resume_dir(out_dir)
-        state = self._resume_state(state_dir) if self.resume else None  # before any work
+        state = rs.open_state(cfg) if self.resume else None  # before any work
         if state is None:
-            if rs.has_state(out_dir) and not self.overwrite:
-                raise rs.ResumeError(f"{state_dir} holds the resume state of an earlier run: pass --resume to continue "
-                                     "it, or --overwrite to start afresh and discard it")
-            existing = existing_score(out_dir, select_key, overwrite=self.overwrite)
-            rs.remove_state(state_dir)
-        else:
-            existing = state.baseline
+            rs.start_afresh(out_dir, overwrite=self.overwrite)
+        existing = existing_score(out_dir, select_key, overwrite=self.overwrite) if state is None else state.baseline
         torch.manual_seed(cfg.seed)
         gen = torch.Generator().manual_seed(cfg.seed)
         model, sets, groups_np = self._build()
@@ -221,7 +216,8 @@ class Trainer:
         eval_sets = self._eval_sets()
         data_id = rs.data_fingerprint(self.llms, [(s.task, s.queries, s.scores) for s in sets]
                                       + [("groups", (), groups_np)]
-                                      + [(f"{k}/{s.task}", s.queries, s.scores) for k, v in eval_sets.items() for s in v])
+                                      + [(f"{k}/{s.task}", s.queries, s.scores)
+                                         for k, v in eval_sets.items() for s in v])
         if state is not None and state.data != data_id:
             raise rs.ResumeError(f"{state_dir}: the training or evaluation data differ from those of the run to resume")
 
@@ -259,7 +255,8 @@ class Trainer:
         if state is not None:
             rs.restore(state, state_dir, model=model, optimizer=optim, generator=gen, sampler=batches,
                        include_encoder=not frozen)
-            result.best_step, result.best_score, result.best_metrics = state.best_step, state.best_score, state.best_metrics
+            result.best_step, result.best_score = state.best_step, state.best_score
+            result.best_metrics = state.best_metrics
             result.history, result.steps_done, result.resumed_from = list(state.history), state.step, state.step
             result.output_dir = out_dir if state.best_step is not None else None
             first = state.step + 1
@@ -267,7 +264,8 @@ class Trainer:
         def save_state(step: int) -> None:
             epoch, given = batches.position()
             rs.save_state(state_dir, rs.ResumeState(
-                step=step, recipe=cfg.to_dict(), data=data_id, model=rs.model_weights(model, include_encoder=not frozen),
+                step=step, recipe=cfg.to_dict(), data=data_id,
+                model=rs.model_weights(model, include_encoder=not frozen),
                 optimizer=optim.state_dict(), rng=rs.rng_states(gen, self.device), sampler_epoch=epoch,
                 sampler_given=given, best_step=result.best_step, best_score=result.best_score,
                 best_metrics=result.best_metrics, baseline=existing, history=result.history))
@@ -351,17 +349,6 @@ class Trainer:
                                                       device=self.device).to_dict()
         result.seconds = time.perf_counter() - t0
         return result
-
-    def _resume_state(self, folder: Path) -> rs.ResumeState:
-        """The state to continue from, checked against this run's recipe and its output folder."""
-        cfg = self.config
-        state = rs.load_state(folder)
-        rs.check_recipe(state, cfg, folder)
-        out_dir = Path(cfg.output_dir)
-        if state.best_step is not None and not (out_dir / "config.json").is_file():
-            raise rs.ResumeError(f"{folder}: the run saved its best router (step {state.best_step}) to {out_dir}, "
-                                 "which holds no router now; resume needs that folder as the run left it")
-        return state
 
     def _save(self, model: RouterDC, out_dir: Path, step: int, metrics: dict[str, float],
               result: TrainResult) -> None:

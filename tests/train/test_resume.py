@@ -155,7 +155,8 @@ def test_malformed_or_foreign_state_is_refused_and_nothing_is_lost(small_sets, t
         (dict(text="{"), r"state\.json: unreadable resume state"),
         (dict(text=json.dumps({**doc, "format": "something-else"})), "not a RouterDC resume state"),
         (dict(text=json.dumps({**doc, "version": 99})), "resume state version 99; this RouterDC reads version 1"),
-        (dict(text=json.dumps({k: v for k, v in doc.items() if k != "optimizer"})), "malformed resume state .*optimizer"),
+        (dict(text=json.dumps({k: v for k, v in doc.items() if k != "optimizer"})),
+         "malformed resume state .*optimizer"),
         (dict(tensors=(good / "tensors.safetensors").read_bytes()[:100]), r"tensors\.safetensors: unreadable tensors"),
     ]
     for change, message in cases:
