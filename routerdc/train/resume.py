@@ -234,7 +234,7 @@ def save_state(folder: str | Path, state: ResumeState) -> Path:
                     for k, v in sorted(tensors.items())},
         "history": state.history,
     }
-    text = json.dumps(doc, indent=1, allow_nan=False)
+    text = json.dumps(doc, indent=1)
     with atomic_dir(folder) as tmp:
         save_file(tensors, str(tmp / TENSORS_NAME), metadata={"format": "pt", "routerdc": FORMAT})
         (tmp / STATE_NAME).write_text(text, encoding="utf-8")
