@@ -1,5 +1,7 @@
 """The one training run of this process: who runs it, how far it is, and how to cancel it. The
-Train tab starts runs through :meth:`TrainingService.begin`; the status area reads it. Nothing
+Train tab starts runs (new or continued) through :meth:`TrainingService.begin`; the status area
+reads it. What a cancelled run needs to be continued (its recipe and data) is kept here too, by
+output folder (:meth:`TrainingService.keep_resumable`), for the last few cancelled runs. Nothing
 here imports Gradio."""
 
 from __future__ import annotations
@@ -7,7 +9,9 @@ from __future__ import annotations
 import threading
 import time
 import uuid
+from collections import OrderedDict
 from dataclasses import dataclass
+from typing import Any
 
 __all__ = ["Busy", "TrainingService", "TrainingStatus"]
 
@@ -33,13 +37,16 @@ class Busy(RuntimeError):
 
 
 class TrainingService:
-    """One training run at a time; its progress; a cancel flag per run id."""
+    """One training run at a time; its progress; a cancel flag per run id; the cancelled runs that
+    can be continued (at most ``max_resumable``, the latest)."""
 
-    def __init__(self) -> None:
+    def __init__(self, max_resumable: int = 8) -> None:
         self._lock = threading.Lock()  # held for the whole run
         self._state = threading.Lock()  # guards the fields below
         self._status = TrainingStatus()
         self._cancels: dict[str, threading.Event] = {}
+        self._resumable: OrderedDict[str, Any] = OrderedDict()
+        self._max_resumable = max_resumable
 
     @property
     def status(self) -> TrainingStatus:
@@ -63,7 +70,7 @@ class TrainingService:
                                               self._status.output_dir)
 
     def end(self, rid: str) -> None:
-        """Finish the run ``rid`` (however it ended) and free the slot."""
+        """Finish the run ``rid`` (however it ended) and free the slot; a second call does nothing."""
         with self._state:
             cancel = self._cancels.pop(rid, None)
             if cancel is not None:
@@ -82,3 +89,20 @@ class TrainingService:
             return False
         evt.set()
         return True
+
+    def keep_resumable(self, output_dir: str, run: Any) -> None:
+        """Remember what the cancelled run writing ``output_dir`` needs to be continued."""
+        with self._state:
+            self._resumable[output_dir] = run
+            self._resumable.move_to_end(output_dir)
+            while len(self._resumable) > self._max_resumable:
+                self._resumable.popitem(last=False)
+
+    def resumable(self, output_dir: str | None) -> Any:
+        """What :meth:`keep_resumable` kept for ``output_dir``, or None."""
+        with self._state:
+            return self._resumable.get(output_dir) if output_dir else None
+
+    def forget_resumable(self, output_dir: str) -> None:
+        with self._state:
+            self._resumable.pop(output_dir, None)

@@ -53,9 +53,9 @@ def _margin_text(llms, probs: np.ndarray, sims: np.ndarray, temperature: float,
     if offsets is not None:
         text += "  \nThis router is calibrated: p = softmax((cosine + offset) / tau), one offset per LLM."
     if calibrated is not None and abs(temperature - calibrated) < 5e-3:
-        text += (f"  \ntau = {calibrated:g} was fitted on the training data so that p is the probability that the "
-                 "LLM is the best one for this query (ties shared): of the queries routed with p = 60%, about 60% "
-                 "go to their best LLM.")
+        text += (f"  \ntau = {calibrated:g} was fitted on the training data so that the chosen LLM's p is the "
+                 "probability that it answers correctly: of the queries routed with p = 60%, about 60% were "
+                 "answered correctly (the other LLMs' p only rank them).")
     elif calibrated is not None:
         text += f"  \nThe calibrated tau of this router is {calibrated:g}; at another tau p is not a probability to trust."
     return text

@@ -1,12 +1,15 @@
-"""The Train tab: run the dual-contrastive trainer with live curves, cancel it, and switch the
-session's Route and Explore tabs to the new router."""
+"""The Train tab: run the dual-contrastive trainer with live curves, cancel it, continue a cancelled
+run from where it stopped (its resume state, :mod:`routerdc.train.resume`), and switch the session's
+Route and Explore tabs to the new router."""
 
 from __future__ import annotations
 
+import dataclasses
 import queue
 import re
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +24,19 @@ from ..services.training import Busy
 from ..state import Session
 
 POLL_SECONDS = 0.5
+
+
+@dataclass(frozen=True)
+class Run:
+    """A run of the tab: its recipe and data (kept to continue it after a cancel)."""
+
+    cfg: Any  # TrainConfig (imported with torch, when a run starts)
+    sets: list
+    test_sets: list
+    names: list[str]
+    n_llms: int
+    frozen: bool
+    history: list = dataclasses.field(default_factory=list)
 
 
 def _safe_name(name: str) -> str:
@@ -71,12 +87,14 @@ def build_train_tab(ctx: AppContext, session: gr.State, router_picker: gr.Dropdo
     with gr.Row():
         start = gr.Button("Start training", variant="primary", elem_id="train-start")
         cancel = gr.Button("Cancel", variant="stop", elem_id="train-cancel")
+        cont = gr.Button("Continue", interactive=False, elem_id="train-continue")
         use = gr.Button("Use this router in Route & Explore", interactive=False, elem_id="train-use")
     progress_md = gr.Markdown("No training run yet.", elem_id="train-progress")
     with gr.Row():
         loss_plot = gr.Plot(label="Losses", elem_id="train-loss")
         acc_plot = gr.Plot(label="Per-task accuracy", elem_id="train-acc")
     run_id = gr.State(None)
+    resumable = gr.State(None)  # the output folder of this session's last cancelled run, to continue
     trained_key = gr.State(None)
 
     def _gather(shipped_keys, files):
@@ -102,9 +120,9 @@ def build_train_tab(ctx: AppContext, session: gr.State, router_picker: gr.Dropdo
                            "choose one of each.", print_exception=False)
         return sets, llms, names
 
-    def train(shipped_keys, files, name_, frozen_, proj_, steps_, batch_, rows_, eval_every_, lr_, head_lr_, tau_,
-              lam_, k_pos_, k_neg_, n_neg_, n_clusters_, recluster_, calibrate_=True, progress=gr.Progress()):
-        from routerdc.train.trainer import TrainConfig, Trainer
+    def _recipe(shipped_keys, files, name_, frozen_, proj_, steps_, batch_, rows_, eval_every_, lr_, head_lr_, tau_,
+                lam_, k_pos_, k_neg_, n_neg_, n_clusters_, recluster_, calibrate_=True) -> Run:
+        from routerdc.train.trainer import TrainConfig
 
         try:
             sets, llms, names = _gather(shipped_keys, files)
@@ -116,7 +134,6 @@ def build_train_tab(ctx: AppContext, session: gr.State, router_picker: gr.Dropdo
             if int(k_pos_) + int(k_neg_) > len(llms):
                 raise gr.Error(f"K+ + K- = {int(k_pos_) + int(k_neg_)} exceeds the {len(llms)} LLMs of the data.",
                                print_exception=False)
-            test_sets = []
             fams = {e.family for e in ctx.data.entries if e.key in (shipped_keys or [])}
             test_sets = [e.set for e in ctx.data.entries if e.role == "test" and e.family in fams
                          and set(e.set.llms) == set(llms)]
@@ -134,24 +151,32 @@ def build_train_tab(ctx: AppContext, session: gr.State, router_picker: gr.Dropdo
             raise
         except (ValueError, DataError, LookupError) as exc:
             raise gr.Error(clean_message(str(exc)), print_exception=False) from None
+        return Run(cfg, sets, test_sets, names, len(llms), bool(frozen_))
+
+    def _run(run: Run, resume: bool, progress: Any):
+        """Run (or continue) ``run`` in a thread, yielding the outputs of Start and Continue."""
+        from routerdc.train.trainer import Trainer
+
+        cfg = run.cfg
         try:
-            rid, cancel_evt = ctx.training.begin(cfg.steps, str(out_dir))
+            rid, cancel_evt = ctx.training.begin(cfg.steps, cfg.output_dir)
         except Busy as busy:
             t = busy.status
             raise gr.Error(f"Another training run is in progress (step {t.step}/{t.steps}); one run at a time. "
                            "Routing keeps working meanwhile; try again when it finishes.", print_exception=False) from None
         events: queue.Queue = queue.Queue()
         box: dict[str, Any] = {}
-        history: list[dict[str, Any]] = []
-        labels = {s.task: task_label(s.task) for s in sets + test_sets}
+        history: list[dict[str, Any]] = list(run.history) if resume else []
+        labels = {s.task: task_label(s.task) for s in run.sets + run.test_sets}
+        locked = (gr.update(interactive=False), gr.update(interactive=False))  # Use, Continue
 
         def on_step(step, losses, metrics):
             events.put({"step": step, **losses, **(metrics or {})})
 
         def work():
             try:
-                box["result"] = Trainer(cfg, train_sets=sets, test_sets=test_sets, on_step=on_step,
-                                        cancel=cancel_evt).run()
+                box["result"] = Trainer(cfg, train_sets=run.sets, test_sets=run.test_sets, on_step=on_step,
+                                        cancel=cancel_evt, resume=resume).run()
             except Exception as exc:  # noqa: BLE001 - shown in the UI
                 box["error"] = exc
 
@@ -159,9 +184,11 @@ def build_train_tab(ctx: AppContext, session: gr.State, router_picker: gr.Dropdo
         thread = threading.Thread(target=work, name="train", daemon=True)
         try:
             thread.start()
-            yield (f"Starting: {len(sets)} set(s) ({', '.join(names)}), {len(llms)} LLMs, "
-                   f"{'frozen' if frozen_ else 'fine-tuned'} encoder; embedding the queries first…",
-                   plots.loss_figure([]), plots.accuracy_figure([]), rid, None, gr.update(interactive=False))
+            first = (f"Continuing the cancelled run from step {history[-1]['step'] if history else 0}/{cfg.steps}…"
+                     if resume else
+                     f"Starting: {len(run.sets)} set(s) ({', '.join(run.names)}), {run.n_llms} LLMs, "
+                     f"{'frozen' if run.frozen else 'fine-tuned'} encoder; embedding the queries first…")
+            yield (first, plots.loss_figure(history), plots.accuracy_figure(history, labels), rid, None, *locked, None)
             last_yield = 0.0
             while thread.is_alive() or not events.empty():
                 thread.join(POLL_SECONDS)
@@ -178,41 +205,61 @@ def build_train_tab(ctx: AppContext, session: gr.State, router_picker: gr.Dropdo
                     h = history[-1]
                     msg = (f"Step {step}/{cfg.steps}: loss {h['total']:.4f} (sample-LLM {h['sample_llm']:.4f}, "
                            f"sample-sample {h['sample_sample']:.4f}); {time.perf_counter() - t0:.0f} s")
-                    yield (msg, plots.loss_figure(history), plots.accuracy_figure(history, labels), rid, None,
-                           gr.update(interactive=False))
+                    yield (msg, plots.loss_figure(history), plots.accuracy_figure(history, labels), rid, None, *locked,
+                           None)
             if "error" in box:
                 exc = box["error"]
-                raise gr.Error(f"Training failed: {clean_message(str(exc)) or type(exc).__name__}",
-                               print_exception=False)
+                raise gr.Error(f"{'Continuing' if resume else 'Training'} failed: "
+                               f"{clean_message(str(exc)) or type(exc).__name__}", print_exception=False)
             res = box["result"]
-            secs = time.perf_counter() - t0
-            if res.output_dir is None:
-                msg = (f"Cancelled at step {res.steps_done}/{cfg.steps} after {secs:.0f} s, before the first "
-                       "evaluation: nothing was saved." if res.cancelled else "Finished, but nothing was saved.")
-                key = None
+            msg, key = _summary(res, cfg, time.perf_counter() - t0)
+            resumable = None
+            if res.cancelled and res.resume_dir is not None:
+                ctx.training.keep_resumable(cfg.output_dir, dataclasses.replace(run, history=list(res.history)))
+                resumable = cfg.output_dir
+                msg += " Press **Continue** to resume it."
             else:
-                key = ctx.routers.register(res.output_dir)
-                best = res.best_metrics
-                summary = ", ".join(f"{k} {v:.1f}" for k, v in best.items() if k.endswith("avg"))
-                cal = res.calibration
-                calibrated = ("" if cal is None else f" Calibrated its routing offsets: training-set average "
-                              f"{cal['train_avg_before']:.1f} -> {cal['train_avg_after']:.1f}.")
-                msg = (("Cancelled" if res.cancelled else "Finished") +
-                       f" at step {res.steps_done}/{cfg.steps} in {secs:.0f} s. Saved the best router (step "
-                       f"{res.best_step}; {summary}) to `{strip_paths(str(res.output_dir))}`.{calibrated} Press **Use this router** "
-                       "to route and explore with it.")
+                ctx.training.forget_resumable(cfg.output_dir)
+            ctx.training.end(rid)  # the thread is done: free the slot before Continue can be pressed
             yield (msg, plots.loss_figure(history), plots.accuracy_figure(history, labels), None, key,
-                   gr.update(interactive=key is not None))
+                   gr.update(interactive=key is not None), gr.update(interactive=resumable is not None), resumable)
         finally:
             cancel_evt.set()  # a closed generator (the user left) stops the thread too
             thread.join(timeout=60)
             ctx.training.end(rid)
 
+    def _summary(res: Any, cfg: Any, secs: float) -> tuple[str, str | None]:
+        if res.output_dir is None:
+            return ((f"Cancelled at step {res.steps_done}/{cfg.steps} after {secs:.0f} s, before the first "
+                     "evaluation: nothing was saved." if res.cancelled else "Finished, but nothing was saved."), None)
+        key = ctx.routers.register(res.output_dir)
+        summary = ", ".join(f"{k} {v:.1f}" for k, v in res.best_metrics.items() if k.endswith("avg"))
+        cal = res.calibration
+        calibrated = ("" if cal is None else f" Calibrated its routing offsets: training-set average "
+                      f"{cal['train_avg_before']:.1f} -> {cal['train_avg_after']:.1f}.")
+        return ((("Cancelled" if res.cancelled else "Finished") +
+                 f" at step {res.steps_done}/{cfg.steps} in {secs:.0f} s. Saved the best router (step "
+                 f"{res.best_step}; {summary}) to `{strip_paths(str(res.output_dir))}`.{calibrated} Press **Use this "
+                 "router** to route and explore with it."), key)
+
+    def train(*inputs, progress=gr.Progress()):
+        yield from _run(_recipe(*inputs), False, progress)
+
+    def resume(output_dir, progress=gr.Progress()):
+        from routerdc.train.resume import has_state
+
+        run = ctx.training.resumable(output_dir)
+        if run is None or not has_state(output_dir):
+            raise gr.Error("No cancelled run of yours to continue: Continue resumes the last run you cancelled, "
+                           "from its last step.", print_exception=False)
+        yield from _run(run, True, progress)
+
     def do_cancel(rid):
         if not ctx.training.cancel(rid):
             gr.Warning("No training run of yours is in progress.")
             return "No training run of yours is in progress."
-        return "Cancelling: the run stops after the current step and keeps its last saved checkpoint…"
+        return ("Cancelling: the run stops after the current step and keeps its last saved checkpoint; "
+                "**Continue** then resumes it from there…")
 
     @guarded
     def do_use(key, sess):
@@ -226,10 +273,12 @@ def build_train_tab(ctx: AppContext, session: gr.State, router_picker: gr.Dropdo
 
     ins = [shipped, uploads, name, frozen, projection, steps, batch, rows, eval_every, lr, head_lr, tau, lam,
            k_pos, k_neg, n_neg, n_clusters, recluster, calibrate]
-    start.click(train, ins, [progress_md, loss_plot, acc_plot, run_id, trained_key, use], api_name="train",
+    outs = [progress_md, loss_plot, acc_plot, run_id, trained_key, use, cont, resumable]
+    start.click(train, ins, outs, api_name="train",
                 concurrency_limit=2, concurrency_id="train")  # the 2nd gets the "one run at a time" message
+    cont.click(resume, [resumable], outs, api_name="continue_training", concurrency_id="train")
     cancel.click(do_cancel, [run_id], [progress_md], api_name="cancel_training", queue=False)
     use_evt = use.click(do_use, [trained_key, session], [session, router_picker, status_md], api_name="use_trained",
               concurrency_id="route")
-    return {"start": start, "cancel": cancel, "use": use, "progress": progress_md, "loss": loss_plot,
+    return {"start": start, "cancel": cancel, "continue": cont, "use": use, "progress": progress_md, "loss": loss_plot,
             "acc": acc_plot, "trained_key": trained_key, "shipped": shipped, "use_event": use_evt}

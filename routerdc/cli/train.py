@@ -1,13 +1,17 @@
 """``cluster`` and ``train``: cluster ids for training queries, and training a router. Its options come
 from :class:`~routerdc.train.config.TrainConfig`, one per field, with the help text kept in the field's
-metadata (a field without one is an error at ``--help``, caught by the tests)."""
+metadata (a field without one is an error at ``--help``, caught by the tests). ``--resume`` and
+``--keep-resume`` are flags of the command, not of the recipe: a run stopped by Ctrl-C (after its current
+step) or killed continues from ``<output-dir>.resume`` (:mod:`routerdc.train.resume`)."""
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
 import json
+import signal
 import sys
+import threading
 from typing import Any
 
 from routerdc.cli.common import data_dir_argument
@@ -66,7 +70,14 @@ def add_train_command(sub: Any) -> None:
     p.add_argument("--overwrite", action="store_true",
                    help="replace the router already in --output-dir from the first evaluation on; without it a new "
                         "run replaces that router only with a better one (by the selection rule), and refuses a "
-                        "folder that holds something else")
+                        "folder that holds something else; also discards a resume state left by an earlier run")
+    p.add_argument("--resume", action="store_true",
+                   help="continue the run stopped (cancelled, killed) with this recipe from its resume state in "
+                        "<output-dir>.resume; give the same options (only --steps, to extend the run, --eval-every, "
+                        "--device and --cache-dir may change)")
+    p.add_argument("--keep-resume", action="store_true",
+                   help="keep the resume state also when the run finishes all its steps (to extend it later with "
+                        "--resume --steps N); by default a finished run removes it")
 
 
 def _train_config(args: argparse.Namespace) -> Any:
@@ -101,6 +112,7 @@ def cmd_cluster(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    from routerdc.train.resume import ResumeError
     from routerdc.train.trainer import train
 
     cfg = _train_config(args)
@@ -110,20 +122,39 @@ def cmd_train(args: argparse.Namespace) -> int:
             avg = {k: round(v, 2) for k, v in metrics.items() if k.endswith("avg")}
             print(f"step {step}: loss {losses['total']:.4f} {avg}", file=sys.stderr, flush=True)
 
+    cancel = threading.Event()
+
+    def on_interrupt(signum: int, frame: Any) -> None:  # the first Ctrl-C stops after the step, resumably
+        if cancel.is_set():
+            raise KeyboardInterrupt
+        cancel.set()
+        print("stopping after the current step; continue later with --resume (Ctrl-C again aborts)",
+              file=sys.stderr, flush=True)
+
+    main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGINT, on_interrupt) if main_thread else None
     try:
-        result = train(cfg, progress=True, on_step=log_eval, overwrite=args.overwrite)
+        result = train(cfg, progress=True, on_step=log_eval, overwrite=args.overwrite, resume=args.resume,
+                       keep_resume=args.keep_resume, cancel=cancel)
     except ValueError as exc:
-        if "--overwrite" not in str(exc):
+        if not isinstance(exc, ResumeError) and "--overwrite" not in str(exc):
             raise
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    finally:
+        if main_thread and previous is not None:
+            signal.signal(signal.SIGINT, previous)
     status = "cancelled" if result.cancelled else "done"
+    if result.cancelled and result.resume_dir is not None:
+        print(f"cancelled after step {result.steps_done}; the resume state is in {result.resume_dir}: run the same "
+              "command with --resume to continue", file=sys.stderr)
     if result.kept_existing is not None:
         status = "kept-existing"
         print(f"kept the router already in {cfg.output_dir}: its {cfg.select_by} score {result.kept_existing:.2f} "
               f"was not beaten by this run (pass --overwrite to replace it anyway)", file=sys.stderr)
     print(json.dumps({"status": status, "output_dir": str(result.output_dir), "best_step": result.best_step,
                       "best_score": result.best_score, "metrics": result.best_metrics,
-                      "calibration": result.calibration,
+                      "calibration": result.calibration, "resumed_from": result.resumed_from,
+                      "resume_state": None if result.resume_dir is None else str(result.resume_dir),
                       "seconds": round(result.seconds, 1)}, indent=2))
     return 0

@@ -8,6 +8,11 @@ the same rows (``train-calibrated``), or a validation split, written atomically.
 ``calibrate`` the saved router then gets per-LLM routing offsets fitted on all training rows
 (:mod:`routerdc.train.calibration`). A cancel flag stops it between steps, leaving the last good
 checkpoint intact (and uncalibrated).
+
+At every evaluation step and when cancelled it also writes a resume state (the current weights, the
+optimizer, the RNGs, the sampler's position, the best so far; :mod:`routerdc.train.resume`) to
+``<output_dir>.resume``; ``Trainer(config, resume=True)`` continues from it exactly (the same losses
+and weights as a run never stopped, on the same device). A run that finishes all its steps removes it.
 """
 
 from __future__ import annotations
@@ -33,6 +38,7 @@ from routerdc.inference import Router
 from routerdc.inference.features import cpu_features
 from routerdc.model.router import RouterDC
 from routerdc.train.config import TrainConfig
+from routerdc.train import resume as rs
 
 OnStep = Callable[[int, dict[str, float], "dict[str, float] | None"], None]
 Cancel = Callable[[], bool] | threading.Event
@@ -61,6 +67,8 @@ class TrainResult:
     samples_per_second: float = 0.0
     calibration: dict[str, Any] | None = None
     kept_existing: float | None = None  # the existing router's score that this run did not beat
+    resumed_from: int | None = None  # the step a resumed run continued after
+    resume_dir: Path | None = None  # where the resume state was left (None: removed, or never written)
 
 
 def _device(name: str) -> torch.device:
@@ -98,13 +106,21 @@ class Trainer:
             dict on evaluation steps and ``None`` otherwise.
         cancel: a ``threading.Event`` or a callable; when set, training stops after the current step.
         progress: show a tqdm bar.
+        overwrite: replace the router in ``output_dir`` from the first evaluation on (and discard a
+            resume state left there by an earlier run).
+        resume: continue the run whose resume state is in ``<output_dir>.resume``
+            (:class:`~routerdc.train.resume.ResumeError` when there is none, or it does not fit).
+        keep_resume: keep the resume state also when the run finishes all its steps (to extend it).
     """
 
     def __init__(self, config: TrainConfig, *, train_sets: Sequence[ScoreSet] | None = None,
                  test_sets: Sequence[ScoreSet] | None = None, on_step: OnStep | None = None,
-                 cancel: Cancel | None = None, progress: bool = False, overwrite: bool = False) -> None:
+                 cancel: Cancel | None = None, progress: bool = False, overwrite: bool = False,
+                 resume: bool = False, keep_resume: bool = False) -> None:
         self.config = config
         self.overwrite = overwrite
+        self.resume = resume
+        self.keep_resume = keep_resume
         self.on_step = on_step
         self.cancel = cancel
         self.progress = progress
@@ -189,7 +205,12 @@ class Trainer:
         cfg = self.config
         t0 = time.perf_counter()
         select_key = {"val": "val/avg", "train": "train/avg", "train-calibrated": "train/avg_calibrated"}[cfg.select_by]
-        existing = existing_score(Path(cfg.output_dir), select_key, overwrite=self.overwrite)  # before any work
+        out_dir = Path(cfg.output_dir)
+        state_dir = rs.resume_dir(out_dir)
+        state = rs.open_state(cfg) if self.resume else None  # before any work
+        if state is None:
+            rs.start_afresh(out_dir, overwrite=self.overwrite)
+        existing = existing_score(out_dir, select_key, overwrite=self.overwrite) if state is None else state.baseline
         torch.manual_seed(cfg.seed)
         gen = torch.Generator().manual_seed(cfg.seed)
         model, sets, groups_np = self._build()
@@ -198,6 +219,12 @@ class Trainer:
         task_ids = torch.as_tensor(np.concatenate([np.full(len(s), i) for i, s in enumerate(sets)]))
         groups = torch.as_tensor(groups_np)
         eval_sets = self._eval_sets()
+        data_id = rs.data_fingerprint(self.llms, [(s.task, s.queries, s.scores) for s in sets]
+                                      + [("groups", (), groups_np)]
+                                      + [(f"{k}/{s.task}", s.queries, s.scores)
+                                         for k, v in eval_sets.items() for s in v])
+        if state is not None and state.data != data_id:
+            raise rs.ResumeError(f"{state_dir}: the training or evaluation data differ from those of the run to resume")
 
         frozen = cfg.freeze_encoder
         cached_train: torch.Tensor | None = None
@@ -228,16 +255,36 @@ class Trainer:
         batches = length_grouped_batches(lengths, cfg.batch_size, window=1 if frozen else cfg.length_window,
                                          generator=gen)
         autocast = bf16_autocast(self.device.type, cuda=cfg.bf16, cpu=cfg.cpu_bf16)
-        out_dir = Path(cfg.output_dir)
         result = TrainResult(output_dir=None, best_step=None, best_score=None, best_metrics={})
+        first = 1
+        if state is not None:
+            rs.restore(state, state_dir, model=model, optimizer=optim, generator=gen, sampler=batches,
+                       include_encoder=not frozen)
+            result.best_step, result.best_score = state.best_step, state.best_score
+            result.best_metrics = state.best_metrics
+            result.history, result.steps_done, result.resumed_from = list(state.history), state.step, state.step
+            result.output_dir = out_dir if state.best_step is not None else None
+            first = state.step + 1
+
+        def save_state(step: int) -> None:
+            epoch, given = batches.position()
+            rs.save_state(state_dir, rs.ResumeState(
+                step=step, recipe=cfg.to_dict(), data=data_id,
+                model=rs.model_weights(model, include_encoder=not frozen),
+                optimizer=optim.state_dict(), rng=rs.rng_states(gen, self.device), sampler_epoch=epoch,
+                sampler_given=given, best_step=result.best_step, best_score=result.best_score,
+                best_metrics=result.best_metrics, baseline=existing, history=result.history))
+            result.resume_dir = state_dir
+
         bar = None
         if self.progress:
             from tqdm.auto import tqdm
             # No bar when the output is not a terminal (logs, CI); at most one update per 2 s.
-            bar = tqdm(total=cfg.steps, desc="train", unit="step", disable=None, mininterval=2.0)
+            bar = tqdm(total=cfg.steps, initial=first - 1, desc="train", unit="step", disable=None, mininterval=2.0)
         model.train()
         seen = 0
-        for step in range(1, cfg.steps + 1):
+        saved_at = first - 1 if state is not None else None  # the step of the resume state on disk
+        for step in range(first, cfg.steps + 1):
             if _is_cancelled(self.cancel):
                 result.cancelled = True
                 break
@@ -280,6 +327,9 @@ class Trainer:
                     self._save(model, out_dir, step, metrics, result)
                     result.output_dir = out_dir
             result.steps_done = step
+            if metrics is not None and (step < cfg.steps or self.keep_resume):
+                save_state(step)
+                saved_at = step
             if bar is not None:
                 bar.set_postfix(loss=f"{totals['total']:.3f}", **({"best": f"{result.best_score:.2f}"}
                                 if result.best_score is not None else {}))
@@ -288,6 +338,11 @@ class Trainer:
                 self.on_step(step, totals, metrics)
         if bar is not None:
             bar.close()
+        if result.cancelled and saved_at != result.steps_done:
+            save_state(result.steps_done)
+        elif not result.cancelled and not self.keep_resume:
+            rs.remove_state(state_dir)  # finished: nothing left to resume
+            result.resume_dir = None
         result.samples_per_second = seen / max(time.perf_counter() - t0, 1e-9)  # training only
         if existing is not None and result.output_dir is None:
             result.kept_existing = existing

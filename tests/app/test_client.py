@@ -276,3 +276,33 @@ def test_train_cancel_halfway_then_one_run_at_a_time_then_hot_swap(app_server):
     # the other session keeps the default router
     *_, result = route(a, "Which planet is the largest?")
     assert result["router"] == app_server.router_dir.name
+
+
+def test_train_cancel_then_continue_from_the_last_step(app_server):
+    from routerdc.train.resume import has_state
+
+    a = Client(app_server.url, verbose=False)
+    with pytest.raises(AppError, match="No cancelled run of yours to continue"):
+        a.predict(api_name="/continue_training")
+
+    def run_until(job, step):
+        deadline = time.time() + 180
+        while time.time() < deadline and app_server.ctx.training.status.step < step and not job.done():
+            time.sleep(0.1)
+        assert a.predict(api_name="/cancel_training").startswith("Cancelling")
+        final = job.result(timeout=120)[0]
+        assert final.startswith("Cancelled at step") and "Press **Continue** to resume it" in final, final
+        return int(final.split("Cancelled at step ")[1].split("/")[0])
+
+    stopped = run_until(a.submit(*_train_args(5000, eval_every=5, name="continue-me"), api_name="/train"), 6)
+    out_dir = app_server.ctx.training.status.output_dir
+    assert "continue-me" in out_dir and has_state(out_dir)
+    job = a.submit(api_name="/continue_training")
+    again = run_until(job, stopped + 3)
+    assert again > stopped
+    first = job.outputs()[0][0]
+    assert first == f"Continuing the cancelled run from step {stopped}/5000…"
+    steps = plot_json(job.outputs()[-1][1])["data"][0]["x"]  # the curves go on from the first run's
+    assert steps[0] == 1 and steps[-1] == again and len(steps) == again
+    assert app_server.ctx.training.status.output_dir == out_dir and has_state(out_dir)
+    assert not app_server.ctx.training.status.running

@@ -303,3 +303,20 @@ def test_the_route_text_says_when_the_probabilities_are_calibrated():
     assert "fitted on the training data" in _margin_text(llms, probs, sims, 0.05, None, 0.05)
     assert "calibrated tau of this router is 0.05" in _margin_text(llms, probs, sims, 1.0, None, 0.05)
     assert "tau" in _margin_text(llms, probs, sims, 1.0) and "fitted" not in _margin_text(llms, probs, sims, 1.0)
+
+
+def test_training_service_keeps_the_latest_cancelled_runs_to_continue():
+    from app.services.training import Busy, TrainingService
+
+    svc = TrainingService(max_resumable=2)
+    for name in ("a", "b", "c"):
+        svc.keep_resumable(name, {"run": name})
+    assert svc.resumable("a") is None and svc.resumable("c") == {"run": "c"} and svc.resumable(None) is None
+    svc.forget_resumable("c")
+    assert svc.resumable("c") is None and svc.resumable("b") == {"run": "b"}
+    rid, _ = svc.begin(10, "b")
+    with pytest.raises(Busy):
+        svc.begin(10, "b")
+    svc.end(rid)
+    svc.end(rid)  # a second end does nothing
+    svc.end(svc.begin(10, "b")[0])

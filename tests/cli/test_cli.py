@@ -160,3 +160,28 @@ def test_export_fp16_sharded(minilm_router, tmp_path):
     assert half.meta.dtype == "float16" and half.meta.metrics == {"train/avg": 50.0}
     queries = ["Solve 3 * 9.", "中国的首都是哪里？"]
     np.testing.assert_allclose(half.route(queries).probs, minilm_router.route(queries).probs, atol=2e-3)
+
+
+def test_train_resume_flags(data_dir, tmp_path, capsys):
+    train_files, _ = paper_files(data_dir)
+    tr = write_jsonl([load_score_set(f).subset(np.arange(16)) for f in train_files[:2]], tmp_path / "train.jsonl")
+    out = tmp_path / "router"
+    args = ["train", "--train-files", str(tr), "--test-files", str(tr), "--output-dir", str(out), "--batch-size", "8",
+            "--freeze-encoder", "--eval-every", "2", "--samples-per-task", "0"]
+
+    def summary():
+        printed = capsys.readouterr().out
+        return json.loads(printed[printed.index("{\n  \"status\""):])
+
+    assert main([*args, "--resume", "--steps", "3"]) == 2
+    assert "nothing to resume: " in capsys.readouterr().err
+    assert main([*args, "--steps", "3", "--keep-resume"]) == 0
+    assert summary()["resume_state"] == str(tmp_path / "router.resume")
+    assert main([*args, "--steps", "5"]) == 2  # a fresh run does not discard the kept state
+    assert "pass --resume to continue it" in capsys.readouterr().err
+    assert main([*args, "--resume", "--steps", "5", "--lam", "0.5"]) == 2
+    assert "lam: 1.0 in the state, 0.5 now" in capsys.readouterr().err
+    assert main([*args, "--resume", "--steps", "5"]) == 0
+    got = summary()
+    assert got["status"] == "done" and got["resumed_from"] == 3 and got["resume_state"] is None
+    assert not (tmp_path / "router.resume").exists()
