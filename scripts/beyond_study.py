@@ -11,6 +11,9 @@ test sets are embedded once (through the embedding cache), and then, in numpy:
 * ``(b) fallback``: route to the LLM best on the training data when the top-two margin is below m,
   m fitted on the training rows (:mod:`routerdc.evaluate.combine`);
 * ``(f) k-NN mix``: ``(1 - a) p + a * kNN value``, a fitted on the training rows (leave-one-out);
+* ``(g) novelty fallback``: the LLM best on the training data for a query whose nearest training
+  query is less similar than the q-quantile (q = 0.05, fixed a priori) of the training queries' own
+  nearest-neighbour similarities;
 * ``(c) ensemble``: the mean of the seeds' calibrated probabilities (one row, not per seed);
 * ``(d) temperature``: tau fitted on the training rows so that the chosen LLM's probability is the
   probability that it answers correctly; the expected calibration error (ECE) on the test sets at
@@ -48,7 +51,7 @@ def router_scores(folder: str, sets: Sequence[Any], engine: str) -> tuple[Any, l
 
 
 def study(folders: Sequence[str], train_sets: list[Any], test_sets: list[Any], engine: str = "torch",
-          k: int = 10) -> dict[str, Any]:
+          k: int = 10, novelty_q: float = 0.05) -> dict[str, Any]:
     from routerdc.evaluate import combine
     from routerdc.evaluate.metrics import best_llm_targets, expected_calibration_error, query_values
     from routerdc.train.temperature import softmax, temperature_fit
@@ -98,8 +101,15 @@ def study(folders: Sequence[str], train_sets: list[Any], test_sets: list[Any], e
         a = combine.fit_knn_weight(tr_p, tr_knn, tr_vals)
         te_knn = [combine.knn_values(all_tr_emb, all_tr_val, e, k=k) for e in te_emb]
         choices[f"(f) k-NN mix [{name}]"] = [combine.knn_mix_choices(p, q, a) for p, q in zip(te_p, te_knn)]
+        # (g) novelty fallback: far from every training query -> the LLM best on the training data
+        train_nn = combine.nearest_similarity(all_tr_emb, all_tr_emb, exclude_self=True)
+        r_q = float(np.quantile(train_nn, novelty_q))
+        choices[f"(g) novelty fallback, q={novelty_q:g} [{name}]"] = [
+            combine.novelty_choices(x.argmax(axis=1), combine.nearest_similarity(all_tr_emb, e), r_q, fb)
+            for x, e in zip(te_s, te_emb)]
         seed_probs.append(te_p)
-        fitted[name] = {"fallback_llm": llms[fb], "fallback_margin": m, "knn_weight": a, "k": k, **cal}
+        fitted[name] = {"fallback_llm": llms[fb], "fallback_margin": m, "knn_weight": a, "k": k,
+                        "novelty_q": novelty_q, "novelty_threshold": r_q, **cal}
         print(f"{name}: m={m:.4f} a={a:.2f} tau={tau:.4f} ECE {cal['test_ece_before']:.1f}% -> "
               f"{cal['test_ece_after']:.1f}% ({time.perf_counter() - t0:.0f} s)", file=sys.stderr)
     if len(folders) > 1:

@@ -7,7 +7,7 @@ the test set, which nobody knows in advance).
 For each of the paper's 5 in-distribution tasks and each seed, a router is trained on the other 4
 tasks' training files and tested on the left-out task's test set, with the post-hoc methods of
 ``scripts/beyond_study.py`` fitted on the 4 training tasks only: (b) the confidence fallback and (f)
-the k-NN mix. A router trained on all 5 is also tested on the 3 OOD sets, against the LLM best on
+the k-NN mix, and (g) the novelty fallback. A router trained on all 5 is also tested on the 3 OOD sets, against the LLM best on
 its training data. The router is the frozen-encoder recipe (``configs/loto_frozen.json``: frozen
 all-MiniLM-L6-v2, mean pooling, only the keys learnt, calibrated), which fits 18 runs into a CPU
 session; the fine-tuned recipe takes about 25 minutes per run on a 2-core CPU.
@@ -59,6 +59,7 @@ def run_fold(cfg: Any, train_sets: list[Any], test_sets: list[Any], out: Path, s
             "router": _acc(s, res["choices"][f"calibrated [{name}]"][i]),
             "(b) fallback": _acc(s, res["choices"][f"(b) fallback [{name}]"][i]),
             "(f) k-NN mix": _acc(s, res["choices"][f"(f) k-NN mix [{name}]"][i]),
+            "(g) novelty fallback": _acc(s, res["choices"][f"(g) novelty fallback, q=0.05 [{name}]"][i]),
         }
     return {"rows": rows, "fitted": res["fitted"][name], "best_train_llm": llms[fb]}
 
@@ -93,7 +94,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                   file=sys.stderr)
         r = run_fold(cfg, train_all, [tests[t] for t in PAPER_OOD_TASKS], work / f"all-s{seed}", seed)
         folds.setdefault("ood", []).append(r)
-    methods = ["best on training data", "router", "(b) fallback", "(f) k-NN mix", "best on this test set (hindsight)"]
+    methods = ["best on training data", "router", "(b) fallback", "(f) k-NN mix", "(g) novelty fallback",
+               "best on this test set (hindsight)"]
     cells: dict[str, dict[str, tuple[float, float]]] = {}
     for task in (*PAPER_ID_TASKS, *PAPER_OOD_TASKS):
         runs = folds["ood"] if task in PAPER_OOD_TASKS else folds[task]
@@ -111,7 +113,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         best = runs[0]["best_train_llm"].split("/")[-1]
         md.append(f"| {task_label(task)} | {where} | {best}: {c[methods[0]][0]:.2f} | " +
                   " | ".join(f"{c[m][0]:.2f} ± {c[m][1]:.2f}" for m in methods[1:]) + " |")
-    for m in methods[1:4]:
+    for m in methods[1:5]:
         worse = [task_label(t) for t, c in cells.items() if c[m][0] < c[methods[0]][0] - 1e-9]
         md.append(f"\n{m}: below the best LLM on the training data on {len(worse)} of {len(cells)} tasks"
                   + (f" ({', '.join(worse)})" if worse else "") + ".")

@@ -15,6 +15,13 @@ tau) and per-query values ``(n, T)`` (:func:`routerdc.evaluate.metrics.query_val
       q_t(x) = (1 - a) p(t | x) + a * mean_{x' in kNN(x)} value_t(x'),
 
   with a fitted on training rows whose neighbours exclude the row itself (:func:`knn_values`).
+* **Novelty fallback**: route to t_fallback when the query is far from every training query,
+
+      choice(x) = t_fallback   if  max_{x'} cos(E(x), E(x')) < r_q,   else the router's choice,
+
+  with r_q the q-quantile of the training queries' own nearest-neighbour similarities (each one's
+  neighbours excluding itself; :func:`nearest_similarity`). It needs no labels, so it cannot be
+  fitted to the training average (which an in-distribution router always wins): q is fixed a priori.
 * **Seed ensembles**: the mean of several routers' probabilities (:func:`ensemble_probs`).
 
 Scores are always compared per task and averaged over tasks, as the training-set average is.
@@ -27,7 +34,7 @@ from typing import Sequence
 import numpy as np
 
 __all__ = ["best_llm", "ensemble_probs", "fallback_choices", "fit_fallback_margin", "fit_knn_weight",
-           "knn_mix_choices", "knn_values", "task_average", "top2_margin"]
+           "knn_mix_choices", "knn_values", "nearest_similarity", "novelty_choices", "task_average", "top2_margin"]
 
 
 def task_average(values: Sequence[np.ndarray], choices: Sequence[np.ndarray]) -> float:
@@ -88,6 +95,27 @@ def knn_values(train_emb: np.ndarray, train_values: np.ndarray, emb: np.ndarray,
         idx = np.argpartition(-sim, k, axis=1)[:, :k]
         out[start:start + len(sim)] = train_values[idx].mean(axis=1)
     return out
+
+
+def nearest_similarity(train_emb: np.ndarray, emb: np.ndarray, exclude_self: bool = False) -> np.ndarray:
+    """Each query's cosine similarity to its nearest training query, ``(n,)`` (``exclude_self``:
+    ``emb`` are the training queries; each one's own row is skipped)."""
+    a = np.asarray(train_emb, dtype=np.float32)
+    b = np.asarray(emb, dtype=np.float32)
+    a = a / np.maximum(np.linalg.norm(a, axis=1, keepdims=True), 1e-12)
+    b = b / np.maximum(np.linalg.norm(b, axis=1, keepdims=True), 1e-12)
+    out = np.empty(len(b), dtype=np.float64)
+    for start in range(0, len(b), 1024):
+        sim = b[start:start + 1024] @ a.T
+        if exclude_self:
+            sim[np.arange(sim.shape[0]), np.arange(start, start + sim.shape[0])] = -np.inf
+        out[start:start + len(sim)] = sim.max(axis=1)
+    return out
+
+
+def novelty_choices(choice: np.ndarray, nearest: np.ndarray, threshold: float, fallback: int) -> np.ndarray:
+    """``choice``, except ``fallback`` where the nearest training query is less similar than ``threshold``."""
+    return np.where(np.asarray(nearest) < threshold, fallback, np.asarray(choice)).astype(np.int64)
 
 
 def knn_mix_choices(probs: np.ndarray, knn: np.ndarray, weight: float) -> np.ndarray:

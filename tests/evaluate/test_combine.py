@@ -45,3 +45,13 @@ def test_knn_weight_and_ensemble():
     np.testing.assert_allclose(e, [[0.45, 0.55]])
     with pytest.raises(ValueError, match="one shape"):
         combine.ensemble_probs([np.zeros((1, 2)), np.zeros((2, 2))])
+
+
+def test_novelty_fallback_catches_queries_far_from_the_training_data():
+    train = np.array([[1.0, 0.0, 0.0], [0.98, 0.2, 0.0], [0.95, 0.0, 0.3]])
+    nn_train = combine.nearest_similarity(train, train, exclude_self=True)
+    assert (nn_train < 0.999).all() and (nn_train > 0.9).all()
+    queries = np.array([[1.0, 0.1, 0.0], [0.0, 0.0, 1.0]])  # one near the training data, one far from it
+    near = combine.nearest_similarity(train, queries)
+    thr = float(np.quantile(nn_train, 0.05))
+    np.testing.assert_array_equal(combine.novelty_choices(np.array([1, 1]), near, thr, fallback=2), [1, 2])
