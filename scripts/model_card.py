@@ -75,13 +75,16 @@ def calibration_section(config: dict) -> list[str]:
         out += [
             "", "### Temperature", "",
             f"Then the temperature was fitted on the same {temp['n_queries']:,} training queries "
-            "(`routerdc/train/temperature.py`): tau minimises the negative log-likelihood of the best LLM of each "
-            "query (ties shared), so that `p(t|x)` is the probability that LLM t is the best one for x. One scalar "
-            "divides every logit, so **no choice changes**; only the probabilities do. "
+            "(`routerdc/train/temperature.py`, `python -m routerdc calibrate --temperature-only`): tau minimises "
+            "the binary cross-entropy of \"the routed LLM answers correctly\" under the chosen LLM's probability, so "
+            "that of the queries routed with p = 60%, about 60% are answered correctly (top-label calibration; the "
+            "other LLMs' probabilities only rank them). One scalar divides every logit, so **no choice changes**; "
+            "only the probabilities do. "
             f"tau {temp['before_temperature']:g} → **{temp['temperature']:.4f}** (stored as "
             "`calibrated_temperature`, the rule's default tau). On the training queries: NLL "
-            f"{temp['nll_before']:.3f} → {temp['nll_after']:.3f}, expected calibration error "
-            f"{temp['ece_before']:.1f}% → {temp['ece_after']:.1f}%.",
+            f"{temp['nll_before']:.3f} → {temp['nll_after']:.3f}, expected calibration error (15 bins) "
+            f"{temp['ece_before']:.1f}% → {temp['ece_after']:.1f}%. One scalar halves the error but cannot remove "
+            "it: the router stays under-confident on average (see the project README, \"Temperature\").",
         ]
     return out
 
