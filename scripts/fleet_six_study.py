@@ -59,7 +59,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     def table_row(folder: Path) -> dict[str, float]:
         router = RouterDC.from_pretrained(folder)
-        sets = [s.align(router.config.llm_names) for s in test_sets]
+        sets = [s.select(router.config.llm_names) for s in test_sets]
         df = comparison_table(sets, {"r": router_choices(router, sets, key=embedding_key(router))},
                               id_tasks=PAPER_ID_TASKS, include_llms=False)
         return {str(k): round(float(v), 2) for k, v in df.loc["r"].items()}
