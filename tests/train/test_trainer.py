@@ -194,10 +194,10 @@ def test_router_options_cover_the_router_config():
 
     from routerdc.model.router import RouterConfig
 
-    # llm_bias is fitted after training (TrainConfig.calibrate) and llm_cost comes from the training
-    # files' recorded costs: neither is a recipe option.
+    # llm_bias and calibrated_temperature are fitted after training (TrainConfig.calibrate) and llm_cost
+    # comes from the training files' recorded costs: none is a recipe option.
     fields = {f.name for f in dataclasses.fields(RouterConfig)} - {"llm_names", "encoder", "init_std", "llm_bias",
-                                                                    "llm_cost"}
+                                                                    "llm_cost", "calibrated_temperature"}
     cfg = TrainConfig(normalization="anyascii", projection=True)
     assert set(cfg.router_options()) == fields
     assert RouterConfig(llm_names=("a",), **cfg.router_options()).normalization == "anyascii"
