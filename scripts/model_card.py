@@ -74,7 +74,7 @@ def calibration_section(config: dict) -> list[str]:
     if temp:
         out += [
             "", "### Temperature", "",
-            f"Then the temperature was fitted on the same {temp['n_queries']:,} training queries "
+            f"Then the temperature was fitted on {temp['n_queries']:,} training queries (all rows of the training files) "
             "(`routerdc/train/temperature.py`, `python -m routerdc calibrate --temperature-only`): tau minimises "
             "the binary cross-entropy of \"the routed LLM answers correctly\" under the chosen LLM's probability, so "
             "that of the queries routed with p = 60%, about 60% are answered correctly (top-label calibration; the "
