@@ -51,7 +51,7 @@ def router_scores(folder: str, sets: Sequence[Any], engine: str) -> tuple[Any, l
 
 
 def study(folders: Sequence[str], train_sets: list[Any], test_sets: list[Any], engine: str = "torch",
-          k: int = 10, novelty_q: float = 0.05) -> dict[str, Any]:
+          k: int = 10, novelty_q: float = 0.05, novelty_bank: int = 0) -> dict[str, Any]:
     from routerdc.evaluate import combine
     from routerdc.evaluate.metrics import best_llm_targets, expected_calibration_error, query_values
     from routerdc.train.temperature import softmax, temperature_fit
@@ -102,10 +102,15 @@ def study(folders: Sequence[str], train_sets: list[Any], test_sets: list[Any], e
         te_knn = [combine.knn_values(all_tr_emb, all_tr_val, e, k=k) for e in te_emb]
         choices[f"(f) k-NN mix [{name}]"] = [combine.knn_mix_choices(p, q, a) for p, q in zip(te_p, te_knn)]
         # (g) novelty fallback: far from every training query -> the LLM best on the training data
-        train_nn = combine.nearest_similarity(all_tr_emb, all_tr_emb, exclude_self=True)
+        # (novelty_bank > 0: only that many training queries, a seeded sample, are kept as the bank)
+        bank = all_tr_emb
+        if 0 < novelty_bank < len(bank):
+            bank = bank[np.sort(np.random.default_rng(0).choice(len(bank), novelty_bank, replace=False))]
+        train_nn = combine.nearest_similarity(bank, bank, exclude_self=True)
         r_q = float(np.quantile(train_nn, novelty_q))
-        choices[f"(g) novelty fallback, q={novelty_q:g} [{name}]"] = [
-            combine.novelty_choices(x.argmax(axis=1), combine.nearest_similarity(all_tr_emb, e), r_q, fb)
+        label = f"(g) novelty fallback, q={novelty_q:g}" + (f", bank {len(bank)}" if len(bank) < len(all_tr_emb) else "")
+        choices[f"{label} [{name}]"] = [
+            combine.novelty_choices(x.argmax(axis=1), combine.nearest_similarity(bank, e), r_q, fb)
             for x, e in zip(te_s, te_emb)]
         seed_probs.append(te_p)
         fitted[name] = {"fallback_llm": llms[fb], "fallback_margin": m, "knn_weight": a, "k": k,
@@ -131,6 +136,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--data-dir", help="score-data directory (default: $ROUTERDC_DATA or ../shared/data)")
     p.add_argument("--engine", default="torch", help="inference engine for the embeddings (default: torch fp32)")
     p.add_argument("--k", type=int, default=10, help="neighbours of the k-NN mix")
+    p.add_argument("--novelty-bank", type=int, default=0,
+                   help="keep only this many training queries (a seeded sample) as the novelty fallback's bank "
+                        "(0: all)")
     p.add_argument("--output", default=str(ROOT / "results" / "beyond"))
     a = p.parse_args(argv)
 
@@ -138,7 +146,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     train_sets = load_many([resolve_file(f, a.data_dir) for f in train_files])
     test_sets = load_many(paper_files(a.data_dir)[1])
     test_sets = [s.align(test_sets[0].llms) for s in test_sets]
-    res = study(a.routers, train_sets, test_sets, a.engine, a.k)
+    res = study(a.routers, train_sets, test_sets, a.engine, a.k, novelty_bank=a.novelty_bank)
     df = comparison_table(test_sets, res["choices"], id_tasks=PAPER_ID_TASKS)
     groups: dict[str, list[str]] = {}
     for label in res["choices"]:
@@ -147,7 +155,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     values, spread = aggregate_seeds(df, groups)
     out = Path(a.output)
     out.parent.mkdir(parents=True, exist_ok=True)
-    cmd = "python scripts/beyond_study.py --routers " + " ".join(a.routers)
+    cmd = "python scripts/beyond_study.py --routers " + " ".join(a.routers) + (
+        f" --novelty-bank {a.novelty_bank}" if a.novelty_bank else "")
     md = [f"Post-hoc methods on the paper's 8 test sets (`{cmd}`), each fitted on the training rows only; "
           "mean ± std over the routers (seeds).", "", to_markdown(values, spread=spread), "",
           "| router | fallback LLM | margin m | k-NN weight a | tau (1 → fitted) | test ECE %, routed LLM right | "
