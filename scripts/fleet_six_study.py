@@ -17,11 +17,11 @@ import argparse
 import json
 import sys
 import time
-from dataclasses import replace
 from pathlib import Path
 from typing import Sequence
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -31,8 +31,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     from routerdc.inference.embed_cache import embedding_key
     from routerdc.model.router import RouterDC
     from routerdc.train.config import TrainConfig
+    from fleet_study import delta_table
+    from loto_study import train_once
     from routerdc.train.fleet import add_llm
-    from routerdc.train.trainer import Trainer
 
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--config", default=str(ROOT / "configs" / "loto_frozen.json"))
@@ -52,10 +53,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     work = Path(a.work)
 
     def trained(out: Path, names: tuple[str, ...]) -> Path:
-        if not (out / "config.json").exists():
-            Trainer(replace(cfg, seed=a.seed, output_dir=str(out), train_files=(), test_files=()),
-                    train_sets=[s.select(names) for s in train_sets], test_sets=[], overwrite=True).run()
-        return out
+        return train_once(cfg, [s.select(names) for s in train_sets], out, a.seed)
 
     def table_row(folder: Path) -> dict[str, float]:
         router = RouterDC.from_pretrained(folder)
@@ -78,13 +76,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         r = rows[f"trained without {short}, then added"]
         print(f"{short}: added ID {r['ID avg']} OOD {r['OOD avg']} ({wall:.0f} s wall, {cpu:.0f} s CPU)", file=sys.stderr)
 
-    cols = list(next(iter(rows.values())))
-    ref = rows["all 7 from the start"]
-    lines = ["| router | " + " | ".join(cols) + " | ΔID | ΔOOD |", "|---" * (len(cols) + 3) + "|"]
-    for label, r in rows.items():
-        d = (f"{r['ID avg'] - ref['ID avg']:+.2f} | {r['OOD avg'] - ref['OOD avg']:+.2f}"
-             if label != "all 7 from the start" else " | ")
-        lines.append(f"| {label} | " + " | ".join(f"{r[c]:.2f}" for c in cols) + f" | {d} |")
+    lines = delta_table(rows, "all 7 from the start")
     cmd = f"python scripts/fleet_six_study.py --seed {a.seed}"
     md = (f"Routers trained on 6 LLMs, then given the 7th by `add-llm` (`{cmd}`; recipe `{Path(a.config).name}`, "
           "frozen encoder), against the router trained on all 7 with the same recipe; the paper's 8 test sets.\n\n"

@@ -23,6 +23,18 @@ from typing import Sequence
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def delta_table(rows: dict[str, dict[str, float]], ref_label: str) -> list[str]:
+    """Markdown lines: one row per router, its columns, then ΔID / ΔOOD against the ``ref_label`` row."""
+    cols = list(next(iter(rows.values())))
+    ref = rows[ref_label]
+    lines = ["| router | " + " | ".join(cols) + " | ΔID | ΔOOD |", "|---" * (len(cols) + 3) + "|"]
+    for label, r in rows.items():
+        d = (f"{r['ID avg'] - ref['ID avg']:+.2f} | {r['OOD avg'] - ref['OOD avg']:+.2f}"
+             if label != ref_label else " | ")
+        lines.append(f"| {label} | " + " | ".join(f"{r[c]:.2f}" for c in cols) + f" | {d} |")
+    return lines
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     from routerdc.checkpoint import read_config
     from routerdc.evaluate.evaluator import comparison_table, router_choices
@@ -71,13 +83,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"{short}: re-added ID {r['ID avg']} OOD {r['OOD avg']} (add: {wall:.1f} s wall, {cpu:.1f} s CPU)",
               file=sys.stderr)
 
-    cols = list(next(iter(rows.values())))
-    ref = rows["all 7 from the start"]
-    lines = ["| router | " + " | ".join(cols) + " | ΔID | ΔOOD |", "|---" * (len(cols) + 3) + "|"]
-    for label, r in rows.items():
-        d = (f"{r['ID avg'] - ref['ID avg']:+.2f} | {r['OOD avg'] - ref['OOD avg']:+.2f}"
-             if label != "all 7 from the start" else " | ")
-        lines.append(f"| {label} | " + " | ".join(f"{r[c]:.2f}" for c in cols) + f" | {d} |")
+    lines = delta_table(rows, "all 7 from the start")
     md = (f"Fleet changes on `{a.checkpoint}` (`python scripts/fleet_study.py`): each LLM removed "
           "(offsets refitted), then added back from the training files (only its key fitted, then "
           "the offsets), evaluated on the paper's 8 test sets.\n\n" + "\n".join(lines) + "\n\n"

@@ -35,18 +35,25 @@ def _acc(s: Any, choice: np.ndarray) -> float:
     return accuracy(s.scores, choice, s.metric)
 
 
-def run_fold(cfg: Any, train_sets: list[Any], test_sets: list[Any], out: Path, seed: int) -> dict[str, Any]:
-    """Train (or reuse) the fold's router, then each method's accuracy per test set."""
+def train_once(cfg: Any, train_sets: list[Any], out: Path, seed: int) -> Path:
+    """Train ``cfg`` (with ``seed``) on ``train_sets`` into ``out``, unless a router is already there."""
     from dataclasses import replace
 
-    from beyond_study import study
-    from routerdc.evaluate.combine import best_llm
-    from routerdc.evaluate.metrics import query_values
     from routerdc.train.trainer import Trainer
 
     if not (out / "config.json").exists():
         Trainer(replace(cfg, seed=seed, output_dir=str(out), train_files=(), test_files=()),
                 train_sets=train_sets, test_sets=[], overwrite=True).run()
+    return out
+
+
+def run_fold(cfg: Any, train_sets: list[Any], test_sets: list[Any], out: Path, seed: int) -> dict[str, Any]:
+    """Train (or reuse) the fold's router, then each method's accuracy per test set."""
+    from beyond_study import study
+    from routerdc.evaluate.combine import best_llm
+    from routerdc.evaluate.metrics import query_values
+
+    train_once(cfg, train_sets, out, seed)
     res = study([str(out)], train_sets, test_sets)
     llms = test_sets[0].llms
     fb = best_llm([query_values(s.align(llms).scores, s.metric) for s in train_sets])
