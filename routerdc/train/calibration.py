@@ -137,6 +137,17 @@ def calibrate(llm_names: Sequence[str], sims: Sequence[np.ndarray], sets: Sequen
     )
 
 
+def _similarities(router: Any, sets: Sequence[ScoreSet], cache_dir: str | os.PathLike | None) -> list[np.ndarray]:
+    """sim(E(x), k_t) of ``router`` on each set's queries, the embeddings through the on-disk cache
+    (a frozen, pretrained encoder shares the trainer's cache; a fine-tuned one is keyed by its weights)."""
+    from routerdc.inference.embed_cache import embedding_key, router_embeddings
+    from routerdc.routing import similarities
+
+    key = embedding_key(router)
+    return [similarities(router_embeddings(router, s.queries, key=key, cache_dir=cache_dir), router.keys,
+                         router.config.similarity) for s in sets]
+
+
 def calibrate_checkpoint(folder: str | os.PathLike, sets: Sequence[ScoreSet], *,
                          output: str | os.PathLike | None = None, cache_dir: str | os.PathLike | None = None,
                          grid: np.ndarray | None = None, device: Any = "cpu", engine: str = "torch",
@@ -152,18 +163,12 @@ def calibrate_checkpoint(folder: str | os.PathLike, sets: Sequence[ScoreSet], *,
     on-disk cache keyed by the checkpoint's content (offsets aside: see
     :func:`~routerdc.inference.embed_cache.embedding_key`).
     """
-    from routerdc.inference.embed_cache import embedding_key, router_embeddings
     from routerdc.inference import load_router
-    from routerdc.routing import similarities
 
     folder = Path(folder)
     router = load_router(folder, engine, device, remeasure=remeasure)  # the inference layer's engine
-    # A frozen (pretrained) encoder shares the trainer's cache; a fine-tuned one is keyed by its weights.
-    key = embedding_key(router)
     names = router.config.llm_names
-    keys = router.keys
-    sims = [similarities(router_embeddings(router, s.queries, key=key, cache_dir=cache_dir), keys,
-                         router.config.similarity) for s in sets]
+    sims = _similarities(router, sets, cache_dir)
     result = calibrate(names, sims, sets, grid=grid)
     record = {**result.to_dict(), "tasks": [s.task for s in sets], "sources": [s.source for s in sets]}
     meta = RouterMeta.read(folder).with_offsets(result.bias, record)
@@ -184,18 +189,14 @@ def calibrate_temperature(folder: str | os.PathLike, sets: Sequence[ScoreSet], *
     (none: b = 0), and store it in its config (atomically; ``output`` receives a copy instead).
     Returns the :class:`routerdc.train.temperature.TemperatureFit`. No choice changes."""
     from routerdc.inference import load_router
-    from routerdc.inference.embed_cache import embedding_key, router_embeddings
-    from routerdc.routing import similarities
     from routerdc.train.temperature import temperature_fit
 
     folder = Path(folder)
     router = load_router(folder, engine, device)
     cfg = router.config
     sets = [s.align(cfg.llm_names) for s in sets]
-    key = embedding_key(router)
     bias = np.zeros(len(cfg.llm_names)) if cfg.llm_bias is None else np.asarray(cfg.llm_bias)
-    scores = [similarities(router_embeddings(router, s.queries, key=key, cache_dir=cache_dir), router.keys,
-                           cfg.similarity) + bias for s in sets]
+    scores = [x + bias for x in _similarities(router, sets, cache_dir)]
     fit = temperature_fit(scores, sets, before=cfg.temperature)
     RouterMeta.read(folder).with_temperature(fit.temperature, {**fit.to_dict(), "tasks": [s.task for s in sets]}
                                              ).write(folder, output)
