@@ -118,10 +118,12 @@ class RouterMeta:
         """The config of the router in ``folder``; :class:`CheckpointError` if it is not one."""
         return cls.from_dict(_load_json(folder), str(Path(folder) / CONFIG_NAME))
 
-    def write(self, folder: str | os.PathLike, output: str | os.PathLike | None = None) -> Path:
+    def write(self, folder: str | os.PathLike, output: str | os.PathLike | None = None,
+              files: Mapping[str, bytes | None] | None = None) -> Path:
         """Rewrite ``folder``'s config.json (atomically; the weights untouched), or with another
-        ``output`` write a copy of the folder carrying this config, in one atomic step."""
-        return write_config(folder, self.to_dict(), output)
+        ``output`` write a copy of the folder carrying this config, in one atomic step; ``files``
+        as :func:`write_config`."""
+        return write_config(folder, self.to_dict(), output, files)
 
     # ------------------------------------------------------------------ views and edits
     def router_config(self) -> Any:
@@ -159,19 +161,33 @@ class RouterMeta:
                        calibration={**(self.calibration or {}), "temperature": dict(record)})
 
     def without_offsets(self) -> "RouterMeta":
-        """The paper's rule: no offsets, no fitted temperature and no calibration record."""
-        return replace(self.with_router(llm_bias=None, calibrated_temperature=None), calibration=None)
+        """The paper's rule: no offsets, no fitted temperature, no novelty fallback and no calibration
+        record (a folder written with it should drop ``novelty.safetensors``)."""
+        return replace(self.with_router(llm_bias=None, calibrated_temperature=None, novelty_threshold=None,
+                                        llm_prior=None), calibration=None)
+
+    def with_novelty(self, threshold: float, prior: Sequence[float], record: Mapping[str, Any]) -> "RouterMeta":
+        """The novelty fallback (:mod:`routerdc.novelty`): its threshold and prior in the router config,
+        its record under ``calibration.novelty``; the bank goes beside, in ``novelty.safetensors``."""
+        return replace(self.with_router(novelty_threshold=float(threshold), llm_prior=[float(p) for p in prior]),
+                       calibration={**(self.calibration or {}), "novelty": dict(record)})
+
+    def without_novelty(self) -> "RouterMeta":
+        calibration = None if self.calibration is None else {k: v for k, v in self.calibration.items()
+                                                              if k != "novelty"}
+        return replace(self.with_router(novelty_threshold=None, llm_prior=None), calibration=calibration)
 
     def with_extra(self, **entries: Any) -> "RouterMeta":
         return replace(self, extra={**self.extra, **entries})
 
     def embedding_bytes(self) -> bytes:
-        """This config without what changes no embedding (the offsets, the fitted temperature and their
-        record, the costs):
+        """This config without what changes no embedding (the offsets, the fitted temperature, the
+        novelty fallback and their record, the costs):
         the bytes that content keys of cached embeddings and maps are taken over, so that a router and
         its calibrated or costed copy share them."""
-        stripped = self.without_offsets().with_router(llm_cost=None)
-        return replace(stripped, extra={k: v for k, v in self.extra.items() if k != "costs"}).to_bytes()
+        stripped = self.without_offsets().with_router(llm_cost=None, novelty_threshold=None, llm_prior=None)
+        recipe = {k: v for k, v in self.recipe.items() if k != "novelty_quantile"}  # the fallback's recipe
+        return replace(stripped, recipe=recipe, extra={k: v for k, v in self.extra.items() if k != "costs"}).to_bytes()
 
 
 def read_meta(folder: str | os.PathLike) -> RouterMeta:
@@ -179,20 +195,28 @@ def read_meta(folder: str | os.PathLike) -> RouterMeta:
     return RouterMeta.read(folder)
 
 
-def write_config(folder: str | os.PathLike, meta: dict[str, Any], output: str | os.PathLike | None = None) -> Path:
+def write_config(folder: str | os.PathLike, meta: dict[str, Any], output: str | os.PathLike | None = None,
+                 files: Mapping[str, bytes | None] | None = None) -> Path:
     """Give the router in ``folder`` the config ``meta``: rewrite its ``config.json`` in place
     (atomically; the weights untouched) or, with another ``output``, write a copy of the folder with
-    the new config there in one atomic step. Returns where the router now is."""
+    the new config there in one atomic step. ``files``: more files to write (bytes) or remove
+    (None) in the same step; in place, the folder is then rewritten as a whole (copied and swapped),
+    so the config and those files change together. Returns where the router now is."""
     import shutil
 
     folder = Path(folder)
     out = Path(output) if output is not None else folder
-    if out.resolve() == folder.resolve():
+    if out.resolve() == folder.resolve() and not files:
         write_json(folder / CONFIG_NAME, meta)
-    else:
-        with atomic_dir(out) as tmp:
-            shutil.copytree(folder, tmp, dirs_exist_ok=True)
-            write_json(tmp / CONFIG_NAME, meta)
+        return out
+    with atomic_dir(out) as tmp:
+        shutil.copytree(folder, tmp, dirs_exist_ok=True)
+        write_json(tmp / CONFIG_NAME, meta)
+        for name, data in (files or {}).items():
+            if data is None:
+                (tmp / name).unlink(missing_ok=True)
+            else:
+                write_bytes(tmp / name, data)
     return out
 
 

@@ -13,6 +13,11 @@ time and c_t the LLM's expected cost per query (``llm_cost``, dollars) scaled to
 fleet (:func:`normalized_costs`: the cheapest 0, the dearest 1); lambda = 0 (the default) is the
 rule without costs, bit for bit.
 
+A router with a novelty fallback (``novelty_threshold``, ``llm_prior`` and the bank of training
+queries in ``novelty.safetensors``; :mod:`routerdc.novelty`) sends a query whose nearest training
+query is less similar than the threshold to ``argmax_t prior_t - lambda * c_t`` instead; its
+probabilities stay the router's, and :attr:`Routing.novel` marks those rows.
+
 :mod:`routerdc.model.router` (torch) and :mod:`routerdc.inference.onnx` (ONNX Runtime) both compute E(x);
 this module is shared by them and by the app, which routes without importing torch.
 """
@@ -56,6 +61,10 @@ class RouterConfig:
         calibrated_temperature: tau fitted after training so that the probabilities are
             calibrated (:func:`routerdc.train.temperature.fit_temperature`), used by the routing
             rule in place of ``temperature``; ``None``: not fitted.
+        novelty_threshold: the novelty fallback's threshold r on the cosine to the nearest training
+            query (:mod:`routerdc.novelty`); ``None``: no fallback.
+        llm_prior: each LLM's training-set average in [0, 1], which picks the fallback LLM; set
+            together with ``novelty_threshold``.
     """
 
     llm_names: tuple[str, ...]
@@ -70,6 +79,13 @@ class RouterConfig:
     llm_bias: tuple[float, ...] | None = None
     llm_cost: tuple[float, ...] | None = None
     calibrated_temperature: float | None = None
+    novelty_threshold: float | None = None
+    llm_prior: tuple[float, ...] | None = None
+
+    @property
+    def novelty(self) -> bool:
+        """Whether the rule has the novelty fallback (and so needs the bank of training queries)."""
+        return self.novelty_threshold is not None
 
     @property
     def routing_temperature(self) -> float:
@@ -108,6 +124,21 @@ class RouterConfig:
                 isinstance(self.calibrated_temperature, (int, float)) and self.calibrated_temperature > 0
                 and np.isfinite(self.calibrated_temperature)):
             raise ValueError(f"calibrated_temperature must be a positive number, got {self.calibrated_temperature!r}")
+        if (self.novelty_threshold is None) != (self.llm_prior is None):
+            raise ValueError("novelty_threshold and llm_prior go together (the novelty fallback); got only one")
+        if self.llm_prior is not None:
+            try:
+                prior = tuple(float(p) for p in self.llm_prior)
+                threshold = float(self.novelty_threshold)  # type: ignore[arg-type]
+            except (TypeError, ValueError):
+                raise ValueError(f"llm_prior must be a list of numbers and novelty_threshold a number, got "
+                                 f"{self.llm_prior!r}, {self.novelty_threshold!r}") from None
+            if len(prior) != len(self.llm_names) or not all(np.isfinite(prior)):
+                raise ValueError(f"llm_prior must hold {len(self.llm_names)} finite numbers (one per LLM), got {list(prior)}")
+            if not -1.0 <= threshold <= 1.0:
+                raise ValueError(f"novelty_threshold is a cosine similarity in [-1, 1], got {threshold}")
+            object.__setattr__(self, "llm_prior", prior)
+            object.__setattr__(self, "novelty_threshold", threshold)
         if self.normalization not in NORMALIZATIONS:
             raise ValueError(f"normalization must be one of {NORMALIZATIONS}, got {self.normalization!r}")
         if self.max_length < 2:
@@ -116,13 +147,14 @@ class RouterConfig:
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
         d["llm_names"] = list(self.llm_names)
-        for name in ("llm_bias", "llm_cost"):  # configs without them stay readable by older versions
+        for name in ("llm_bias", "llm_cost", "llm_prior"):  # configs without them stay readable by older versions
             if d[name] is None:
                 del d[name]
             else:
                 d[name] = list(d[name])
-        if d["calibrated_temperature"] is None:
-            del d["calibrated_temperature"]
+        for name in ("calibrated_temperature", "novelty_threshold"):
+            if d[name] is None:
+                del d[name]
         return d
 
     @classmethod
@@ -142,22 +174,58 @@ class Routing:
     probs: np.ndarray  # (n, T)
     similarities: np.ndarray  # (n, T) sim before the offsets and the temperature
     cost_weight: float = 0.0  # the lambda these decisions were made with
+    nearest: np.ndarray | None = None  # (n,) cosine to the nearest training query (novelty fallback only)
+    novelty_threshold: float | None = None  # below it a query is novel
+    fallback: int | None = None  # the LLM novel queries go to
     choice: np.ndarray = field(init=False)  # (n,)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "choice", self.probs.argmax(axis=1))
+        choice = self.probs.argmax(axis=1)
+        if self.nearest is not None:
+            choice = np.where(self.novel, self.fallback, choice).astype(choice.dtype)
+        object.__setattr__(self, "choice", choice)
+
+    @property
+    def router_choice(self) -> np.ndarray:
+        """``(n,)`` the argmax of the probabilities, before the novelty fallback."""
+        return self.probs.argmax(axis=1)
+
+    @property
+    def novel(self) -> np.ndarray:
+        """``(n,)`` bool: the queries sent to the fallback LLM (all False without the fallback)."""
+        if self.nearest is None:
+            return np.zeros(len(self.probs), dtype=bool)
+        return np.asarray(self.nearest) < float(self.novelty_threshold)  # type: ignore[arg-type]
+
+    def rows(self, idx: Sequence[int]) -> "Routing":
+        """The decisions for the rows ``idx`` only."""
+        i = np.asarray(idx, dtype=np.int64)
+        return Routing(self.llm_names, self.probs[i], self.similarities[i], self.cost_weight,
+                       None if self.nearest is None else np.asarray(self.nearest)[i], self.novelty_threshold,
+                       self.fallback)
+
+    def novelty_record(self, i: int) -> dict[str, Any] | None:
+        """Row ``i``'s novelty check as JSON (None without the fallback)."""
+        if self.nearest is None:
+            return None
+        return {"nearest_similarity": round(float(self.nearest[i]), 6), "threshold": self.novelty_threshold,
+                "novel": bool(self.novel[i]), "fallback_llm": self.llm_names[int(self.fallback)],  # type: ignore[arg-type]
+                "router_choice": self.llm_names[int(self.router_choice[i])]}
 
     @property
     def llms(self) -> list[str]:
         return [self.llm_names[i] for i in self.choice]
 
     def records(self, queries: Sequence[str]) -> list[dict[str, Any]]:
-        """``{"query", "llm", "probs": {llm: p}}`` per query, in order."""
-        return [
-            {"query": q, "llm": self.llm_names[c],
-             "probs": {n: float(p) for n, p in zip(self.llm_names, row)}}
-            for q, c, row in zip(queries, self.choice, self.probs)
-        ]
+        """``{"query", "llm", "probs": {llm: p}}`` per query, in order (with the fallback also
+        ``"novelty"``: :meth:`novelty_record`)."""
+        out = []
+        for i, (q, c, row) in enumerate(zip(queries, self.choice, self.probs)):
+            rec = {"query": q, "llm": self.llm_names[c], "probs": {n: float(p) for n, p in zip(self.llm_names, row)}}
+            if self.nearest is not None:
+                rec["novelty"] = self.novelty_record(i)
+            out.append(rec)
+        return out
 
 
 def similarities(emb: np.ndarray, keys: np.ndarray, similarity: str = "cos") -> np.ndarray:
@@ -196,9 +264,14 @@ def check_cost_weight(config: RouterConfig, cost_weight: float) -> float:
 
 
 def route_embeddings(emb: np.ndarray, keys: np.ndarray, config: RouterConfig,
-                     temperature: float | None = None, cost_weight: float = 0.0) -> Routing:
-    """Routing decisions from query embeddings ``(n, d)`` and the LLM keys ``(T, d)``."""
+                     temperature: float | None = None, cost_weight: float = 0.0,
+                     bank: np.ndarray | None = None) -> Routing:
+    """Routing decisions from query embeddings ``(n, d)`` and the LLM keys ``(T, d)``; ``bank``
+    ``(m, d)``: the training queries of a router with the novelty fallback (required then)."""
     lam = check_cost_weight(config, cost_weight)
+    if config.novelty and bank is None:
+        raise ValueError("this router has a novelty fallback (novelty_threshold), so routing needs its bank of "
+                         "training queries (novelty.safetensors)")
     sims = similarities(emb, keys, config.similarity)
     scores = sims if config.llm_bias is None else sims + np.asarray(config.llm_bias, dtype=np.float32)
     if lam > 0:
@@ -207,4 +280,10 @@ def route_embeddings(emb: np.ndarray, keys: np.ndarray, config: RouterConfig,
     logits = logits - logits.max(axis=1, keepdims=True)
     probs = np.exp(logits)
     probs /= probs.sum(axis=1, keepdims=True)
-    return Routing(config.llm_names, probs.astype(np.float32), sims, lam)
+    if not config.novelty:
+        return Routing(config.llm_names, probs.astype(np.float32), sims, lam)
+    from routerdc.novelty import fallback_index, nearest_similarity
+
+    cost = normalized_costs(config.llm_cost) if config.llm_cost is not None else None
+    return Routing(config.llm_names, probs.astype(np.float32), sims, lam, nearest_similarity(bank, emb),  # type: ignore[arg-type]
+                   config.novelty_threshold, fallback_index(config.llm_prior, cost, lam))  # type: ignore[arg-type]

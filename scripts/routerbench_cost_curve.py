@@ -138,7 +138,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     for label, _, d in specs:
         r = load_router(d, "torch")
         first = first or r
-        given[label] = (r.config, r.keys, [router_embeddings(r, s.queries, key=embedding_key(r)) for s in test_sets])
+        given[label] = (r.config, r.keys, [router_embeddings(r, s.queries, key=embedding_key(r)) for s in test_sets], r.bank)
     llms = first.config.llm_names
     test_sets = [s.align(llms) for s in test_sets]
     knn = None if a.no_knn else knn_scores(first.config, train_sets, test_sets)

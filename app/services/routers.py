@@ -95,6 +95,11 @@ class RouterView:
         return self.engine.keys
 
     @property
+    def bank(self) -> np.ndarray | None:
+        """The novelty fallback's training queries (None without the fallback)."""
+        return self.engine.bank
+
+    @property
     def dim(self) -> int:
         return int(self.llm_keys.shape[1])
 

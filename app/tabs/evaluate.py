@@ -137,7 +137,7 @@ def cost_curve(view, sets, cache_dir: str | None = None):
     from routerdc.evaluate.cost_sweep import sweep  # noqa: PLC0415 - keeps start-up light
 
     label = f"RouterDC ({view.name})"
-    result = sweep(sets, {label: (view.config, view.llm_keys, [view.embed_set(s, cache_dir) for s in sets])}, n=15)
+    result = sweep(sets, {label: (view.config, view.llm_keys, [view.embed_set(s, cache_dir) for s in sets], view.bank)}, n=15)
     curves = pd.DataFrame([{"method": c.label, "total_cost": x, "quality": y}
                            for c in result.curves for x, y in c.points])
     llms = pd.DataFrame([{"llm": n, "total_cost": c, "quality": q} for n, (c, q) in result.llm_points.items()])

@@ -41,13 +41,32 @@ def _cost_text(view: RouterView, lam: float, chosen: int) -> str:
             f"costs scaled to [0, 1]; `{plots.short_name(view.llms[chosen])}` costs ${cost:.5f} per query.")
 
 
+def _decision_text(view: RouterView, routing, tau: float, lam: float) -> str:
+    """The Route tab's account of the routing of its one query: the choice and its margin, the
+    novelty check (a router with the fallback) and the cost weight."""
+    probs, sims = routing.probs[0], routing.similarities[0]
+    rec = routing.novelty_record(0)
+    novel = rec is not None and rec["novel"]
+    text = _margin_text(view.llms, probs, sims, tau, view.config.llm_bias, view.config.calibrated_temperature,
+                        label="The router's own pick" if novel else "Chosen LLM")
+    if novel:
+        text = (f"**Chosen LLM: `{rec['fallback_llm']}`, the LLM best on the training data**: this query is unlike "
+                f"every training query (nearest cosine {rec['nearest_similarity']:.3f} < threshold "
+                f"{rec['threshold']:.3f}), so the router's pick is not trusted on it.  \n" + text)
+    elif rec is not None:
+        text += (f"  \nNovelty check: the nearest training query is at cosine {rec['nearest_similarity']:.3f} "
+                 f"(threshold {rec['threshold']:.3f}), so the router decides.")
+    return text + _cost_text(view, lam, int(routing.choice[0]))
+
+
 def _margin_text(llms, probs: np.ndarray, sims: np.ndarray, temperature: float,
-                 offsets: tuple[float, ...] | None = None, calibrated: float | None = None) -> str:
+                 offsets: tuple[float, ...] | None = None, calibrated: float | None = None,
+                 label: str = "Chosen LLM") -> str:
     order = np.argsort(-probs)
     top, second = int(order[0]), int(order[1]) if len(order) > 1 else int(order[0])
     margin = float(probs[top] - probs[second])
     off = "" if offsets is None else f", offset {offsets[top]:+.3f}"
-    text = (f"**Chosen LLM: `{llms[top]}`** with probability {probs[top]:.1%} (cosine {sims[top]:.3f}{off}).  \n"
+    text = (f"**{label}: `{llms[top]}`** with probability {probs[top]:.1%} (cosine {sims[top]:.3f}{off}).  \n"
             f"Top-1/top-2 margin: **{margin:.1%}** over `{plots.short_name(llms[second])}` "
             f"({probs[second]:.1%}); tau = {temperature:g}.")
     if offsets is not None:
@@ -202,14 +221,14 @@ def build_route_tab(ctx: AppContext, session: gr.State) -> dict[str, Any]:
         neigh, why = neighbours_table(view, emb)
         for n in notices:
             gr.Warning(n)
-        md = (_margin_text(view.llms, probs, sims, float(tau), offsets, view.config.calibrated_temperature)
-              + _cost_text(view, lam, int(routing.choice[0])))
+        md = _decision_text(view, routing, float(tau), lam)
         if notices:
             md += "\n\n" + "\n".join(f"> ⚠ {html.escape(n)}" for n in notices)
         result = {"router": view.name, "llm": chosen, "temperature": float(tau), "cost_weight": lam,
                   "probs": {n: float(p) for n, p in zip(view.llms, probs)},
                   "similarities": {n: float(x) for n, x in zip(view.llms, sims)},
                   **({"offsets": dict(zip(view.llms, offsets))} if offsets is not None else {}),
+                  **({"novelty": routing.novelty_record(0)} if routing.nearest is not None else {}),
                   "margin": float(np.sort(probs)[-1] - (np.sort(probs)[-2] if len(probs) > 1 else 0.0)),
                   "query_chars": len(q), "notices": notices, "in_score_set": match is not None,
                   "seconds": round(time.perf_counter() - t0, 4)}
@@ -233,8 +252,7 @@ def build_route_tab(ctx: AppContext, session: gr.State) -> dict[str, Any]:
         probs, sims = routing.probs[0], routing.similarities[0]
         offsets = view.config.llm_bias
         fig = plots.routing_bar(view.llms, probs, sims, int(routing.choice[0]), float(tau), offsets=offsets)
-        return (_margin_text(view.llms, probs, sims, float(tau), offsets, view.config.calibrated_temperature)
-                + _cost_text(view, lam, int(routing.choice[0]))), fig
+        return _decision_text(view, routing, float(tau), lam), fig
 
     def answer(sess: Session):
         """Stream the chosen LLM's answer into the answer box (a no-op without a backend for it)."""

@@ -24,6 +24,9 @@ def add_calibrate_command(sub: Any) -> None:
                        help="fit only the offsets, not the temperature that calibrates the probabilities")
     which.add_argument("--temperature-only", action="store_true",
                        help="keep the router's offsets and fit only the temperature (no choice changes)")
+    p.add_argument("--novelty-quantile", type=float, default=0.05,
+                   help="also fit the novelty fallback at this quantile (default 0.05; 0: none, and an existing one "
+                        "is removed; see routerdc.novelty)")
     engine_arguments(p)
 
 
@@ -44,8 +47,10 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
         print(json.dumps({"output": args.output or args.checkpoint, "temperature": fit.to_dict()}, indent=2))
         return 0
     result = calibrate_checkpoint(args.checkpoint, sets, output=args.output, engine=args.engine or default_engine(),
-                                  remeasure=args.remeasure, temperature=args.temperature)
+                                  remeasure=args.remeasure, temperature=args.temperature,
+                                  novelty=args.novelty_quantile or None)
     out = args.output or args.checkpoint
-    temp = (read_config(out).get("calibration") or {}).get("temperature")
-    print(json.dumps({"output": out, **result.to_dict(), **({"temperature": temp} if temp else {})}, indent=2))
+    cal = read_config(out).get("calibration") or {}
+    extra = {k: cal[k] for k in ("temperature", "novelty") if cal.get(k)}
+    print(json.dumps({"output": out, **result.to_dict(), **extra}, indent=2))
     return 0

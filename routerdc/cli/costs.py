@@ -82,7 +82,7 @@ def run_cost_sweep(specs: Mapping[str, Sequence[str]], loaded: dict[str, Any], t
     given = {}
     for label, r in routers.items():
         embs = [router_embeddings(r, s.queries, key=embedding_key(r)) for s in test_sets]
-        given[label] = (r.config, r.keys, embs)
+        given[label] = (r.config, r.keys, embs, r.bank)
     knn_scores = None
     if train_sets:
         first = next(iter(routers.values()))

@@ -33,6 +33,8 @@ from typing import Sequence
 
 import numpy as np
 
+from routerdc.novelty import nearest_similarity  # re-exported: the routing rule's own
+
 __all__ = ["best_llm", "ensemble_probs", "fallback_choices", "fit_fallback_margin", "fit_knn_weight",
            "knn_mix_choices", "knn_values", "nearest_similarity", "novelty_choices", "task_average", "top2_margin"]
 
@@ -94,22 +96,6 @@ def knn_values(train_emb: np.ndarray, train_values: np.ndarray, emb: np.ndarray,
             sim[np.arange(sim.shape[0]), np.arange(start, start + sim.shape[0])] = -np.inf
         idx = np.argpartition(-sim, k, axis=1)[:, :k]
         out[start:start + len(sim)] = train_values[idx].mean(axis=1)
-    return out
-
-
-def nearest_similarity(train_emb: np.ndarray, emb: np.ndarray, exclude_self: bool = False) -> np.ndarray:
-    """Each query's cosine similarity to its nearest training query, ``(n,)`` (``exclude_self``:
-    ``emb`` are the training queries; each one's own row is skipped)."""
-    a = np.asarray(train_emb, dtype=np.float32)
-    b = np.asarray(emb, dtype=np.float32)
-    a = a / np.maximum(np.linalg.norm(a, axis=1, keepdims=True), 1e-12)
-    b = b / np.maximum(np.linalg.norm(b, axis=1, keepdims=True), 1e-12)
-    out = np.empty(len(b), dtype=np.float64)
-    for start in range(0, len(b), 1024):
-        sim = b[start:start + 1024] @ a.T
-        if exclude_self:
-            sim[np.arange(sim.shape[0]), np.arange(start, start + sim.shape[0])] = -np.inf
-        out[start:start + len(sim)] = sim.max(axis=1)
     return out
 
 

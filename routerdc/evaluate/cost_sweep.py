@@ -21,7 +21,7 @@ import numpy as np
 from routerdc.evaluate.cost_curve import CostCurve, cost_to_match, point
 from routerdc.data import ScoreSet
 from routerdc.evaluate.metrics import query_values
-from routerdc.routing import RouterConfig, normalized_costs, similarities
+from routerdc.routing import RouterConfig, normalized_costs, route_embeddings, similarities
 
 __all__ = ["SweepResult", "cost_weights", "pooled", "sweep_scores", "sweep"]
 
@@ -114,8 +114,9 @@ class SweepResult:
 
 def sweep(test_sets: Sequence[ScoreSet], routers: Mapping[str, tuple[RouterConfig, np.ndarray, list[np.ndarray]]],
           *, n: int = 25, knn_scores: Sequence[np.ndarray] | None = None) -> SweepResult:
-    """Sweep every router, given as ``label -> (config, LLM keys, test embeddings per set)``; the
-    single LLMs, the oracle and (with its predicted scores per set) k-NN come along."""
+    """Sweep every router, given as ``label -> (config, LLM keys, test embeddings per set[, novelty
+    bank])`` (the bank is needed by a router with the novelty fallback); the single LLMs, the oracle
+    and (with its predicted scores per set) k-NN come along."""
     if not routers:
         raise ValueError("no router to sweep")
     first = next(iter(routers.values()))[0]
@@ -124,15 +125,21 @@ def sweep(test_sets: Sequence[ScoreSet], routers: Mapping[str, tuple[RouterConfi
     llm_points = {name: point(values, qcost, np.full(len(values), t)) for t, name in enumerate(llms)}
     totals = [c for c, _ in llm_points.values()]
     curves = []
-    for label, (config, keys, embs) in routers.items():
+    for label, (config, keys, embs, *rest) in routers.items():
         if config.llm_cost is None:
             raise ValueError(f"{label}: the router has no LLM costs (llm_cost); set them with `python -m routerdc costs`")
         if tuple(config.llm_names) != tuple(llms):
             raise ValueError(f"{label}: its LLMs differ from {label!r}'s first router's")
         sims = np.concatenate([similarities(e, keys, config.similarity) for e in embs])
         scores = sims + (np.asarray(config.llm_bias, dtype=np.float32) if config.llm_bias else 0.0)
-        curves.append(sweep_scores(scores, config.llm_cost, cost_weights(scores, config.llm_cost, n),
-                                   values, qcost, label))
+        lambdas = cost_weights(scores, config.llm_cost, n)
+        if not config.novelty:
+            curves.append(sweep_scores(scores, config.llm_cost, lambdas, values, qcost, label))
+            continue
+        emb = np.concatenate(embs)  # the novelty fallback: the one routing rule at each lambda
+        pts = [point(values, qcost, route_embeddings(emb, keys, config, cost_weight=float(lam),
+                                                     bank=rest[0] if rest else None).choice) for lam in lambdas]
+        curves.append(CostCurve(label, np.asarray(pts), tuple(float(x) for x in lambdas)))
     best = values.max(axis=1, keepdims=True)
     oracle = np.argmin(np.where(values >= best, qcost, np.inf), axis=1)
     curves.append(CostCurve("oracle (cheapest of the best LLMs per query)", np.asarray([point(values, qcost, oracle)])))

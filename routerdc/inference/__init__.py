@@ -60,8 +60,9 @@ def _default_device() -> str:
     return "cpu"
 
 
-def _cached_bounds(cache: Path, fingerprint: str, device: str, engine: str) -> Any:
-    """A checked engine asked for by name reuses the margin bounds ``auto`` measured (else it measures)."""
+def _cached_decision(cache: Path, fingerprint: str, device: str, engine: str) -> Any:
+    """A checked engine asked for by name reuses the margin bounds ``auto`` measured (else it measures):
+    the cached decision that holds them, or None."""
     from routerdc.inference.checked import CHECKED
 
     if engine not in CHECKED:
@@ -69,7 +70,7 @@ def _cached_bounds(cache: Path, fingerprint: str, device: str, engine: str) -> A
     from routerdc.inference.select import decision_path, read_decision
 
     decision = read_decision(decision_path(cache, fingerprint, device), names=())
-    return decision.bounds(engine) if decision is not None else None
+    return decision
 
 
 def load_router(folder: str | os.PathLike, engine: str = "auto", device: str | None = None, *,
@@ -123,8 +124,10 @@ def load_router(folder: str | os.PathLike, engine: str = "auto", device: str | N
                                   remeasure=remeasure, candidates=candidates)
         engine = decision.engine
         reason = decision.reason + (" (decision cached for this router and machine)" if cached else "")
-    bounds = decision.bounds(engine) if decision is not None else None
-    if bounds is None and decision is None:
-        bounds = _cached_bounds(cache, fingerprint, device, engine)
-    return Router(build_engine(engine, sources, bounds=bounds), reason=reason, token_budget=token_budget,
+    measured = decision if decision is not None else _cached_decision(cache, fingerprint, device, engine)
+    bounds = measured.bounds(engine) if measured is not None else None
+    nov = measured.novelty_bound(engine) if measured is not None else None
+    if bounds is None or nov is None:
+        bounds, nov = None, None  # measured now, both on the same probes
+    return Router(build_engine(engine, sources, bounds=bounds, novelty_bound=nov), reason=reason, token_budget=token_budget,
                   max_rows=max_rows, folder=folder, sources=sources, decision=decision)

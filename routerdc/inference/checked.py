@@ -16,6 +16,12 @@ with its decision. Pairs of LLMs whose keys are close have small errors, hence t
 (measured on the shipped router: 15% of the test queries re-encoded, against 37% with one bound
 for all pairs, both with every choice equal to fp32's).
 
+With the novelty fallback (:mod:`routerdc.novelty`) a choice also flips when the query's
+similarity to its nearest training query crosses the threshold, so a query is re-encoded too when
+that similarity is within ``novelty_bound`` of the threshold (:data:`SAFETY` x bf16's largest
+error of it on the probes, :func:`novelty_error`). A query that is clearly novel goes to the
+fallback whatever its score gaps, so those are not checked.
+
 The router's probabilities are nearly uniform (the Chinese test queries, mostly ``[UNK]`` to
 MiniLM, have a median top-two gap of 0.004 in cosine units), so a sizeable share of queries is
 re-encoded: see README.
@@ -31,7 +37,8 @@ import numpy as np
 
 from routerdc.routing import Routing, route_embeddings
 
-__all__ = ["CHECKED", "SAFETY", "CheckedEngine", "bounds_from_errors", "calibrate", "pair_errors", "score_gaps"]
+__all__ = ["CHECKED", "SAFETY", "CheckedEngine", "bounds_from_errors", "calibrate", "novelty_bound", "novelty_error",
+           "pair_errors", "score_gaps"]
 
 CHECKED: dict[str, str] = {"torch-bf16-checked": "torch-bf16"}  # checked engine -> its fast engine
 SAFETY = 1.5
@@ -39,12 +46,13 @@ MIN_BOUND = 1e-4  # a probe on which bf16 made no error at all still checks exac
 
 
 def score_gaps(routing: Routing, temperature: float) -> np.ndarray:
-    """``(n, T)``: each row's score of its choice minus every LLM's score, in score units
-    (``temperature * (log p_choice - log p_t)``; 0 at the choice, ``inf`` where ``p_t`` underflows)."""
+    """``(n, T)``: each row's score of its top LLM (the argmax, before any novelty fallback) minus
+    every LLM's score, in score units (``temperature * (log p_top - log p_t)``; 0 at the top, ``inf``
+    where ``p_t`` underflows)."""
     with np.errstate(divide="ignore"):
         lp = np.log(routing.probs.astype(np.float64))
     rows = np.arange(len(lp))
-    return temperature * (lp[rows, routing.choice][:, None] - lp)
+    return temperature * (lp[rows, routing.router_choice][:, None] - lp)
 
 
 def pair_errors(fast: Routing, exact: Routing) -> np.ndarray:
@@ -57,6 +65,18 @@ def pair_errors(fast: Routing, exact: Routing) -> np.ndarray:
     return np.abs(err[:, :, None] - err[:, None, :]).max(axis=0)
 
 
+def novelty_error(fast: Routing, exact: Routing) -> float:
+    """The largest error of the nearest-training-query similarity over the rows (0 without the fallback)."""
+    if fast.nearest is None or exact.nearest is None or len(fast.nearest) == 0:
+        return 0.0
+    return float(np.abs(np.asarray(fast.nearest, np.float64) - np.asarray(exact.nearest, np.float64)).max())
+
+
+def novelty_bound(error: float, safety: float = SAFETY) -> float:
+    """The distance to the novelty threshold below which a query is re-encoded in fp32."""
+    return max(float(safety) * float(error), MIN_BOUND)
+
+
 def bounds_from_errors(errors: np.ndarray, safety: float = SAFETY) -> np.ndarray:
     """``(T, T)`` margins below which a query is re-encoded in fp32: ``safety`` x the measured
     error of each pair, at least :data:`MIN_BOUND` (0 on the diagonal)."""
@@ -65,11 +85,12 @@ def bounds_from_errors(errors: np.ndarray, safety: float = SAFETY) -> np.ndarray
     return b
 
 
-def calibrate(fast: Any, exact: Any, texts: Sequence[str]) -> np.ndarray:
-    """:func:`pair_errors` of engine ``fast`` against ``exact`` on ``texts`` (the probe queries)."""
-    config, keys = exact.config, exact.keys
-    return pair_errors(route_embeddings(fast.embed(list(texts)), keys, config),
-                       route_embeddings(exact.embed(list(texts)), keys, config))
+def calibrate(fast: Any, exact: Any, texts: Sequence[str]) -> tuple[np.ndarray, float]:
+    """``(pair_errors, novelty_error)`` of engine ``fast`` against ``exact`` on ``texts`` (the probe queries)."""
+    config, keys, bank = exact.config, exact.keys, exact.bank
+    f = route_embeddings(fast.embed(list(texts)), keys, config, bank=bank)
+    e = route_embeddings(exact.embed(list(texts)), keys, config, bank=bank)
+    return pair_errors(f, e), novelty_error(f, e)
 
 
 @dataclass
@@ -81,6 +102,7 @@ class CheckedEngine:
     exact: Any
     bounds: np.ndarray  # (T, T)
     name: str = "torch-bf16-checked"
+    novelty_bound: float = MIN_BOUND  # re-encode when the nearest training query is this close to the threshold
     checks_ties: bool = True  # Router.route passes its cost weight (the margin depends on it)
     embedded: int = 0
     rechecked: int = 0
@@ -95,11 +117,19 @@ class CheckedEngine:
         self.config = self.fast.config
         self.keys = self.fast.keys
         self.meta = self.fast.meta
+        self.bank = getattr(self.fast, "bank", None)
+        if not (np.isfinite(self.novelty_bound) and self.novelty_bound > 0):
+            raise ValueError(f"a checked engine needs a positive novelty bound, got {self.novelty_bound}")
 
     def near_ties(self, emb: np.ndarray, cost_weight: float = 0.0) -> np.ndarray:
         """Rows of ``emb`` whose choice (at ``cost_weight``) leads another LLM by less than its bound."""
-        r = route_embeddings(emb, self.keys, self.config, temperature=1.0, cost_weight=cost_weight)  # tau 1: no underflow
-        return np.flatnonzero((score_gaps(r, 1.0) < self.bounds[r.choice]).any(axis=1))
+        r = route_embeddings(emb, self.keys, self.config, temperature=1.0, cost_weight=cost_weight,
+                             bank=self.bank)  # tau 1: no underflow
+        tie = (score_gaps(r, 1.0) < self.bounds[r.router_choice]).any(axis=1)
+        if r.nearest is not None:  # novel beyond doubt: the fallback, whatever the gaps; near the threshold: check
+            near = np.abs(np.asarray(r.nearest) - float(r.novelty_threshold)) < self.novelty_bound
+            tie = (tie & ~r.novel) | near
+        return np.flatnonzero(tie)
 
     def embed(self, texts: Sequence[str], *, token_budget: int | None = None, max_rows: int | None = None,
               cost_weight: float = 0.0) -> np.ndarray:

@@ -97,13 +97,17 @@ def checkpoint_key(folder: str | os.PathLike, *, embeddings_only: bool = False) 
     has the same key, and any change to its weights gives a new one.
 
     Args:
-        embeddings_only: leave out of config.json what changes no embedding (the routing offsets
-            that calibration writes, the costs), so that a router and its calibrated or costed copy
-            share cached query embeddings and maps.
+        embeddings_only: leave out what changes no embedding (the routing offsets that calibration
+            writes, the costs, the novelty fallback and its bank), so that a router and its
+            calibrated or costed copy share cached query embeddings and maps.
     """
+    from routerdc.novelty import NOVELTY_FILE
+
     folder = Path(folder)
     h = hashlib.sha256()
     for f in [folder / "config.json", *sorted(folder.rglob("*.safetensors"))]:
+        if embeddings_only and f.relative_to(folder).as_posix() == NOVELTY_FILE:
+            continue
         if f.exists():
             h.update(str(f.relative_to(folder)).encode())
             if embeddings_only and f.name == "config.json":

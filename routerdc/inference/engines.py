@@ -45,6 +45,7 @@ class Engine(Protocol):
     config: RouterConfig
     keys: np.ndarray
     meta: dict | None
+    bank: np.ndarray | None  # the novelty fallback's training queries (routerdc.novelty), or None
 
     def embed(self, texts: Sequence[str], *, token_budget: int | None = None,
               max_rows: int | None = None) -> np.ndarray: ...
@@ -84,6 +85,7 @@ class TorchEngine:
         self.keys = self.model.llm_keys()
         meta = getattr(self.model, "meta", None)  # None: a router built in memory (its encoder is pretrained)
         self.meta = meta
+        self.bank = getattr(self.model, "novelty_bank", None)
 
     def embed(self, texts: Sequence[str], *, token_budget: int | None = None, max_rows: int | None = None,
               project: bool = True) -> np.ndarray:
@@ -114,6 +116,7 @@ class OnnxEngine:
         self.config = self.onnx.config
         self.keys = self.onnx.keys
         self.meta = self.onnx.meta
+        self.bank = self.onnx.bank
 
     def embed(self, texts: Sequence[str], *, token_budget: int | None = None,
               max_rows: int | None = None) -> np.ndarray:
@@ -161,17 +164,19 @@ class Sources:
         return self.onnx_dir
 
 
-def build_engine(name: str, sources: Sources, *, bounds: Any = None) -> Engine:
+def build_engine(name: str, sources: Sources, *, bounds: Any = None, novelty_bound: float | None = None) -> Engine:
     """The engine ``name`` for the router of ``sources``; :class:`EngineUnavailable` when it cannot run.
 
     A checked engine re-encodes in fp32 the queries within ``bounds`` (``(T, T)``, score units) of
-    a tie; None: measured now on the probe queries (:func:`routerdc.inference.checked.calibrate`).
+    a tie, and those within ``novelty_bound`` of the novelty threshold; None: measured now on the
+    probe queries (:func:`routerdc.inference.checked.calibrate`).
     """
     why = supported(name, sources.device)
     if why:
         raise EngineUnavailable(f"{name}: {why}")
     try:
         from routerdc.inference.checked import CHECKED, CheckedEngine, bounds_from_errors, calibrate
+        from routerdc.inference.checked import novelty_bound as bound_from_error
 
         if name in CHECKED:
             fast = build_engine(CHECKED[name], sources)
@@ -179,8 +184,9 @@ def build_engine(name: str, sources: Sources, *, bounds: Any = None) -> Engine:
             if bounds is None:
                 from routerdc.inference.select import probe_texts
 
-                bounds = bounds_from_errors(calibrate(fast, exact, probe_texts(sources.data_dir)[0]))
-            return CheckedEngine(fast, exact, bounds, name)
+                errors, nov = calibrate(fast, exact, probe_texts(sources.data_dir)[0])
+                bounds, novelty_bound = bounds_from_errors(errors), bound_from_error(nov)
+            return CheckedEngine(fast, exact, bounds, name, novelty_bound=novelty_bound or bound_from_error(0.0))
         if name == "torch":
             return TorchEngine(sources.model, "torch")
         if name == "torch-bf16":

@@ -99,6 +99,10 @@ def export_onnx(router: "RouterDC", folder: str | os.PathLike) -> Path:
             np.save(tmp / "llm_keys.npy", router.llm_embeddings.weight.detach().float().cpu().numpy(),
                     allow_pickle=False)
             backend.save(str(tmp / "tokenizer.json"))
+            if router.config.novelty:
+                from routerdc.novelty import NOVELTY_FILE, bank_bytes
+
+                (tmp / NOVELTY_FILE).write_bytes(bank_bytes(router.novelty_bank))  # fsynced by atomic_dir
             meta = getattr(router, "meta", None)  # RouterMeta, or None for a router built in memory
             (tmp / "router.json").write_text(json.dumps({
                 "router": router.config.to_dict(),
@@ -126,8 +130,9 @@ class OnnxRouter:
     """A router folder written by :func:`export_onnx`, run with ONNX Runtime (no torch)."""
 
     def __init__(self, folder: Path, session: Any, tokenizer: Any, config: RouterConfig, keys: np.ndarray,
-                 unk_id: int | None, meta: "RouterMeta | None") -> None:
+                 unk_id: int | None, meta: "RouterMeta | None", bank: np.ndarray | None = None) -> None:
         self.folder = folder
+        self.bank = bank  # the novelty fallback's training queries (routerdc.novelty)
         self.session = session
         self.tokenizer = tokenizer
         self.config = config
@@ -160,6 +165,13 @@ class OnnxRouter:
             keys = np.load(folder / "llm_keys.npy", allow_pickle=False).astype(np.float32)
             if keys.shape[0] != len(config.llm_names):
                 raise ValueError(f"{keys.shape[0]} LLM keys for {len(config.llm_names)} LLMs")
+            bank = None
+            if config.novelty:
+                from routerdc.novelty import NOVELTY_FILE, load_bank
+
+                bank = load_bank(folder, int(keys.shape[1]))
+                if bank is None:
+                    raise ValueError(f"the config has a novelty fallback but {NOVELTY_FILE} is missing")
             tok = Tokenizer.from_file(str(folder / "tokenizer.json"))
             tok.enable_truncation(config.max_length, direction="left")  # special tokens are kept
             tok.enable_padding(pad_id=int(info.get("pad_token_id") or 0))  # to the longest in the batch
@@ -179,7 +191,7 @@ class OnnxRouter:
         except Exception as exc:  # noqa: BLE001 - a corrupt or foreign folder
             raise OnnxError(f"{folder}: cannot load the ONNX router ({type(exc).__name__}: {exc})") from None
         meta = RouterMeta.from_dict(info["config"], str(folder / "router.json")) if info.get("config") else None
-        return cls(folder, session, tok, config, keys, info.get("unk_token_id"), meta)
+        return cls(folder, session, tok, config, keys, info.get("unk_token_id"), meta, bank)
 
     @property
     def dim(self) -> int:
@@ -219,7 +231,7 @@ class OnnxRouter:
         return out
 
     def route_embeddings(self, emb: np.ndarray, temperature: float | None = None) -> Routing:
-        return route_embeddings(emb, self.keys, self.config, temperature)
+        return route_embeddings(emb, self.keys, self.config, temperature, bank=self.bank)
 
     def route(self, texts: Sequence[str], *, temperature: float | None = None) -> Routing:
         return self.route_embeddings(self.embed_texts(texts), temperature)

@@ -65,6 +65,11 @@ class Router:
         return self.engine.keys
 
     @property
+    def bank(self) -> np.ndarray | None:
+        """The novelty fallback's bank of training queries ``(m, d)`` (None without the fallback)."""
+        return getattr(self.engine, "bank", None)
+
+    @property
     def dim(self) -> int:
         return int(self.keys.shape[1])
 
@@ -95,7 +100,7 @@ class Router:
     def route_embeddings(self, emb: np.ndarray, temperature: float | None = None,
                          cost_weight: float = 0.0) -> Routing:
         """The one routing rule, :func:`routerdc.routing.route_embeddings`, over this router's keys."""
-        return route_embeddings(emb, self.keys, self.config, temperature, cost_weight)
+        return route_embeddings(emb, self.keys, self.config, temperature, cost_weight, self.bank)
 
     def route(self, texts: Sequence[str], temperature: float | None = None, cost_weight: float = 0.0) -> Routing:
         """Route each text (in the given order); see :class:`routerdc.routing.Routing`.

@@ -25,7 +25,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from routerdc.routing import route_embeddings
-from routerdc.inference.checked import CHECKED, bounds_from_errors, pair_errors
+from routerdc.inference.checked import CHECKED, bounds_from_errors, novelty_bound, novelty_error, pair_errors
 from routerdc.inference.engines import ENGINES, EngineUnavailable, Sources, build_engine, supported
 from routerdc.inference.features import cpu_features, machine_key
 
@@ -56,6 +56,7 @@ class Trial:
     note: str = ""
     bounds: tuple[tuple[float, ...], ...] | None = None  # a checked engine's margin bounds (T x T, score units)
     rechecked: float | None = None  # share of the probes a checked engine re-encoded in fp32
+    novelty_bound: float | None = None  # a checked engine's distance to the novelty threshold that is re-encoded
 
     def __post_init__(self) -> None:
         if self.bounds is not None:  # JSON gives lists
@@ -77,6 +78,10 @@ class Decision:
         """The margin bounds ``(T, T)`` measured for the checked ``engine`` (None: not measured)."""
         b = next((t.bounds for t in self.trials if t.engine == engine and t.bounds is not None), None)
         return None if b is None else np.asarray(b, dtype=np.float64)
+
+    def novelty_bound(self, engine: str) -> float | None:
+        """The novelty bound measured for the checked ``engine`` (None: not measured)."""
+        return next((t.novelty_bound for t in self.trials if t.engine == engine and t.novelty_bound is not None), None)
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "Decision":
@@ -119,8 +124,9 @@ def read_decision(path: Path, names: Sequence[str] = ENGINES) -> Decision | None
         return None  # absent or damaged: measured again
     if decision.engine not in ENGINES or not set(names) <= {t.engine for t in decision.trials}:
         return None
-    if decision.engine in CHECKED and decision.bounds(decision.engine) is None:
-        return None
+    if decision.engine in CHECKED and (decision.bounds(decision.engine) is None
+                                       or decision.novelty_bound(decision.engine) is None):
+        return None  # measured before the novelty bound existed
     return decision
 
 
@@ -136,7 +142,8 @@ def measure(sources: Sources, texts: Sequence[str], names: Sequence[str] = ENGIN
     """Every engine of ``names`` (torch first, the reference) on ``texts``."""
     ref_engine = build_engine("torch", sources)
     ref_emb, ref_qps = _timed_embed(ref_engine, texts, token_budget)
-    ref = route_embeddings(ref_emb, ref_engine.keys, ref_engine.config)
+    bank = ref_engine.bank
+    ref = route_embeddings(ref_emb, ref_engine.keys, ref_engine.config, bank=bank)
     trials = [Trial("torch", True, ref_qps, 1.0, 0.0, "the reference")]
     embs: dict[str, np.ndarray] = {"torch": ref_emb}
     for name in names:
@@ -146,21 +153,21 @@ def measure(sources: Sources, texts: Sequence[str], names: Sequence[str] = ENGIN
         if why:
             trials.append(Trial(name, False, note=why))
             continue
-        bounds = None
+        bounds, nov_bound = None, None
         try:
             if name in CHECKED:  # the bounds from the fast engine's errors on these probes
                 base = CHECKED[name]
                 if base not in embs:
                     embs[base] = build_engine(base, sources).embed(texts, token_budget=token_budget)
-                errors = pair_errors(route_embeddings(embs[base], ref_engine.keys, ref_engine.config), ref)
-                bounds = bounds_from_errors(errors)
-            engine = build_engine(name, sources, bounds=bounds)
+                fast = route_embeddings(embs[base], ref_engine.keys, ref_engine.config, bank=bank)
+                bounds, nov_bound = bounds_from_errors(pair_errors(fast, ref)), novelty_bound(novelty_error(fast, ref))
+            engine = build_engine(name, sources, bounds=bounds, novelty_bound=nov_bound)
             emb, qps = _timed_embed(engine, texts, token_budget)
         except EngineUnavailable as exc:
             trials.append(Trial(name, False, note=str(exc)))
             continue
         embs[name] = emb
-        got = route_embeddings(emb, engine.keys, engine.config)
+        got = route_embeddings(emb, engine.keys, engine.config, bank=bank)
         agree = float(np.mean(got.choice == ref.choice))
         diff = float(np.abs(got.probs - ref.probs).max())
         ok = agree >= MIN_AGREEMENT and diff <= PROB_TOL
@@ -168,7 +175,7 @@ def measure(sources: Sources, texts: Sequence[str], names: Sequence[str] = ENGIN
                               else f"probabilities off by {diff:.3f} (> {PROB_TOL})")
         rechecked = getattr(engine, "recheck_share", None)
         trials.append(Trial(name, ok, qps, agree, diff, note,
-                            None if bounds is None else tuple(map(tuple, bounds.tolist())), rechecked))
+                            None if bounds is None else tuple(map(tuple, bounds.tolist())), rechecked, nov_bound))
     return trials
 
 

@@ -37,6 +37,7 @@ class RouterDC(nn.Module):
         self.config = config
         self.encoder = encoder
         self.tokenizer = tokenizer
+        self.novelty_bank: np.ndarray | None = None  # (m, d) training queries of the novelty fallback (routerdc.novelty)
         dim = int(encoder.config.hidden_size)
         self.llm_embeddings = nn.Embedding(len(config.llm_names), dim)
         nn.init.normal_(self.llm_embeddings.weight, mean=0.0, std=config.init_std)
@@ -157,7 +158,7 @@ class RouterDC(nn.Module):
         if isinstance(emb, torch.Tensor):
             emb = emb.detach().float().cpu().numpy()
         return route_embeddings(np.asarray(emb, dtype=np.float32), self.llm_keys(), self.config, temperature,
-                                cost_weight)
+                                cost_weight, self.novelty_bank)
 
     def route(self, texts: Sequence[str], *, batch_size: int | None = None, temperature: float | None = None,
               cost_weight: float = 0.0) -> Routing:
@@ -180,6 +181,8 @@ class RouterDC(nn.Module):
             max_shard_size: split the weights into safetensors shards of at most this size.
             extra_json: more JSON files to write in the same atomic step, ``{name: object}``.
             extra_meta: more top-level entries of config.json (e.g. ``calibration``).
+
+        A router with the novelty fallback also writes its bank (``novelty_bank``) to ``novelty.safetensors``.
         """
         folder = Path(folder)
         state = {k: v for k, v in self.state_dict().items() if include_encoder or not k.startswith("encoder.")}
@@ -195,6 +198,13 @@ class RouterDC(nn.Module):
             write_json(tmp / "config.json", meta.to_dict())
             for name, obj in (extra_json or {}).items():
                 write_json(tmp / name, obj)
+            if self.config.novelty:
+                from routerdc.io import write_bytes
+                from routerdc.novelty import NOVELTY_FILE, bank_bytes
+
+                if self.novelty_bank is None:
+                    raise ValueError("the router has a novelty threshold but no novelty bank to save")
+                write_bytes(tmp / NOVELTY_FILE, bank_bytes(self.novelty_bank))
         return folder
 
     @classmethod
@@ -232,4 +242,10 @@ class RouterDC(nn.Module):
         except RuntimeError as exc:
             raise CheckpointError(f"{folder}: weights do not fit the architecture ({exc})") from None
         model.meta = meta  # the folder's RouterMeta: recipe, metrics, calibration
+        if cfg.novelty:
+            from routerdc.novelty import NOVELTY_FILE, load_bank
+
+            model.novelty_bank = load_bank(folder, model.dim)
+            if model.novelty_bank is None:
+                raise CheckpointError(f"{folder}: the config has a novelty fallback but {NOVELTY_FILE} is missing")
         return model.to(device).eval()

@@ -202,8 +202,10 @@ def create_api(router: Any, registry: Registry, *, check: bool = True, sleep_mod
     def decide(model: str, query: str, ask: Ask) -> dict[str, Any]:
         r = batcher.route(query, cost_weight=ask.cost_weight)
         probs = {n: float(p) for n, p in zip(llm_names, r.probs[0])}
-        choice = llm_names[int(r.probs[0].argmax())]
+        choice = llm_names[int(r.choice[0])]  # the novelty fallback's LLM for a query unlike the training data
         llm, extra = (choice if ask.routed else model), {}
+        if r.nearest is not None:
+            extra["novelty"] = r.novelty_record(0)
         if ask.session is not None:
             key, sid, source = ask.session
             llm, info = sessions.decide(key, choice, reroute=ask.reroute, available=available)

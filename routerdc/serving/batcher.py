@@ -71,7 +71,7 @@ class BatchConfig:
 
 
 def _rows(r: Routing, idx: list[int]) -> list[Routing]:
-    return [Routing(r.llm_names, r.probs[i:i + 1], r.similarities[i:i + 1], r.cost_weight) for i in idx]
+    return [r.rows([i]) for i in idx]
 
 
 def _route_rows(router: Any, queries: list[str], weights: list[float]) -> list[Routing]:

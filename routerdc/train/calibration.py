@@ -32,6 +32,7 @@ import numpy as np
 from routerdc.checkpoint import RouterMeta
 from routerdc.data import ScoreSet
 from routerdc.evaluate.metrics import query_values
+from routerdc.novelty import DEFAULT_QUANTILE, NOVELTY_FILE, bank_bytes, fit_novelty
 
 __all__ = ["DEFAULT_GRID", "Calibration", "fit_llm_bias", "objective", "calibrate_checkpoint", "calibrate_temperature"]
 
@@ -137,24 +138,32 @@ def calibrate(llm_names: Sequence[str], sims: Sequence[np.ndarray], sets: Sequen
     )
 
 
-def _similarities(router: Any, sets: Sequence[ScoreSet], cache_dir: str | os.PathLike | None) -> list[np.ndarray]:
-    """sim(E(x), k_t) of ``router`` on each set's queries, the embeddings through the on-disk cache
-    (a frozen, pretrained encoder shares the trainer's cache; a fine-tuned one is keyed by its weights)."""
+def _embeddings(router: Any, sets: Sequence[ScoreSet], cache_dir: str | os.PathLike | None) -> list[np.ndarray]:
+    """E(x) of ``router`` on each set's queries, through the on-disk cache (a frozen, pretrained
+    encoder shares the trainer's cache; a fine-tuned one is keyed by its weights)."""
     from routerdc.inference.embed_cache import embedding_key, router_embeddings
-    from routerdc.routing import similarities
 
     key = embedding_key(router)
-    return [similarities(router_embeddings(router, s.queries, key=key, cache_dir=cache_dir), router.keys,
-                         router.config.similarity) for s in sets]
+    return [router_embeddings(router, s.queries, key=key, cache_dir=cache_dir) for s in sets]
+
+
+def _similarities(router: Any, sets: Sequence[ScoreSet], cache_dir: str | os.PathLike | None) -> list[np.ndarray]:
+    """sim(E(x), k_t) of ``router`` on each set's queries (:func:`_embeddings`)."""
+    from routerdc.routing import similarities
+
+    return [similarities(e, router.keys, router.config.similarity) for e in _embeddings(router, sets, cache_dir)]
 
 
 def calibrate_checkpoint(folder: str | os.PathLike, sets: Sequence[ScoreSet], *,
                          output: str | os.PathLike | None = None, cache_dir: str | os.PathLike | None = None,
                          grid: np.ndarray | None = None, device: Any = "cpu", engine: str = "torch",
-                         remeasure: bool = False, temperature: bool = True) -> Calibration:
+                         remeasure: bool = False, temperature: bool = True,
+                         novelty: float | None = DEFAULT_QUANTILE) -> Calibration:
     """Fit the offsets of the router in ``folder`` on ``sets`` and store them in its config; with
     ``temperature`` also the temperature after them (:mod:`routerdc.train.temperature`), on the
-    same rows, so that its probabilities are calibrated (no choice changes).
+    same rows, so that its probabilities are calibrated (no choice changes); with ``novelty`` (a
+    quantile q) also the novelty fallback (:func:`routerdc.novelty.fit_novelty`: its bank goes to
+    ``novelty.safetensors`` in the same atomic write), ``None``: the router has none.
 
     Any offsets it already has are ignored (the fit starts from the raw similarities), so
     calibrating twice on the same data gives the same router. ``output`` (default: ``folder``
@@ -168,7 +177,10 @@ def calibrate_checkpoint(folder: str | os.PathLike, sets: Sequence[ScoreSet], *,
     folder = Path(folder)
     router = load_router(folder, engine, device, remeasure=remeasure)  # the inference layer's engine
     names = router.config.llm_names
-    sims = _similarities(router, sets, cache_dir)
+    from routerdc.routing import similarities
+
+    embs = _embeddings(router, sets, cache_dir)
+    sims = [similarities(e, router.keys, router.config.similarity) for e in embs]
     result = calibrate(names, sims, sets, grid=grid)
     record = {**result.to_dict(), "tasks": [s.task for s in sets], "sources": [s.source for s in sets]}
     meta = RouterMeta.read(folder).with_offsets(result.bias, record)
@@ -178,7 +190,15 @@ def calibrate_checkpoint(folder: str | os.PathLike, sets: Sequence[ScoreSet], *,
         fit = temperature_fit([x + np.asarray(result.bias) for x in sims], [s.align(names) for s in sets],
                               before=router.config.temperature)
         meta = meta.with_temperature(fit.temperature, fit.to_dict())
-    meta.write(folder, output)
+    files: dict[str, bytes | None] = {NOVELTY_FILE: None} if (folder / NOVELTY_FILE).exists() else {}
+    if novelty is None:
+        meta = meta.without_novelty()
+    else:
+        aligned = [s.align(names) for s in sets]
+        nov = fit_novelty(embs, [query_values(s.scores, s.metric) for s in aligned], quantile=novelty)
+        meta = meta.with_novelty(nov.threshold, nov.prior, nov.record(names))
+        files[NOVELTY_FILE] = bank_bytes(nov.bank)
+    meta.write(folder, output, files=files)
     return result
 
 

@@ -115,6 +115,10 @@ class TrainConfig:
     calibrate: bool = _opt(False,
                 'after training, fit one routing offset per LLM on all training rows (maximising the training-set '
                 'average; see `calibrate`)')
+    novelty_quantile: float = _opt(0.05,
+                'with calibrate, also fit the novelty fallback: a query less similar to every training query than '
+                'this quantile of the training queries\' own nearest-neighbour similarities goes to the LLM best on '
+                'the training data (0: no fallback; see routerdc.novelty)')
 
     seed: int = _opt(0, 'random seed')
     device: str = _opt("auto", 'auto, cpu, cuda, cuda:1, ...')
@@ -142,6 +146,7 @@ class TrainConfig:
             (self.train_scores in ("raw", "metric"), "train_scores must be 'raw' or 'metric'"),
             (self.temperature > 0 and self.ss_temperature > 0, "temperatures must be positive"),
             (self.group_by in ("cluster", "task"), "group_by must be 'cluster' or 'task'"),
+            (0 <= self.novelty_quantile < 1, "novelty_quantile must be in [0, 1) (0: no novelty fallback)"),
             (self.select_by in ("train", "train-calibrated", "val"),
              "select_by must be 'train', 'train-calibrated' or 'val'"),
             (0 < self.val_fraction < 1, "val_fraction must be in (0, 1)"),

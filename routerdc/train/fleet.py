@@ -187,9 +187,18 @@ def _write(router: Any, folder: Path, output: Path, names: tuple[str, ...], keys
 
         fit = temperature_fit([x + np.asarray(cal.bias) for x in sims], aligned, before=router.config.temperature)
         tau = fit.temperature
+    prior, novelty = None, None
+    if router.config.novelty:  # the bank and threshold stay (the encoder did not change); the prior is refitted
+        from routerdc.evaluate.metrics import query_values
+
+        vals = [query_values(s.scores, s.metric) for s in aligned if len(s)]
+        prior = tuple(round(float(p), 6) for p in np.mean([v.mean(axis=0) for v in vals], axis=0))
+        novelty = {**(meta.calibration or {}).get("novelty", {}), "fallback_llm": names[int(np.argmax(prior))],
+                   "prior": dict(zip(names, prior))}
     config = replace(router.config, llm_names=names, llm_bias=cal.bias, llm_cost=_costs(router.config, names, sets),
-                     calibrated_temperature=tau)
+                     calibrated_temperature=tau, llm_prior=prior)
     new = RouterDC(config, router.encoder, router.tokenizer)
+    new.novelty_bank = router.novelty_bank
     state = {k: v for k, v in router.state_dict().items() if k != "llm_embeddings.weight"}
     state["llm_embeddings.weight"] = torch.as_tensor(keys)
     new.load_state_dict(state)
@@ -199,6 +208,8 @@ def _write(router: Any, folder: Path, output: Path, names: tuple[str, ...], keys
     calibration = {**cal.to_dict(), "tasks": [s.task for s in sets], "sources": [s.source for s in sets]}
     if tau is not None:
         calibration["temperature"] = fit.to_dict()
+    if novelty is not None:
+        calibration["novelty"] = novelty
     new.save_pretrained(output, include_encoder=meta.included, recipe=meta.recipe, metrics={},
                         dtype=dtype if isinstance(dtype, torch.dtype) else None,
                         extra_meta={"calibration": calibration, "fleet_changes": history})

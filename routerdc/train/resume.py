@@ -40,7 +40,7 @@ STATE_NAME = "state.json"
 TENSORS_NAME = "tensors.safetensors"
 # Recipe fields a resumed run may change: none of them changes the training trajectory (``steps``
 # may only grow, to extend a run).
-RESUMABLE_CHANGES = frozenset({"steps", "eval_every", "device", "cache_dir"})
+RESUMABLE_CHANGES = frozenset({"steps", "eval_every", "device", "cache_dir", "novelty_quantile"})
 
 __all__ = ["FORMAT", "RESUMABLE_CHANGES", "ResumeError", "ResumeState", "VERSION", "check_recipe",
            "data_fingerprint", "flatten_optimizer", "has_state", "load_state", "model_weights", "open_state",

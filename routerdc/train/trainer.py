@@ -351,7 +351,8 @@ class Trainer:
 
             del model, optim  # the saved best router is reloaded; free the training copy first
             result.calibration = calibrate_checkpoint(result.output_dir, self.train_sets, cache_dir=cfg.cache_dir,
-                                                      device=self.device).to_dict()
+                                                      device=self.device,
+                                                      novelty=cfg.novelty_quantile or None).to_dict()
         result.seconds = time.perf_counter() - t0
         return result
 

@@ -141,7 +141,7 @@ def saved_router(minilm_router, tmp_path):
     return folder
 
 
-def test_calibrate_checkpoint_rewrites_only_the_config(saved_router, tiny_set, tmp_path):
+def test_calibrate_checkpoint_rewrites_only_the_config_and_the_novelty_bank(saved_router, tiny_set, tmp_path):
     weights = {p.name: p.read_bytes() for p in saved_router.glob("*.safetensors")}
     key, emb_key = checkpoint_key(saved_router), checkpoint_key(saved_router, embeddings_only=True)
     assert key == emb_key  # no offsets yet
@@ -150,7 +150,8 @@ def test_calibrate_checkpoint_rewrites_only_the_config(saved_router, tiny_set, t
     assert "llm_bias" not in json.loads((saved_router / "config.json").read_text())["router"]  # source untouched
     meta = json.loads((out / "config.json").read_text())
     assert meta["router"]["llm_bias"] == list(cal.bias) and meta["calibration"]["tasks"] == ["mmlu"]
-    assert {p.name: p.read_bytes() for p in out.glob("*.safetensors")} == weights
+    assert {p.name: p.read_bytes() for p in out.glob("*.safetensors") if p.name != "novelty.safetensors"} == weights
+    assert (out / "novelty.safetensors").exists() and "novelty_threshold" in meta["router"]  # the fallback, beside
     # Same embeddings, different routing: the embedding key is shared, the full key is not.
     assert checkpoint_key(out, embeddings_only=True) == emb_key and checkpoint_key(out) != key
     router = RouterDC.from_pretrained(out)

@@ -194,10 +194,12 @@ def test_router_options_cover_the_router_config():
 
     from routerdc.model.router import RouterConfig
 
-    # llm_bias and calibrated_temperature are fitted after training (TrainConfig.calibrate) and llm_cost
-    # comes from the training files' recorded costs: none is a recipe option.
+    # llm_bias, calibrated_temperature and the novelty fallback (novelty_threshold, llm_prior) are fitted after
+    # training (TrainConfig.calibrate, novelty_quantile) and llm_cost comes from the training files' recorded
+    # costs: none is a recipe option.
     fields = {f.name for f in dataclasses.fields(RouterConfig)} - {"llm_names", "encoder", "init_std", "llm_bias",
-                                                                    "llm_cost", "calibrated_temperature"}
+                                                                    "llm_cost", "calibrated_temperature",
+                                                                    "novelty_threshold", "llm_prior"}
     cfg = TrainConfig(normalization="anyascii", projection=True)
     assert set(cfg.router_options()) == fields
     assert RouterConfig(llm_names=("a",), **cfg.router_options()).normalization == "anyascii"
