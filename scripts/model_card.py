@@ -43,7 +43,7 @@ def metrics_section(table: dict | None, shipped: dict | None) -> list[str]:
     if shipped:
         rows = shipped["values"]["rows"]
         label = next(k for k in rows if k.startswith("RouterDC"))
-        out.append(f"| **this checkpoint** (seed 0, calibrated, fp16) | {_row(rows[label])} |")
+        out.append(f"| **this checkpoint** (seed 0, calibrated, novelty fallback, fp16) | {_row(rows[label])} |")
     if table:
         rows, spread = table["values"]["rows"], table.get("spread") or {}
         for label, v in rows.items():
@@ -86,6 +86,37 @@ def calibration_section(config: dict) -> list[str]:
             f"{temp['ece_before']:.1f}% → {temp['ece_after']:.1f}%. One scalar halves the error but cannot remove "
             "it: the router stays under-confident on average (see the project README, \"Temperature\").",
         ]
+    nov = cal.get("novelty")
+    if nov:
+        fb = nov["fallback_llm"]
+        out += [
+            "", "### Novelty fallback", "",
+            f"A query whose nearest training query (cosine, in the router's space) is below **{nov['threshold']:.4f}** "
+            f"goes to `{fb}`, the LLM with the best training-set average, instead of the router's choice "
+            "(`routerdc/novelty.py`; the routing rule applies it in every engine, the API and the app). The threshold "
+            f"is the {nov['quantile']:g} quantile of the training queries' own nearest-neighbour similarities, over a "
+            f"seeded sample of {nov['bank_size']:,} of the {nov['n_train_queries']:,} training queries stored in "
+            "`novelty.safetensors` (unit vectors, fp16); q was fixed before any test set was seen. The probabilities "
+            "shown stay the router's own. Under a cost weight lambda the fallback is `argmax_t prior_t - lambda * c_t`.",
+            "", "| LLM | training-set average (prior) |", "|---|---|",
+            *[f"| `{n}` | {v:.4f} |" for n, v in nov["prior"].items()], "",
+            "The router without it, as shipped before: `python -m routerdc calibrate --checkpoint "
+            f"{_rel(Path(config.get('recipe', {}).get('output_dir', 'checkpoints/routerdc-minilm')))} "
+            "--novelty-quantile 0 --output OUT` (the same offsets and tau).",
+        ]
+    return out
+
+
+def novelty_rows(beyond: dict | None) -> list[str]:
+    """The 3-seed row of ``results/beyond_bank2000.json`` with the novelty fallback."""
+    if not beyond:
+        return []
+    rows, std = beyond["table"]["rows"], beyond["std"]["rows"]
+    out = []
+    for label, name in ((next((k for k in rows if k.startswith("(g) novelty fallback")), ""),
+                         "RouterDC (ours) **with the novelty fallback**, as shipped (3 seeds)"),):
+        if label in rows:
+            out.append(f"| {name} | {_row(rows[label], std.get(label))} |")
     return out
 
 
@@ -95,13 +126,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--table", default=str(ROOT / "results" / "paper_table.json"))
     p.add_argument("--shipped", default=str(ROOT / "results" / "shipped_fp16.json"))
     p.add_argument("--unk", default=str(ROOT / "results" / "unk_stats.json"))
+    p.add_argument("--beyond", default=str(ROOT / "results" / "beyond_bank2000.json"))
     args = p.parse_args(argv)
 
     ckpt = Path(args.checkpoint)
     config = json.loads((ckpt / "config.json").read_text(encoding="utf-8"))
     train = config["recipe"]
     load = lambda f: json.loads(Path(f).read_text(encoding="utf-8")) if Path(f).exists() else None  # noqa: E731
-    table, shipped, unk = load(args.table), load(args.shipped), load(args.unk)
+    table, shipped, unk, beyond = load(args.table), load(args.shipped), load(args.unk), load(args.beyond)
     llms = config["router"]["llm_names"]
     metrics = config.get("metrics", {})
     files = sorted(p for p in ckpt.rglob("*") if p.is_file() and p.name != "README.md")
@@ -139,10 +171,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         "## Metrics (test sets, %)", "",
         "The paper's metric: for multiple-choice tasks and PreAlgebra the chosen LLM counts 1 if its score "
         "is > 0; for GSM8K, HumanEval and MBPP its score (a pass rate) counts as is.", "",
-        *metrics_section(table, shipped), "",
+        *metrics_section(table, shipped), *novelty_rows(beyond), "",
         f"Commands: `bash scripts/reproduce_table.sh` with `RECIPE=configs/train_cpu.json` (all rows; "
         f"`{_rel(Path(args.table))}`), and `python -m routerdc evaluate --checkpoint {rel} "
-        f"--output {_rel(Path(args.shipped))}` (this checkpoint).", "",
+        f"--output {_rel(Path(args.shipped))}` (this checkpoint); the 3-seed rows with and without the fallback: "
+        f"`python scripts/beyond_study.py --routers {rel} runs/cpu-s1 runs/cpu-s2 --novelty-bank 2000` "
+        f"(`{_rel(Path(args.beyond))}`; seeds 1 and 2 from `python -m routerdc train --config {rel} --seed N "
+        "--output-dir runs/cpu-sN --novelty-quantile 0`).", "",
         "## Retrain from scratch", "",
         "```bash", f"python -m routerdc train --config {rel}", "```", "",
         "About 18 minutes on 2 CPU cores (add `--device cuda` on a GPU): training, then the calibration. It "
@@ -176,7 +211,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "- It routes among these 7 LLMs only; other LLMs need a router trained on their scores.", "",
         "## Files", "",
         f"{len(files)} files, {size / 2**20:.1f} MiB: `config.json` (router config, the recipe that "
-        "`train --config` retrains from, metrics, calibration), fp16 safetensors shards and their index, `encoder/` "
+        "`train --config` retrains from, metrics, calibration), fp16 safetensors shards and their index, "
+        "`novelty.safetensors` (the fallback's bank), `encoder/` "
         "(the encoder's config and tokenizer). Loaded with `RouterDC.from_pretrained`, which reads "
         "safetensors only and refuses pickles.", "",
     ]
