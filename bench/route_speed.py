@@ -4,7 +4,7 @@ On the same seeded sample of real test queries (``--n-per-task`` of each of the 
 sets, 128 by default: 1024 queries), with the shipped router unless ``--checkpoint``:
 
   limit     the bare encoder (transformers forward only, no tokenising, no routing) on
-            length-sorted batches, at its best batching (fixed 16 or a token budget of 4096 / 8192) and
+            length-sorted batches, at its best batching (fixed 16 or a token budget of 2048 / 4096 / 8192) and
             precision (fp32, bf16 autocast where the CPU has it): what routing could reach;
   route     ``routerdc.load_router(ckpt).route(queries)`` end to end (``auto`` engine, queries in
             their given order, tokenising and the routing rule included);
@@ -191,7 +191,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     precisions = ["fp32"] + (["bf16"] if cpu_features().bf16 else [])
     for prec in precisions:
         for name, batches in [("batch 16", fixed_sorted(lengths, 16)),
-                              *[(f"budget {b}", token_budget_batches(lengths, b)) for b in (4096, 8192)]]:
+                              *[(f"budget {b}", token_budget_batches(lengths, b)) for b in (2048, 4096, 8192)]]:
             limit_runs[f"{prec}, {name}"] = bare_encoder(model, queries, batches, prec == "bf16")
             print(f"  bare encoder {prec}, {name}: {limit_runs[f'{prec}, {name}']:.1f} q/s", flush=True)
     limit_name = max(limit_runs, key=limit_runs.get)

@@ -18,7 +18,7 @@ def add_route_command(sub: Any) -> None:
     p.add_argument("--input", required=True, help="a score file (.json/.jsonl/.csv) or a text file, one query per line")
     p.add_argument("--output", required=True, help="output JSONL: {query, llm, probs} per line")
     p.add_argument("--batch-size", type=int, help="at most N queries per forward pass (default: the token budget decides)")
-    p.add_argument("--token-budget", type=int, help="padded tokens per batch (default: 4096, see README)")
+    p.add_argument("--token-budget", type=int, help="padded tokens per batch (default: 2048, see README)")
     p.add_argument("--temperature", type=float, help="override the router's tau")
     p.add_argument("--cost-weight", type=float, default=0.0, metavar="LAMBDA",
                    help="trade quality for cost: softmax((sim + b - LAMBDA * c) / tau), c the LLMs' costs scaled to "

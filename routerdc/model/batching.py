@@ -15,7 +15,7 @@ import numpy as np
 __all__ = ["DEFAULT_TOKEN_BUDGET", "MAX_BATCH_ROWS", "token_budget_batches"]
 # Padded tokens per inference batch (batch rows x its longest query). Measured best on a 2-core
 # Zen4 CPU by ``bench/route_speed.py --budgets`` (see README); configurable everywhere it is used.
-DEFAULT_TOKEN_BUDGET = 4096
+DEFAULT_TOKEN_BUDGET = 2048
 MAX_BATCH_ROWS = 256
 
 
