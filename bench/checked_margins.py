@@ -27,7 +27,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from routerdc.inference.checked import SAFETY, bounds_from_errors, pair_errors, score_gaps  # noqa: E402
+from routerdc.inference.checked import (SAFETY, bounds_from_errors, novelty_bound, novelty_error,  # noqa: E402
+                                        pair_errors, score_gaps)
 from routerdc.inference.select import probe_texts  # noqa: E402
 from routerdc.model.router import RouterDC  # noqa: E402
 from routerdc.routing import route_embeddings  # noqa: E402
@@ -51,20 +52,25 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     keys, cfg = model.llm_keys(), model.config
     probe, probe_desc = probe_texts(args.data_dir, args.probe_per_task)
     p32, p16 = embed_both(model, probe)
-    errors = pair_errors(route_embeddings(p16, keys, cfg), route_embeddings(p32, keys, cfg))
+    bank = model.novelty_bank  # the novelty fallback's training queries (None without it)
+    f16, f32 = route_embeddings(p16, keys, cfg, bank=bank), route_embeddings(p32, keys, cfg, bank=bank)
+    errors = pair_errors(f16, f32)
     bounds = bounds_from_errors(errors, args.safety)
+    nov = novelty_bound(novelty_error(f16, f32), args.safety)
     one = np.full_like(bounds, bounds.max())
     np.fill_diagonal(one, 0.0)
     queries, tasks, _ = sample_queries(args.n_per_task, args.seed, args.data_dir)
     e32, e16 = embed_both(model, queries)
-    ref, fast = route_embeddings(e32, keys, cfg), route_embeddings(e16, keys, cfg)
+    ref, fast = route_embeddings(e32, keys, cfg, bank=bank), route_embeddings(e16, keys, cfg, bank=bank)
     gaps = score_gaps(fast, cfg.temperature)
     out: dict[str, Any] = {}
     for name, b in (("per-pair bounds", bounds), ("one bound", one)):
-        near = (gaps < b[fast.choice]).any(axis=1)
+        near = (gaps < b[fast.router_choice]).any(axis=1)
+        if fast.nearest is not None:  # as the checked engine: near the novelty threshold, not clearly novel
+            near = (near & ~fast.novel) | (np.abs(fast.nearest - fast.novelty_threshold) < nov)
         emb = e16.copy()
         emb[near] = e32[near]
-        got = route_embeddings(emb, keys, cfg)
+        got = route_embeddings(emb, keys, cfg, bank=bank)
         t = np.asarray(tasks)
         out[name] = {task: {"rechecked": float(near[t == task].mean()),
                             "agreement": float(np.mean(got.choice[t == task] == ref.choice[t == task]))}
@@ -74,7 +80,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     bf16 = {task: float(np.mean(fast.choice[t == task] == ref.choice[t == task])) for task in sorted(set(tasks))}
     bf16["all"] = float(np.mean(fast.choice == ref.choice))
     return {"probe": probe_desc, "n_queries": len(queries), "safety": args.safety,
-            "pair_errors": errors.tolist(), "bounds": bounds.tolist(), "bf16_agreement": bf16, "checked": out,
+            "pair_errors": errors.tolist(), "bounds": bounds.tolist(), "novelty_bound": nov, "bf16_agreement": bf16, "checked": out,
             "machine": machine_info(), "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
             "command": "python bench/checked_margins.py " + " ".join(sys.argv[1:])}
 
