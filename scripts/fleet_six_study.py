@@ -77,9 +77,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"{short}: added ID {r['ID avg']} OOD {r['OOD avg']} ({wall:.0f} s wall, {cpu:.0f} s CPU)", file=sys.stderr)
 
     lines = delta_table(rows, "all 7 from the start")
-    cmd = f"python scripts/fleet_six_study.py --seed {a.seed}"
+    cmd = "python scripts/fleet_six_study.py" + "".join(f" {x}" for x in (argv if argv is not None else sys.argv[1:]))
+    encoder = "frozen encoder" if cfg.freeze_encoder else "fine-tuned encoder"
     md = (f"Routers trained on 6 LLMs, then given the 7th by `add-llm` (`{cmd}`; recipe `{Path(a.config).name}`, "
-          "frozen encoder), against the router trained on all 7 with the same recipe; the paper's 8 test sets.\n\n"
+          f"{encoder}), against the router trained on all 7 with the same recipe; the paper's 8 test sets.\n\n"
           + "\n".join(lines) + "\n\n| LLM | add-llm wall s | add-llm CPU s |\n|---|---|---|\n"
           + "".join(f"| {x['llm']} | {x['add_wall_s']} | {x['add_cpu_s']} |\n" for x in records))
     out = Path(a.output)
