@@ -407,8 +407,9 @@ def test_paper_task_files_load_into_the_harness_index():
 
 
 @pytest.mark.slow
-def test_the_imported_file_trains_in_the_app(collected):
-    """The Train tab takes the imported JSONL as an upload and trains a router over its LLMs."""
+def test_the_imported_file_trains_in_the_app(collected, data_dir):
+    """The Train tab takes the imported JSONL as an upload and trains a router over its LLMs (the app
+    starts on the shared score data: skipped, like the other app tests, where they are absent)."""
     from gradio_client import Client, handle_file
 
     from tests.app_support.server import app_server
