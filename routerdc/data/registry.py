@@ -115,9 +115,10 @@ def task_label(task: str) -> str:
 
 def data_dir_path(data_dir: str | os.PathLike | None = None) -> Path:
     """Where the score data are (or go): the argument, else ``$ROUTERDC_DATA``, else
-    ``../shared/data`` beside the checkout; unchecked (``data fetch`` creates it)."""
+    ``../shared/data`` beside the checkout; unchecked (``data fetch`` creates it). An empty
+    ``$ROUTERDC_DATA`` counts as unset (not as the current folder)."""
     if data_dir is None:
-        data_dir = os.environ.get(DATA_ENV)
+        data_dir = os.environ.get(DATA_ENV) or None
     if data_dir is None:
         data_dir = Path(__file__).resolve().parents[2].parent / "shared" / "data"
     return Path(data_dir).expanduser()

@@ -248,3 +248,17 @@ def test_read_queries_text_file(tmp_path):
     (tmp_path / "e.txt").write_text("\n\n", encoding="utf-8")
     with pytest.raises(DataError, match="empty"):
         read_queries(tmp_path / "e.txt")
+
+
+def test_the_data_dir_comes_from_the_argument_then_the_environment_then_beside_the_checkout(monkeypatch, tmp_path):
+    from pathlib import Path
+
+    from routerdc.data.registry import DATA_ENV, data_dir_path
+
+    beside = Path(__file__).resolve().parents[2].parent / "shared" / "data"
+    monkeypatch.setenv(DATA_ENV, str(tmp_path))
+    assert data_dir_path("elsewhere") == Path("elsewhere") and data_dir_path() == tmp_path
+    monkeypatch.setenv(DATA_ENV, "")  # empty: unset, not the current folder
+    assert data_dir_path() == beside
+    monkeypatch.delenv(DATA_ENV)
+    assert data_dir_path() == beside
