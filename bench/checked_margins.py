@@ -27,8 +27,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from routerdc.inference.checked import (SAFETY, bounds_from_errors, novelty_bound, novelty_error,  # noqa: E402
-                                        pair_errors, score_gaps)
+from routerdc.inference.checked import SAFETY, measured_bounds, near_tie_mask, pair_errors  # noqa: E402
 from routerdc.inference.select import probe_texts  # noqa: E402
 from routerdc.model.router import RouterDC  # noqa: E402
 from routerdc.routing import route_embeddings  # noqa: E402
@@ -54,20 +53,17 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     p32, p16 = embed_both(model, probe)
     bank = model.novelty_bank  # the novelty fallback's training queries (None without it)
     f16, f32 = route_embeddings(p16, keys, cfg, bank=bank), route_embeddings(p32, keys, cfg, bank=bank)
-    errors = pair_errors(f16, f32)
-    bounds = bounds_from_errors(errors, args.safety)
-    nov = novelty_bound(novelty_error(f16, f32), args.safety)
+    errors = pair_errors(f16, f32)  # reported; the bounds are the checked engine's own
+    bounds, nov = measured_bounds(f16, f32, args.safety)
     one = np.full_like(bounds, bounds.max())
     np.fill_diagonal(one, 0.0)
     queries, tasks, _ = sample_queries(args.n_per_task, args.seed, args.data_dir)
     e32, e16 = embed_both(model, queries)
-    ref, fast = route_embeddings(e32, keys, cfg, bank=bank), route_embeddings(e16, keys, cfg, bank=bank)
-    gaps = score_gaps(fast, cfg.temperature)
+    ref = route_embeddings(e32, keys, cfg, bank=bank)
+    fast = route_embeddings(e16, keys, cfg, temperature=1.0, bank=bank)  # tau 1, as the checked engine: gaps in score units
     out: dict[str, Any] = {}
     for name, b in (("per-pair bounds", bounds), ("one bound", one)):
-        near = (gaps < b[fast.router_choice]).any(axis=1)
-        if fast.nearest is not None:  # as the checked engine: near the novelty threshold, not clearly novel
-            near = (near & ~fast.novel) | (np.abs(fast.nearest - fast.novelty_threshold) < nov)
+        near = near_tie_mask(fast, b, nov)
         emb = e16.copy()
         emb[near] = e32[near]
         got = route_embeddings(emb, keys, cfg, bank=bank)

@@ -33,7 +33,7 @@ from typing import Any, Sequence
 import numpy as np
 
 __all__ = ["DEFAULT_BANK_SIZE", "DEFAULT_QUANTILE", "NOVELTY_FILE", "NoveltyFit", "bank_bytes", "fallback_index",
-           "fit_novelty", "load_bank", "nearest_similarity", "unit_rows"]
+           "fit_novelty", "load_bank", "nearest_similarity", "prior_record", "training_prior", "unit_rows"]
 
 NOVELTY_FILE = "novelty.safetensors"
 BANK_TENSOR = "bank"
@@ -70,6 +70,20 @@ def fallback_index(prior: Sequence[float], normalized_cost: np.ndarray | None, c
     return int(np.argmax(p))
 
 
+def training_prior(values: Sequence[np.ndarray]) -> tuple[float, ...]:
+    """Each LLM's training-set average: the mean over tasks of its mean value (``values`` the
+    per-query values ``(n, T)`` per task; empty tasks are skipped), rounded to 6 digits."""
+    kept = [np.asarray(v) for v in values if len(v)]
+    if not kept:
+        raise ValueError("no training queries to take the LLMs' training-set averages on")
+    return tuple(round(float(p), 6) for p in np.mean([v.mean(axis=0) for v in kept], axis=0))
+
+
+def prior_record(llm_names: Sequence[str], prior: Sequence[float]) -> dict[str, Any]:
+    """The fallback LLM and the prior per LLM, as ``calibration.novelty`` records them."""
+    return {"fallback_llm": llm_names[int(np.argmax(prior))], "prior": {n: round(float(p), 6) for n, p in zip(llm_names, prior)}}
+
+
 @dataclass(frozen=True)
 class NoveltyFit:
     """A fitted fallback: the bank (unit rows, float16), the threshold r and the per-LLM prior."""
@@ -83,10 +97,8 @@ class NoveltyFit:
 
     def record(self, llm_names: Sequence[str]) -> dict[str, Any]:
         """What goes under ``calibration.novelty`` in config.json."""
-        fb = int(np.argmax(self.prior))
         return {"quantile": self.quantile, "threshold": self.threshold, "bank_size": int(len(self.bank)),
-                "n_train_queries": self.n_train, "seed": self.seed, "fallback_llm": llm_names[fb],
-                "prior": {n: round(p, 6) for n, p in zip(llm_names, self.prior)},
+                "n_train_queries": self.n_train, "seed": self.seed, **prior_record(llm_names, self.prior),
                 "rule": "argmax_t prior_t - lambda * c_t when the nearest bank query's cosine < threshold"}
 
 
@@ -109,8 +121,7 @@ def fit_novelty(embs: Sequence[np.ndarray], values: Sequence[np.ndarray], *, qua
         idx = np.sort(np.random.default_rng(seed).choice(len(all_emb), bank_size, replace=False))
     bank = unit_rows(all_emb[idx]).astype(np.float16)  # what is stored; the threshold is taken on it
     threshold = float(np.quantile(nearest_similarity(bank, bank, exclude_self=True), quantile))
-    prior = np.mean([v.mean(axis=0) for _, v in kept], axis=0)
-    return NoveltyFit(bank, round(threshold, 6), tuple(round(float(p), 6) for p in prior), float(quantile), int(seed),
+    return NoveltyFit(bank, round(threshold, 6), training_prior([v for _, v in kept]), float(quantile), int(seed),
                       int(len(all_emb)))
 
 

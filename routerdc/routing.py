@@ -177,25 +177,18 @@ class Routing:
     nearest: np.ndarray | None = None  # (n,) cosine to the nearest training query (novelty fallback only)
     novelty_threshold: float | None = None  # below it a query is novel
     fallback: int | None = None  # the LLM novel queries go to
-    choice: np.ndarray = field(init=False)  # (n,)
+    choice: np.ndarray = field(init=False)  # (n,) the decision
+    router_choice: np.ndarray = field(init=False)  # (n,) the argmax of the probabilities, before the fallback
+    novel: np.ndarray = field(init=False)  # (n,) bool: sent to the fallback LLM (all False without it)
 
     def __post_init__(self) -> None:
-        choice = self.probs.argmax(axis=1)
-        if self.nearest is not None:
-            choice = np.where(self.novel, self.fallback, choice).astype(choice.dtype)
-        object.__setattr__(self, "choice", choice)
-
-    @property
-    def router_choice(self) -> np.ndarray:
-        """``(n,)`` the argmax of the probabilities, before the novelty fallback."""
-        return self.probs.argmax(axis=1)
-
-    @property
-    def novel(self) -> np.ndarray:
-        """``(n,)`` bool: the queries sent to the fallback LLM (all False without the fallback)."""
-        if self.nearest is None:
-            return np.zeros(len(self.probs), dtype=bool)
-        return np.asarray(self.nearest) < float(self.novelty_threshold)  # type: ignore[arg-type]
+        top = self.probs.argmax(axis=1)
+        novel = (np.zeros(len(self.probs), dtype=bool) if self.nearest is None
+                 else np.asarray(self.nearest) < float(self.novelty_threshold))  # type: ignore[arg-type]
+        object.__setattr__(self, "router_choice", top)
+        object.__setattr__(self, "novel", novel)
+        object.__setattr__(self, "choice", np.where(novel, self.fallback, top).astype(top.dtype)
+                           if self.nearest is not None else top)
 
     def rows(self, idx: Sequence[int]) -> "Routing":
         """The decisions for the rows ``idx`` only."""

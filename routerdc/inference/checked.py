@@ -37,8 +37,8 @@ import numpy as np
 
 from routerdc.routing import Routing, route_embeddings
 
-__all__ = ["CHECKED", "SAFETY", "CheckedEngine", "bounds_from_errors", "calibrate", "novelty_bound", "novelty_error",
-           "pair_errors", "score_gaps"]
+__all__ = ["CHECKED", "SAFETY", "CheckedEngine", "bounds_from_errors", "calibrate", "measured_bounds", "near_tie_mask",
+           "novelty_bound", "novelty_error", "pair_errors", "score_gaps"]
 
 CHECKED: dict[str, str] = {"torch-bf16-checked": "torch-bf16"}  # checked engine -> its fast engine
 SAFETY = 1.5
@@ -85,12 +85,29 @@ def bounds_from_errors(errors: np.ndarray, safety: float = SAFETY) -> np.ndarray
     return b
 
 
+def measured_bounds(fast: Routing, exact: Routing, safety: float = SAFETY) -> tuple[np.ndarray, float]:
+    """``(bounds, novelty bound)`` from a fast engine's routings of the probes against exact ones:
+    :func:`bounds_from_errors` of :func:`pair_errors`, :func:`novelty_bound` of :func:`novelty_error`."""
+    return bounds_from_errors(pair_errors(fast, exact), safety), novelty_bound(novelty_error(fast, exact), safety)
+
+
+def near_tie_mask(routing: Routing, bounds: np.ndarray, novelty_bound: float) -> np.ndarray:
+    """``(n,)`` bool: the rows whose decision bf16 may have flipped, so the checked engine re-encodes
+    them: the top LLM leads some ``j`` by less than ``bounds[top, j]`` (unless the query is novel
+    beyond doubt: the fallback takes it whatever the gaps), or the nearest training query's
+    similarity is within ``novelty_bound`` of the threshold. ``routing`` at temperature 1."""
+    tie = (score_gaps(routing, 1.0) < np.asarray(bounds)[routing.router_choice]).any(axis=1)
+    if routing.nearest is not None:
+        near = np.abs(np.asarray(routing.nearest) - float(routing.novelty_threshold)) < novelty_bound  # type: ignore[arg-type]
+        tie = (tie & ~routing.novel) | near
+    return tie
+
+
 def calibrate(fast: Any, exact: Any, texts: Sequence[str]) -> tuple[np.ndarray, float]:
-    """``(pair_errors, novelty_error)`` of engine ``fast`` against ``exact`` on ``texts`` (the probe queries)."""
+    """:func:`measured_bounds` of engine ``fast`` against ``exact`` on ``texts`` (the probe queries)."""
     config, keys, bank = exact.config, exact.keys, exact.bank
-    f = route_embeddings(fast.embed(list(texts)), keys, config, bank=bank)
-    e = route_embeddings(exact.embed(list(texts)), keys, config, bank=bank)
-    return pair_errors(f, e), novelty_error(f, e)
+    return measured_bounds(route_embeddings(fast.embed(list(texts)), keys, config, bank=bank),
+                           route_embeddings(exact.embed(list(texts)), keys, config, bank=bank))
 
 
 @dataclass
@@ -125,11 +142,7 @@ class CheckedEngine:
         """Rows of ``emb`` whose choice (at ``cost_weight``) leads another LLM by less than its bound."""
         r = route_embeddings(emb, self.keys, self.config, temperature=1.0, cost_weight=cost_weight,
                              bank=self.bank)  # tau 1: no underflow
-        tie = (score_gaps(r, 1.0) < self.bounds[r.router_choice]).any(axis=1)
-        if r.nearest is not None:  # novel beyond doubt: the fallback, whatever the gaps; near the threshold: check
-            near = np.abs(np.asarray(r.nearest) - float(r.novelty_threshold)) < self.novelty_bound
-            tie = (tie & ~r.novel) | near
-        return np.flatnonzero(tie)
+        return np.flatnonzero(near_tie_mask(r, self.bounds, self.novelty_bound))
 
     def embed(self, texts: Sequence[str], *, token_budget: int | None = None, max_rows: int | None = None,
               cost_weight: float = 0.0) -> np.ndarray:

@@ -175,8 +175,7 @@ def build_engine(name: str, sources: Sources, *, bounds: Any = None, novelty_bou
     if why:
         raise EngineUnavailable(f"{name}: {why}")
     try:
-        from routerdc.inference.checked import CHECKED, CheckedEngine, bounds_from_errors, calibrate
-        from routerdc.inference.checked import novelty_bound as bound_from_error
+        from routerdc.inference.checked import CHECKED, MIN_BOUND, CheckedEngine, calibrate
 
         if name in CHECKED:
             fast = build_engine(CHECKED[name], sources)
@@ -184,9 +183,8 @@ def build_engine(name: str, sources: Sources, *, bounds: Any = None, novelty_bou
             if bounds is None:
                 from routerdc.inference.select import probe_texts
 
-                errors, nov = calibrate(fast, exact, probe_texts(sources.data_dir)[0])
-                bounds, novelty_bound = bounds_from_errors(errors), bound_from_error(nov)
-            return CheckedEngine(fast, exact, bounds, name, novelty_bound=novelty_bound or bound_from_error(0.0))
+                bounds, novelty_bound = calibrate(fast, exact, probe_texts(sources.data_dir)[0])
+            return CheckedEngine(fast, exact, bounds, name, novelty_bound=novelty_bound or MIN_BOUND)
         if name == "torch":
             return TorchEngine(sources.model, "torch")
         if name == "torch-bf16":

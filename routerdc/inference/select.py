@@ -25,7 +25,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from routerdc.routing import route_embeddings
-from routerdc.inference.checked import CHECKED, bounds_from_errors, novelty_bound, novelty_error, pair_errors
+from routerdc.inference.checked import CHECKED, measured_bounds
 from routerdc.inference.engines import ENGINES, EngineUnavailable, Sources, build_engine, supported
 from routerdc.inference.features import cpu_features, machine_key
 
@@ -159,8 +159,8 @@ def measure(sources: Sources, texts: Sequence[str], names: Sequence[str] = ENGIN
                 base = CHECKED[name]
                 if base not in embs:
                     embs[base] = build_engine(base, sources).embed(texts, token_budget=token_budget)
-                fast = route_embeddings(embs[base], ref_engine.keys, ref_engine.config, bank=bank)
-                bounds, nov_bound = bounds_from_errors(pair_errors(fast, ref)), novelty_bound(novelty_error(fast, ref))
+                bounds, nov_bound = measured_bounds(route_embeddings(embs[base], ref_engine.keys, ref_engine.config,
+                                                                     bank=bank), ref)
             engine = build_engine(name, sources, bounds=bounds, novelty_bound=nov_bound)
             emb, qps = _timed_embed(engine, texts, token_budget)
         except EngineUnavailable as exc:

@@ -33,6 +33,7 @@ from routerdc.checkpoint import RouterMeta
 from routerdc.data import ScoreSet
 from routerdc.evaluate.metrics import query_values
 from routerdc.novelty import DEFAULT_QUANTILE, NOVELTY_FILE, bank_bytes, fit_novelty
+from routerdc.routing import similarities
 
 __all__ = ["DEFAULT_GRID", "Calibration", "fit_llm_bias", "objective", "calibrate_checkpoint", "calibrate_temperature"]
 
@@ -147,11 +148,9 @@ def _embeddings(router: Any, sets: Sequence[ScoreSet], cache_dir: str | os.PathL
     return [router_embeddings(router, s.queries, key=key, cache_dir=cache_dir) for s in sets]
 
 
-def _similarities(router: Any, sets: Sequence[ScoreSet], cache_dir: str | os.PathLike | None) -> list[np.ndarray]:
-    """sim(E(x), k_t) of ``router`` on each set's queries (:func:`_embeddings`)."""
-    from routerdc.routing import similarities
-
-    return [similarities(e, router.keys, router.config.similarity) for e in _embeddings(router, sets, cache_dir)]
+def _similarities(router: Any, embs: Sequence[np.ndarray]) -> list[np.ndarray]:
+    """sim(E(x), k_t) of ``router`` for each set's embeddings (:func:`_embeddings`)."""
+    return [similarities(e, router.keys, router.config.similarity) for e in embs]
 
 
 def calibrate_checkpoint(folder: str | os.PathLike, sets: Sequence[ScoreSet], *,
@@ -177,10 +176,8 @@ def calibrate_checkpoint(folder: str | os.PathLike, sets: Sequence[ScoreSet], *,
     folder = Path(folder)
     router = load_router(folder, engine, device, remeasure=remeasure)  # the inference layer's engine
     names = router.config.llm_names
-    from routerdc.routing import similarities
-
     embs = _embeddings(router, sets, cache_dir)
-    sims = [similarities(e, router.keys, router.config.similarity) for e in embs]
+    sims = _similarities(router, embs)
     result = calibrate(names, sims, sets, grid=grid)
     record = {**result.to_dict(), "tasks": [s.task for s in sets], "sources": [s.source for s in sets]}
     meta = RouterMeta.read(folder).with_offsets(result.bias, record)
@@ -216,7 +213,7 @@ def calibrate_temperature(folder: str | os.PathLike, sets: Sequence[ScoreSet], *
     cfg = router.config
     sets = [s.align(cfg.llm_names) for s in sets]
     bias = np.zeros(len(cfg.llm_names)) if cfg.llm_bias is None else np.asarray(cfg.llm_bias)
-    scores = [x + bias for x in _similarities(router, sets, cache_dir)]
+    scores = [x + bias for x in _similarities(router, _embeddings(router, sets, cache_dir))]
     fit = temperature_fit(scores, sets, before=cfg.temperature)
     RouterMeta.read(folder).with_temperature(fit.temperature, {**fit.to_dict(), "tasks": [s.task for s in sets]}
                                              ).write(folder, output)

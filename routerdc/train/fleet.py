@@ -190,11 +190,10 @@ def _write(router: Any, folder: Path, output: Path, names: tuple[str, ...], keys
     prior, novelty = None, None
     if router.config.novelty:  # the bank and threshold stay (the encoder did not change); the prior is refitted
         from routerdc.evaluate.metrics import query_values
+        from routerdc.novelty import prior_record, training_prior
 
-        vals = [query_values(s.scores, s.metric) for s in aligned if len(s)]
-        prior = tuple(round(float(p), 6) for p in np.mean([v.mean(axis=0) for v in vals], axis=0))
-        novelty = {**(meta.calibration or {}).get("novelty", {}), "fallback_llm": names[int(np.argmax(prior))],
-                   "prior": dict(zip(names, prior))}
+        prior = training_prior([query_values(s.scores, s.metric) for s in aligned])
+        novelty = {**(meta.calibration or {}).get("novelty", {}), **prior_record(names, prior)}
     config = replace(router.config, llm_names=names, llm_bias=cal.bias, llm_cost=_costs(router.config, names, sets),
                      calibrated_temperature=tau, llm_prior=prior)
     new = RouterDC(config, router.encoder, router.tokenizer)
