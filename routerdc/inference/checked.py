@@ -19,8 +19,10 @@ for all pairs, both with every choice equal to fp32's).
 With the novelty fallback (:mod:`routerdc.novelty`) a choice also flips when the query's
 similarity to its nearest training query crosses the threshold, so a query is re-encoded too when
 that similarity is within ``novelty_bound`` of the threshold (:data:`SAFETY` x bf16's largest
-error of it on the probes, :func:`novelty_error`). A query that is clearly novel goes to the
-fallback whatever its score gaps, so those are not checked.
+error of it on the probes, :func:`novelty_error`) and the router's own pick is not the fallback
+LLM: when it is (and no tie is near), the query goes to that LLM whichever side of the threshold
+it falls, so only its ``novel`` flag, not its choice, may differ from fp32's. A query that is
+clearly novel goes to the fallback whatever its score gaps, so those are not checked.
 
 The router's probabilities are nearly uniform (the Chinese test queries, mostly ``[UNK]`` to
 MiniLM, have a median top-two gap of 0.004 in cosine units), so a sizeable share of queries is
@@ -95,11 +97,15 @@ def near_tie_mask(routing: Routing, bounds: np.ndarray, novelty_bound: float) ->
     """``(n,)`` bool: the rows whose decision bf16 may have flipped, so the checked engine re-encodes
     them: the top LLM leads some ``j`` by less than ``bounds[top, j]`` (unless the query is novel
     beyond doubt: the fallback takes it whatever the gaps), or the nearest training query's
-    similarity is within ``novelty_bound`` of the threshold. ``routing`` at temperature 1."""
-    tie = (score_gaps(routing, 1.0) < np.asarray(bounds)[routing.router_choice]).any(axis=1)
+    similarity is within ``novelty_bound`` of the threshold while the router's own pick is not the
+    fallback LLM (were it, either side of the threshold gives the same choice). ``routing`` at
+    temperature 1."""
+    b = np.array(bounds, dtype=np.float64)
+    np.fill_diagonal(b, 0.0)  # the top LLM's gap to itself is 0: never a tie
+    tie = (score_gaps(routing, 1.0) < b[routing.router_choice]).any(axis=1)
     if routing.nearest is not None:
         near = np.abs(np.asarray(routing.nearest) - float(routing.novelty_threshold)) < novelty_bound  # type: ignore[arg-type]
-        tie = (tie & ~routing.novel) | near
+        tie = (tie & (~routing.novel | near)) | (near & (routing.router_choice != routing.fallback))
     return tie
 
 

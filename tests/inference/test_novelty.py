@@ -147,7 +147,7 @@ def test_every_engine_and_the_onnx_form_fall_back_alike(saved, tmp_path):
     assert got.llms == ref.llms and list(got.novel) == list(ref.novel)
 
 
-def test_the_checked_engine_rechecks_queries_near_the_threshold_not_clearly_novel_ones():
+def test_the_checked_engine_rechecks_queries_near_the_threshold_whose_choice_can_flip():
     from routerdc.inference.checked import CheckedEngine
 
     class Fixed:
@@ -163,10 +163,14 @@ def test_the_checked_engine_rechecks_queries_near_the_threshold_not_clearly_nove
     bank = np.eye(4, dtype=np.float32)[[0]]
     cfg = RouterConfig(("a", "b"), novelty_threshold=0.5, llm_prior=(0.2, 0.8))
     # rows: a near-tie far inside the bank's reach; a near-tie that is clearly novel; one at the threshold
-    emb = np.array([[1.0, 0.999, 0.0, 0.0], [0.0, 0.0, 1.0, 0.001], [0.5, 0.0, np.sqrt(0.75), 0.0]], dtype=np.float32)
+    # that the router sends to "a" (not the fallback "b"); one at the threshold that it sends clearly to
+    # the fallback (the same choice either side: not checked); one at the threshold near a tie with "b"
+    emb = np.array([[1.0, 0.999, 0.0, 0.0], [0.0, 0.0, 1.0, 0.001], [0.5, 0.0, np.sqrt(0.75), 0.0],
+                    [0.5, 0.8, np.sqrt(0.11), 0.0], [0.5, 0.505, np.sqrt(1 - 0.25 - 0.505 ** 2), 0.0]],
+                   dtype=np.float32)
     eng = CheckedEngine(Fixed(emb, cfg, keys, bank), Fixed(emb, cfg, keys, bank), np.full((2, 2), 0.01), "checked",
                         novelty_bound=0.01)
-    assert list(eng.near_ties(emb)) == [0, 2]
+    assert list(eng.near_ties(emb)) == [0, 2, 4]
 
 
 def test_calibrate_fits_the_fallback_and_can_remove_it(saved, tiny_set, tmp_path):
