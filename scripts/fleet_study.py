@@ -49,6 +49,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--data-dir", help="score-data directory (default: $ROUTERDC_DATA or ../shared/data)")
     p.add_argument("--work", default=str(ROOT / "runs" / "fleet"), help="where the changed routers are written")
     p.add_argument("--llms", nargs="+", help="only these LLMs (default: all of the router's)")
+    p.add_argument("--holdout", type=float, default=0.0,
+                   help="add-llm selects the key on this held-out fraction of each training set (default 0: on all of it)")
     p.add_argument("--output", default=str(ROOT / "results" / "fleet_changes"))
     a = p.parse_args(argv)
 
@@ -74,7 +76,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         rm = remove_llm(a.checkpoint, name, train_sets, output=removed)
         rows[f"without {short}"] = table_row(RouterDC.from_pretrained(removed))
         w0, c0 = time.perf_counter(), time.process_time()
-        add = add_llm(removed, name, train_sets, output=added)
+        add = add_llm(removed, name, train_sets, output=added, holdout=a.holdout)
         wall, cpu = time.perf_counter() - w0, time.process_time() - c0
         rows[f"{short} removed, then added back"] = table_row(RouterDC.from_pretrained(added))
         records.append({"llm": name, "remove": rm.to_dict(), "add": add.to_dict(),
@@ -84,14 +86,17 @@ def main(argv: Sequence[str] | None = None) -> int:
               file=sys.stderr)
 
     lines = delta_table(rows, "all 7 from the start")
-    md = (f"Fleet changes on `{a.checkpoint}` (`python scripts/fleet_study.py`): each LLM removed "
-          "(offsets refitted), then added back from the training files (only its key fitted, then "
-          "the offsets), evaluated on the paper's 8 test sets.\n\n" + "\n".join(lines) + "\n\n"
+    cmd = "python scripts/fleet_study.py" + "".join(f" {x}" for x in (argv if argv is not None else sys.argv[1:]))
+    how = (f"selected on a held-out {a.holdout:g} of each training set" if a.holdout
+           else "selected by the calibrated training-set average")
+    md = (f"Fleet changes on `{Path(a.checkpoint).name}` (`{cmd}`): each LLM removed "
+          "(offsets refitted), then added back from the training files (only its key fitted, "
+          f"{how}, then the offsets), evaluated on the paper's 8 test sets.\n\n" + "\n".join(lines) + "\n\n"
           "| LLM | add-llm wall s | add-llm CPU s |\n|---|---|---|\n"
           + "".join(f"| {x['llm']} | {x['add_wall_s']} | {x['add_cpu_s']} |\n" for x in records))
     out = Path(a.output)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.with_suffix(".json").write_text(json.dumps({"rows": rows, "changes": records}, indent=2) + "\n",
+    out.with_suffix(".json").write_text(json.dumps({"command": cmd, "rows": rows, "changes": records}, indent=2) + "\n",
                                         encoding="utf-8")
     out.with_suffix(".md").write_text(md, encoding="utf-8")
     print(md)

@@ -230,14 +230,31 @@ def _costs(config: Any, names: tuple[str, ...], sets: Sequence[ScoreSet]) -> tup
     return tuple(old[n] for n in names)
 
 
+def holdout_split(sizes: Sequence[int], fraction: float, seed: int = 0) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Per set, ``(fit rows, held-out rows)``: a seeded ``fraction`` of each set's rows held out
+    (at least one row of each non-trivial set, and never all of them)."""
+    if not 0.0 < fraction < 1.0:
+        raise ValueError(f"the held-out fraction must be in (0, 1), got {fraction}")
+    rng = np.random.default_rng(seed)
+    out = []
+    for n in sizes:
+        perm = rng.permutation(n)
+        k = min(max(int(round(fraction * n)), 1), n - 1) if n > 1 else 0
+        out.append((np.sort(perm[k:]), np.sort(perm[:k])))
+    return out
+
+
 def add_llm(folder: str | os.PathLike, name: str, sets: Sequence[ScoreSet], *, output: str | os.PathLike,
             cache_dir: str | os.PathLike | None = None, steps: int = 300, lr: float = 0.05, seed: int = 0,
-            select: bool = True, device: Any = "cpu") -> FleetChange:
+            select: bool = True, holdout: float = 0.0, device: Any = "cpu") -> FleetChange:
     """Add the LLM ``name`` to the router in ``folder``, fitted on its column of ``sets``; see the module.
 
     ``select``: take the key from the step (every 25) with the best calibrated training-set average,
-    rather than the last one."""
-    from routerdc.train.calibration import calibrate
+    rather than the last one. ``holdout`` > 0: fit the key on the rest of each set and select it by
+    the average on this seeded fraction of each set's rows, with offsets fitted on the rest (the
+    final offsets are then refitted on all rows)."""
+    from routerdc.train.calibration import calibrate, fit_llm_bias, objective
+    from routerdc.evaluate.metrics import query_values
     from routerdc.model.router import RouterDC
     from routerdc.routing import similarities
 
@@ -259,12 +276,19 @@ def add_llm(folder: str | os.PathLike, name: str, sets: Sequence[ScoreSet], *, o
     aligned = [s.align(names) for s in sets]
     sims_old = [similarities(e, keys_old, router.config.similarity) for e in embs]
 
+    split = holdout_split([len(s) for s in sets], holdout, seed) if holdout else [(np.arange(len(s)), None) for s in sets]
+    values = [query_values(s.scores, s.metric) for s in aligned]
+
     def calibrated_average(key: np.ndarray) -> float:  # the trainer's selection rule, after calibration
         sims = [np.concatenate([so, similarities(e, key[None], router.config.similarity)], axis=1)
                 for so, e in zip(sims_old, embs)]
-        return calibrate(names, sims, aligned).after
+        if not holdout:
+            return calibrate(names, sims, aligned).after
+        bias = fit_llm_bias([x[f] for x, (f, _) in zip(sims, split)], [v[f] for v, (f, _) in zip(values, split)])
+        return objective([x[h] for x, (_, h) in zip(sims, split)], [v[h] for v, (_, h) in zip(values, split)], bias)
 
-    fit = fit_key(np.concatenate(embs), keys_old, np.concatenate([s.scores for s in train]),
+    fit = fit_key(np.concatenate([e[f] for e, (f, _) in zip(embs, split)]), keys_old,
+                  np.concatenate([s.scores[f] for s, (f, _) in zip(train, split)]),
                   similarity=router.config.similarity, temperature=router.config.temperature,
                   k_pos=int(recipe.get("k_pos", 3)), k_neg=int(recipe.get("k_neg", 3)),
                   neg_threshold=float(recipe.get("neg_threshold", 0.5)),
@@ -273,7 +297,9 @@ def add_llm(folder: str | os.PathLike, name: str, sets: Sequence[ScoreSet], *, o
     keys = np.concatenate([keys_old, fit.key[None]]).astype(np.float32)
     record = {"op": "add", "llm": name, "from": str(folder), "sources": [s.source for s in sets],
               "steps": steps, "lr": lr, "seed": seed, "loss": round(fit.loss, 6), "selected_step": fit.step, "selected_start": fit.start,
-              "selected_by": "calibrated training-set average" if select else "last step"}
+              "selected_by": ("last step" if not select else "calibrated training-set average" if not holdout else
+                              f"calibrated average on a held-out {holdout:g} of each training set"),
+              **({"holdout": holdout} if holdout else {})}
     before, after = _write(router, folder, output, names, keys, sets, embs, record)
     return FleetChange("add", name, output, names, time.perf_counter() - t0, before, after, fit.loss)
 

@@ -165,3 +165,26 @@ def test_fit_key_minimises_the_sample_llm_loss_over_the_new_key():
     assert picked.loss <= start
     with pytest.raises(FleetError, match="scores must be"):
         fit_key(emb, old, scores[:, :3])
+
+
+def test_holdout_split_holds_out_a_seeded_fraction_of_every_set():
+    from routerdc.train.fleet import holdout_split
+
+    split = holdout_split([10, 3, 1], 0.2, seed=1)
+    (f0, h0), (f1, h1), (f2, h2) = split
+    assert len(h0) == 2 and len(f0) == 8 and sorted(np.concatenate([f0, h0])) == list(range(10))
+    assert len(h1) == 1 and len(f1) == 2  # at least one row held out, never all of them
+    assert len(h2) == 0 and list(f2) == [0]
+    assert all(np.array_equal(a, b) for x, y in zip(split, holdout_split([10, 3, 1], 0.2, seed=1))
+               for a, b in zip(x, y))
+    with pytest.raises(ValueError, match="held-out fraction"):
+        holdout_split([10], 1.0)
+
+
+def test_add_llm_can_select_its_key_on_held_out_rows(two_llm_router, tmp_path):
+    change = add_llm(two_llm_router, "c", [_set(("a", "b", "c"))], output=tmp_path / "abc",
+                     cache_dir=tmp_path / "cache", steps=200, holdout=0.25)
+    assert change.llm_names == ("a", "b", "c")
+    assert _routed(tmp_path / "abc", "math") == ["c"] * len(TOPICS["math"])
+    rec = json.loads((tmp_path / "abc" / "config.json").read_text())["fleet_changes"][-1]
+    assert rec["holdout"] == 0.25 and "held-out 0.25" in rec["selected_by"]
