@@ -55,10 +55,13 @@ def nearest_similarity(bank: np.ndarray, emb: np.ndarray, exclude_self: bool = F
         raise ValueError(f"query embeddings {b.shape} and the novelty bank {a.shape} must be (n, d) and (m, d)")
     out = np.empty(len(b), dtype=np.float64)
     for start in range(0, len(b), 1024):
-        sim = b[start:start + 1024] @ a.T
+        # (m, k) = bank @ queries^T: for one query a plain matrix-vector product; the transposed
+        # form (queries @ bank^T) took 4 ms instead of 0.07 per query in multi-threaded OpenBLAS
+        sim = a @ b[start:start + 1024].T
+        k = sim.shape[1]
         if exclude_self:
-            sim[np.arange(sim.shape[0]), np.arange(start, start + sim.shape[0])] = -np.inf
-        out[start:start + len(sim)] = sim.max(axis=1) if sim.shape[1] else -np.inf
+            sim[np.arange(start, start + k), np.arange(k)] = -np.inf
+        out[start:start + k] = sim.max(axis=0) if sim.shape[0] else -np.inf
     return out
 
 

@@ -133,7 +133,8 @@ class RouterDC(nn.Module):
         left = getattr(self.tokenizer, "padding_side", "right") == "left"
         out = np.empty((len(texts), self.dim), dtype=np.float32)
         was_training = self.training
-        self.eval()
+        if was_training:  # eval() walks every module: not once per call on a router already in eval mode
+            self.eval()
         try:
             for idx in batches:
                 rows = torch.as_tensor(idx)
@@ -144,7 +145,8 @@ class RouterDC(nn.Module):
                     emb = self.project(emb)
                 out[idx] = emb.float().cpu().numpy()
         finally:
-            self.train(was_training)
+            if was_training:
+                self.train(True)
         return out
 
     def llm_keys(self) -> np.ndarray:
