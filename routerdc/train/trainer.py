@@ -44,12 +44,14 @@ OnStep = Callable[[int, dict[str, float], "dict[str, float] | None"], None]
 Cancel = Callable[[], bool] | threading.Event
 
 
-def bf16_autocast(device_type: str, *, cuda: bool = True, cpu: bool = False) -> bool:
-    """Whether training autocasts to bf16: on CUDA when ``cuda``; on a CPU when ``cpu`` and the
-    CPU has native bf16 (AMX-BF16 or AVX512-BF16). The master weights stay fp32 either way."""
+def bf16_autocast(device_type: str, *, cuda: bool = True, cpu: bool = False, frozen: bool = False) -> bool:
+    """Whether training autocasts to bf16: on CUDA when ``cuda``; on a CPU when ``cpu``, the
+    encoder trains (``frozen`` False: a frozen encoder does not run in the steps, and bf16 would
+    only round the keys' similarities) and the CPU has native bf16 (AMX-BF16 or AVX512-BF16).
+    The master weights stay fp32 either way."""
     if device_type == "cuda":
         return cuda
-    return device_type == "cpu" and cpu and cpu_features().bf16
+    return device_type == "cpu" and cpu and not frozen and cpu_features().bf16
 
 
 @dataclass
@@ -254,7 +256,7 @@ class Trainer:
         optim = torch.optim.AdamW(groups_param, weight_decay=cfg.weight_decay)
         batches = length_grouped_batches(lengths, cfg.batch_size, window=1 if frozen else cfg.length_window,
                                          generator=gen)
-        autocast = bf16_autocast(self.device.type, cuda=cfg.bf16, cpu=cfg.cpu_bf16)
+        autocast = bf16_autocast(self.device.type, cuda=cfg.bf16, cpu=cfg.cpu_bf16, frozen=frozen)
         result = TrainResult(output_dir=None, best_step=None, best_score=None, best_metrics={})
         first = 1
         if state is not None:

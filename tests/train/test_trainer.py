@@ -203,3 +203,20 @@ def test_router_options_cover_the_router_config():
     cfg = TrainConfig(normalization="anyascii", projection=True)
     assert set(cfg.router_options()) == fields
     assert RouterConfig(llm_names=("a",), **cfg.router_options()).normalization == "anyascii"
+
+
+def test_cpu_bf16_autocast_rule(monkeypatch):
+    """bf16 autocast trains the encoder on CPUs with native bf16 by default, never a frozen encoder's
+    keys, never a CPU without bf16; CUDA follows its own flag."""
+    from routerdc.inference.features import CpuFeatures
+    from routerdc.train import trainer as trainer_mod
+
+    assert TrainConfig().cpu_bf16 is True
+    for flags, native in ((frozenset({"avx512_bf16"}), True), (frozenset({"amx_bf16"}), True),
+                          (frozenset({"avx2", "avx512f"}), False)):
+        monkeypatch.setattr(trainer_mod, "cpu_features", lambda f=flags: CpuFeatures("test CPU", 2, f))
+        assert trainer_mod.bf16_autocast("cpu", cpu=True) is native
+        assert trainer_mod.bf16_autocast("cpu", cpu=True, frozen=True) is False
+        assert trainer_mod.bf16_autocast("cpu", cpu=False) is False
+    assert trainer_mod.bf16_autocast("cuda", cuda=True, cpu=False, frozen=True) is True
+    assert trainer_mod.bf16_autocast("cuda", cuda=False, cpu=True) is False
