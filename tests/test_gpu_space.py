@@ -63,7 +63,9 @@ def test_entry_script_on_cpu_starts_vllm_then_the_app(tmp_path, data_dir):
            "VLLM_CPU_KVCACHE_SPACE": "1", "VLLM_CACHE_ROOT": str(short / "vllm"), "TMPDIR": str(short),
            "TORCHINDUCTOR_CACHE_DIR": str(short / "inductor"), "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false",
            "ROUTERDC_DATA": str(data_dir), "ROUTERDC_MAX_ROWS": "20", "ROUTERDC_MAP_METHOD": "pca",
-           "ROUTERDC_CACHE": str(short / "cache"), "ROUTERDC_FETCH_DATA": "0"}
+           "ROUTERDC_CACHE": str(short / "cache"), "ROUTERDC_FETCH_DATA": "0",
+           # A Space listens on 0.0.0.0, where the routed API is mounted only behind a key (its secret)
+           "ROUTERDC_API_KEY": "space-secret"}
     log = tmp_path / "entry.log"
     t0 = time.perf_counter()
     with log.open("w") as out:
@@ -85,8 +87,12 @@ def test_entry_script_on_cpu_starts_vllm_then_the_app(tmp_path, data_dir):
         text = log.read_text()
         assert all(f"{n}: http://127.0.0.1:{p}/v1" in text for n, p in zip(TINY_NAMES, ports)), text
         assert text.index("vLLM servers up") < text.index("starting the app")  # vLLM first, then the app
-        r = httpx.post(url + "/v1/chat/completions", timeout=120, json={
-            "model": "routerdc", "messages": [{"role": "user", "content": "what is two plus three?"}], "max_tokens": 8})
+        body = {"model": "routerdc", "messages": [{"role": "user", "content": "what is two plus three?"}],
+                "max_tokens": 8}
+        r = httpx.post(url + "/v1/chat/completions", timeout=120, json=body)
+        assert r.status_code == 401 and r.json()["error"]["code"] == "invalid_api_key", r.text
+        r = httpx.post(url + "/v1/chat/completions", timeout=120, json=body,
+                       headers={"Authorization": "Bearer space-secret"})
         assert r.status_code == 200, r.text
         assert r.headers["X-RouterDC-LLM"] in TINY_NAMES and r.json()["choices"][0]["message"]["content"]
         print(f"\n[gpu-space on cpu] vLLM x{len(TINY_NAMES)} and the app up in {up_s:.0f} s; routed to "
