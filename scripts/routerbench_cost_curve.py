@@ -7,7 +7,8 @@ cost, and each curve's points, against the zero router, the oracle and k-NN.
 
 Every router is swept over ``--n`` cost weights lambda (``argmax_t sim + b_t - lambda * c_t``,
 :mod:`routerdc.cost_sweep`); k-NN (k=10, the untrained encoder's neighbours among the training
-queries) over the same number. Nothing here is fitted on the test rows.
+queries) over the same number, and the per-task baseline (each test query's task given, its
+training rows' mean value per LLM minus lambda * c_t) likewise. Nothing here is fitted on the test rows.
 """
 
 from __future__ import annotations
@@ -109,6 +110,7 @@ def to_markdown(rec: dict[str, Any], command: str) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     from routerdc.evaluate.cost_sweep import sweep
+    from routerdc.evaluate.evaluator import task_router
     from routerdc.inference.embed_cache import embedding_key, router_embeddings
     from routerdc.inference import load_router
 
@@ -142,7 +144,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     llms = first.config.llm_names
     test_sets = [s.align(llms) for s in test_sets]
     knn = None if a.no_knn else knn_scores(first.config, train_sets, test_sets)
-    result = sweep(test_sets, given, n=a.n, knn_scores=knn)
+    task = task_router([s.align(llms) for s in train_sets])
+    result = sweep(test_sets, given, n=a.n, knn_scores=knn,
+                   task_scores=[task.predict_scores([s.task] * len(s)) for s in test_sets])
     rec = report(result, [label for label, _, _ in specs])
     command = "python scripts/routerbench_cost_curve.py" + "".join(f" {x}" for x in (argv if argv is not None
                                                                                      else sys.argv[1:]))

@@ -66,10 +66,11 @@ def run_cost_sweep(specs: Mapping[str, Sequence[str]], loaded: dict[str, Any], t
                    args: argparse.Namespace, train_sets: Sequence[Any] | None) -> str:
     """``evaluate --cost-sweep N``: sweep the routers of ``specs`` (label -> folders; ``loaded`` holds
     those already loaded) over N cost weights on ``test_sets``, with the single LLMs, the oracle and,
-    given ``train_sets`` (``--baselines``), k-NN; write the curves beside the table
+    given ``train_sets`` (``--baselines``), k-NN and the per-task baseline; write the curves beside the table
     (``<output>.cost_sweep.json``, ``<markdown>.cost_sweep.md``) and return the summary (markdown)."""
     from routerdc.evaluate.baselines import KNNRouter
     from routerdc.evaluate.cost_sweep import sweep
+    from routerdc.evaluate.evaluator import task_router
     from routerdc.inference.embed_cache import cached_embeddings, embedding_key, router_embeddings
     from routerdc.inference import default_engine, load_router
     from routerdc.model.router import RouterDC
@@ -83,7 +84,7 @@ def run_cost_sweep(specs: Mapping[str, Sequence[str]], loaded: dict[str, Any], t
     for label, r in routers.items():
         embs = [router_embeddings(r, s.queries, key=embedding_key(r)) for s in test_sets]
         given[label] = (r.config, r.keys, embs, r.bank)
-    knn_scores = None
+    knn_scores = task_scores = None
     if train_sets:
         first = next(iter(routers.values()))
         llms = first.config.llm_names
@@ -95,7 +96,9 @@ def run_cost_sweep(specs: Mapping[str, Sequence[str]], loaded: dict[str, Any], t
         model = KNNRouter(k=10).fit(cached_embeddings(untrained, [q for s in tr for q in s.queries]),
                                     np.concatenate([s.scores for s in tr]))
         knn_scores = [model.predict_scores(cached_embeddings(untrained, s.queries)) for s in test_sets]
-    result = sweep(test_sets, given, n=args.cost_sweep, knn_scores=knn_scores)
+        task = task_router(tr)
+        task_scores = [task.predict_scores([s.task] * len(s)) for s in test_sets]
+    result = sweep(test_sets, given, n=args.cost_sweep, knn_scores=knn_scores, task_scores=task_scores)
     md = result.to_markdown()
     if args.output:
         Path(args.output).with_suffix(".cost_sweep.json").write_text(json.dumps(result.to_dict(), indent=2) + "\n",

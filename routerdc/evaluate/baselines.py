@@ -1,8 +1,8 @@
-"""Baseline routers over fixed query embeddings (numpy in, numpy out).
+"""Baseline routers (numpy in, numpy out).
 
-Both baselines take precomputed query embeddings ``(n, d)`` and the training score matrix
+The first two take precomputed query embeddings ``(n, d)`` and the training score matrix
 ``(n, T)`` (one column per LLM, in a fixed order) and route a query to an LLM index in
-``[0, T)``:
+``[0, T)``; the third needs no embedding at all:
 
 * :class:`KNNRouter` -- the k-nearest-neighbour router that RouterDC (Chen et al., NeurIPS
   2024) compares against: a query's predicted score for each LLM is the mean score of its
@@ -11,6 +11,10 @@ Both baselines take precomputed query embeddings ``(n, d)`` and the training sco
   Reward-guided Ensemble of Large Language Models"): a small network from the embedding to
   ``T`` logits, trained to match the softmax-normalised scores (ZOOTER distils normalised
   rewards) with a KL divergence loss; a query goes to the LLM with the largest logit.
+* :class:`TaskRouter` -- the router that is *told* each query's task: every query of a task goes
+  to the LLM with the best mean value on that task's training rows (a task without training rows
+  to the LLM best on the training data). A learnt router has to beat it to show that it does more
+  than recognise the task.
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ import torch.nn.functional as F
 from sklearn.neighbors import NearestNeighbors
 from torch import nn
 
-__all__ = ["KNNRouter", "MLPRouter"]
+__all__ = ["KNNRouter", "MLPRouter", "TaskRouter"]
 
 
 def _check_fit(embeddings: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -233,3 +237,53 @@ class MLPRouter:
     def route(self, embeddings: np.ndarray) -> np.ndarray:
         """``(m,)`` int64 index of the LLM with the largest logit (ties: lowest index)."""
         return np.argmax(self._logits(embeddings).numpy(), axis=1).astype(np.int64)
+
+
+class TaskRouter:
+    """Each task's best LLM on the training data, the query's task given (a baseline).
+
+    ``fit(tasks, values)`` takes one task name per training query and its per-LLM values ``(n, T)``
+    (:func:`routerdc.evaluate.metrics.query_values`: what choosing each LLM earns under the task's
+    test metric). ``predict_scores(tasks)`` gives every query its task's mean value per LLM; a task
+    with no training rows gets the **training-set average**, the mean over the training tasks of
+    their per-task means (the paper averages tasks, not rows), so an unseen task goes to the LLM best
+    on the training data, as the novelty fallback's prior does. ``route`` takes the argmax (ties:
+    lowest index).
+
+    In a deployment the task would come from the caller or a classifier; in an evaluation it comes
+    from the test file. Its choices use the test files' task names only, never their scores.
+    """
+
+    def __init__(self) -> None:
+        self.means_: dict[str, np.ndarray] | None = None
+        self.average_: np.ndarray | None = None
+
+    def fit(self, tasks: "np.ndarray | list[str] | tuple[str, ...]", values: np.ndarray) -> "TaskRouter":
+        """Per-task mean values of ``values`` ``(n, T)`` grouped by ``tasks`` (``n`` names)."""
+        y = np.asarray(values, dtype=np.float64)
+        names = [str(t) for t in tasks]
+        if y.ndim != 2 or y.shape[0] == 0 or y.shape[1] == 0:
+            raise ValueError(f"values must be a non-empty (n, T) array, got shape {y.shape}")
+        if len(names) != y.shape[0]:
+            raise ValueError(f"{len(names)} task names for {y.shape[0]} rows of values; they must match")
+        if not np.isfinite(y).all():
+            raise ValueError("values must be finite")
+        rows: dict[str, list[int]] = {}
+        for i, t in enumerate(names):
+            rows.setdefault(t, []).append(i)
+        self.means_ = {t: y[r].mean(axis=0) for t, r in rows.items()}
+        self.average_ = np.mean(list(self.means_.values()), axis=0)
+        return self
+
+    def predict_scores(self, tasks: "np.ndarray | list[str] | tuple[str, ...]") -> np.ndarray:
+        """``(m, T)``: each query's task mean (the training-set average for an unseen task)."""
+        if self.means_ is None or self.average_ is None:
+            raise RuntimeError("the router is not fitted; call fit() first")
+        names = [str(t) for t in tasks]
+        if not names:
+            raise ValueError("no queries to route")
+        return np.stack([self.means_.get(t, self.average_) for t in names])
+
+    def route(self, tasks: "np.ndarray | list[str] | tuple[str, ...]") -> np.ndarray:
+        """``(m,)`` int64 index of the LLM with the best predicted value (ties: lowest)."""
+        return np.argmax(self.predict_scores(tasks), axis=1).astype(np.int64)

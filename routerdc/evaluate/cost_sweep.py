@@ -8,7 +8,9 @@ of the chosen LLMs' recorded costs.
 * a RouterDC router: ``argmax_t sim + b_t - lambda * c_t`` for N lambdas (:func:`cost_weights`);
 * each single LLM: one point; the **zero router** is their hull;
 * the oracle: per query the cheapest LLM among the best ones (one point);
-* k-NN (the untrained encoder's neighbours' mean scores s_t): ``argmax_t s_t - lambda * c_t``.
+* k-NN (the untrained encoder's neighbours' mean scores s_t): ``argmax_t s_t - lambda * c_t``;
+* the per-task baseline (each query's task given; s_t its task's mean value of LLM t on the
+  training rows, :class:`routerdc.evaluate.baselines.TaskRouter`): ``argmax_t s_t - lambda * c_t``.
 """
 
 from __future__ import annotations
@@ -23,7 +25,9 @@ from routerdc.data import ScoreSet
 from routerdc.evaluate.metrics import query_values
 from routerdc.routing import RouterConfig, normalized_costs, route_embeddings, similarities
 
-__all__ = ["SweepResult", "cost_weights", "pooled", "sweep_scores", "sweep"]
+__all__ = ["TASK_CURVE_LABEL", "SweepResult", "cost_weights", "pooled", "sweep_scores", "sweep"]
+
+TASK_CURVE_LABEL = "per-task router (each task's training means, task given)"
 
 
 def pooled(test_sets: Sequence[ScoreSet], llms: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
@@ -113,10 +117,11 @@ class SweepResult:
 
 
 def sweep(test_sets: Sequence[ScoreSet], routers: Mapping[str, tuple[RouterConfig, np.ndarray, list[np.ndarray]]],
-          *, n: int = 25, knn_scores: Sequence[np.ndarray] | None = None) -> SweepResult:
+          *, n: int = 25, knn_scores: Sequence[np.ndarray] | None = None,
+          task_scores: Sequence[np.ndarray] | None = None) -> SweepResult:
     """Sweep every router, given as ``label -> (config, LLM keys, test embeddings per set[, novelty
     bank])`` (the bank is needed by a router with the novelty fallback); the single LLMs, the oracle
-    and (with its predicted scores per set) k-NN come along."""
+    and (with their predicted scores per set) k-NN and the per-task baseline come along."""
     if not routers:
         raise ValueError("no router to sweep")
     first = next(iter(routers.values()))[0]
@@ -143,8 +148,9 @@ def sweep(test_sets: Sequence[ScoreSet], routers: Mapping[str, tuple[RouterConfi
     best = values.max(axis=1, keepdims=True)
     oracle = np.argmin(np.where(values >= best, qcost, np.inf), axis=1)
     curves.append(CostCurve("oracle (cheapest of the best LLMs per query)", np.asarray([point(values, qcost, oracle)])))
-    if knn_scores is not None:
-        pred = np.concatenate(list(knn_scores))
-        costs = first.llm_cost
-        curves.append(sweep_scores(pred, costs, cost_weights(pred, costs, n), values, qcost, "k-NN router (k=10)"))
+    for label, given in (("k-NN router (k=10)", knn_scores), (TASK_CURVE_LABEL, task_scores)):
+        if given is not None:
+            pred = np.concatenate(list(given))
+            curves.append(sweep_scores(pred, first.llm_cost, cost_weights(pred, first.llm_cost, n), values, qcost,
+                                       label))
     return SweepResult(tuple(curves), llm_points, float(min(totals)), float(max(totals)))

@@ -7,7 +7,8 @@ and the table they show.
 * ID tasks: :func:`default_id_tasks`: the tasks the router was trained on (its recipe), else the
   paper's split (:data:`routerdc.data.registry.TASKS`).
 * Choices: :func:`router_choices` (a router through the inference layer, embeddings cached when a
-  key is given) and :func:`baseline_choices` (k-NN and MLP over the untrained encoder).
+  key is given) and :func:`baseline_choices` (k-NN and MLP over the untrained encoder, and each task's
+  best LLM on the training data).
 * The table: :func:`comparison_table` (task labels as columns) and :func:`split_metrics` (the
   trainer's per-split metrics, from the same per-task accuracies).
 """
@@ -23,8 +24,8 @@ from routerdc.data import ScoreSet, task_label
 from routerdc.evaluate.metrics import accuracy
 from routerdc.evaluate.table import results_table
 
-__all__ = ["baseline_choices", "comparison_table", "default_id_tasks", "router_choices", "sample_rows",
-           "split_metrics"]
+__all__ = ["TASK_ROUTER_LABEL", "baseline_choices", "comparison_table", "default_id_tasks", "router_choices",
+           "sample_rows", "split_metrics", "task_router"]
 
 
 def sample_rows(sets: Sequence[ScoreSet], cap: int, seed: int = 0) -> list[ScoreSet]:
@@ -64,10 +65,11 @@ def baseline_choices(
     encoder: Any, train_sets: Sequence[ScoreSet], test_sets: Sequence[ScoreSet], *,
     k: int = 10, seed: int = 0, cache_dir: str | None = None,
 ) -> dict[str, list[np.ndarray]]:
-    """Choices of the k-NN and MLP baselines trained on ``train_sets``.
+    """Choices of the k-NN, MLP and per-task baselines trained on ``train_sets``.
 
     ``encoder`` embeds the queries (use an untrained router so that the baselines share the
-    encoder but not RouterDC's training).
+    encoder but not RouterDC's training). The per-task baseline (:class:`~routerdc.evaluate.baselines.TaskRouter`)
+    is told each test query's task (its file's task name) and needs no embedding.
     """
     from routerdc.evaluate.baselines import KNNRouter, MLPRouter
     from routerdc.inference.embed_cache import cached_embeddings
@@ -79,10 +81,25 @@ def baseline_choices(
     test_emb = [cached_embeddings(encoder, s.queries, cache_dir=cache_dir) for s in test_sets]
     knn = KNNRouter(k=k).fit(x_train, y_train)
     mlp = MLPRouter(seed=seed).fit(x_train, y_train)
+    task = task_router(train_sets)
     return {
         f"k-NN router (k={k})": [knn.route(e) for e in test_emb],
         "MLP router (ZOOTER-style KL)": [mlp.route(e) for e in test_emb],
+        TASK_ROUTER_LABEL: [task.route([s.task] * len(s)) for s in test_sets],
     }
+
+
+TASK_ROUTER_LABEL = "each task's best LLM on the training data (task given)"
+
+
+def task_router(train_sets: Sequence[ScoreSet]) -> Any:
+    """A :class:`~routerdc.evaluate.baselines.TaskRouter` fitted on ``train_sets`` (all aligned to
+    one LLM order), each row valued under its task's test metric."""
+    from routerdc.evaluate.baselines import TaskRouter
+    from routerdc.evaluate.metrics import query_values
+
+    return TaskRouter().fit([s.task for s in train_sets for _ in range(len(s))],
+                            np.concatenate([query_values(s.scores, s.metric) for s in train_sets]))
 
 
 def router_choices(router: Any, test_sets: Sequence[ScoreSet], *, key: str | None = None,

@@ -1,4 +1,4 @@
-"""The k-NN and ZOOTER-style MLP baseline routers."""
+"""The k-NN, ZOOTER-style MLP and per-task baseline routers."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from routerdc.evaluate.baselines import KNNRouter, MLPRouter
+from routerdc.evaluate.baselines import KNNRouter, MLPRouter, TaskRouter
 
 # Four training points on the unit circle, and their scores for 3 LLMs.
 TRAIN_X = np.array([[1.0, 0.0], [0.0, 1.0], [-1.0, 0.0], [0.0, -1.0]])
@@ -99,3 +99,31 @@ def test_shape_errors(cls) -> None:
         r.route(np.zeros((3, 5)))
     with pytest.raises(ValueError, match="no queries"):
         r.route(np.zeros((0, 2)))
+
+
+def test_task_router_sends_each_task_to_its_best_llm_and_an_unseen_task_to_the_task_average() -> None:
+    tasks = ["math", "math", "code", "code", "code"]
+    values = np.array([[1.0, 0.0, 0.5],
+                       [1.0, 0.0, 0.5],   # math means: 1.0, 0.0, 0.5   -> LLM 0
+                       [0.0, 1.0, 0.4],
+                       [0.0, 1.0, 0.4],
+                       [0.0, 0.7, 0.4]])  # code means: 0.0, 0.9, 0.4   -> LLM 1
+    r = TaskRouter().fit(tasks, values)
+    # The training-set average is the mean of the task means (0.5, 0.45, 0.45), not of the 5 rows
+    # (0.4, 0.54, 0.44): an unseen task goes to LLM 0, where the row mean would say LLM 1.
+    np.testing.assert_allclose(r.predict_scores(["unseen"]), [[0.5, 0.45, 0.45]])
+    assert r.route(["code", "math", "unseen", "code"]).tolist() == [1, 0, 0, 1]
+    assert r.route(["math"]).dtype == np.int64
+
+
+def test_task_router_refuses_bad_input() -> None:
+    with pytest.raises(RuntimeError, match="not fitted"):
+        TaskRouter().route(["a"])
+    with pytest.raises(ValueError, match="2 task names for 3 rows"):
+        TaskRouter().fit(["a", "b"], np.zeros((3, 2)))
+    with pytest.raises(ValueError, match="non-empty"):
+        TaskRouter().fit([], np.zeros((0, 2)))
+    with pytest.raises(ValueError, match="finite"):
+        TaskRouter().fit(["a"], np.array([[np.nan, 1.0]]))
+    with pytest.raises(ValueError, match="no queries"):
+        TaskRouter().fit(["a"], np.ones((1, 2))).route([])

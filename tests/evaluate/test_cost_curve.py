@@ -91,6 +91,8 @@ def test_costs_and_the_cost_sweep_commands_on_routerbench(data_dir, tmp_path):
 
     from routerdc.cli.main import main
     from routerdc.data import load_scores, write_jsonl
+    from routerdc.evaluate.cost_sweep import TASK_CURVE_LABEL
+    from routerdc.evaluate.evaluator import TASK_ROUTER_LABEL
     from routerdc.model.router import RouterDC
 
     rb = data_dir / "routerbench" / "routerbench_zs"
@@ -120,6 +122,7 @@ def test_costs_and_the_cost_sweep_commands_on_routerbench(data_dir, tmp_path):
     sweep = json.loads(out.with_suffix(".cost_sweep.json").read_text())
     labels = [c["label"] for c in sweep["curves"]]
     assert labels[0] == "RouterDC" and any(x.startswith("oracle") for x in labels) and "k-NN router (k=10)" in labels
+    assert TASK_CURVE_LABEL in labels  # told each test query's task (its file's), fitted on the training rows
     router = sweep["curves"][0]
     assert len(router["points"]) == 6 and router["cost_weights"][0] == 0.0
     costs = [p["total_cost"] for p in router["points"]]
@@ -127,6 +130,7 @@ def test_costs_and_the_cost_sweep_commands_on_routerbench(data_dir, tmp_path):
     summary = {r["method"]: r for r in sweep["summary"]}
     assert 0 < summary["RouterDC"]["AIQ"] <= 1 and "zero router (single LLMs mixed at random)" in summary
     assert "AIQ" in (tmp_path / "table.cost_sweep.md").read_text()
+    assert TASK_ROUTER_LABEL in json.loads(out.read_text())["values"]["rows"]  # the accuracy table's baseline row
     assert main(["route", "--checkpoint", str(tmp_path / "r"), "--input", str(tmp_path / "q.txt"),
                  "--output", str(huge), "--cost-weight", "-1"]) == 2
 
