@@ -74,7 +74,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from routerdc.train.trainer import _split_val
 
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--router", default=str(ROOT / "checkpoints" / "routerdc-routerbench"))
+    p.add_argument("--router", default="checkpoints/routerdc-routerbench")
     p.add_argument("--n", type=int, default=201, help="cost weights per sweep (default: 201)")
     p.add_argument("--weights", type=float, nargs="+", default=list(WEIGHTS), help="the a of task + a * router")
     p.add_argument("--data-dir", help="score-data directory (default: $ROUTERDC_DATA or ../shared/data)")
