@@ -10,13 +10,14 @@ them.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import re
 import shutil
 import tempfile
 import time
 from pathlib import Path
-from typing import IO, Iterator
+from typing import IO, Any, Iterator
 
 _LEFTOVER = re.compile(r"^\..+\.(tmp|old)-[A-Za-z0-9_]+$|^\..+\.\d+\.tmp$|^\..+\.tmp$")
 
@@ -90,6 +91,12 @@ def write_bytes(path: str | os.PathLike, data: bytes) -> Path:
 def write_text(path: str | os.PathLike, text: str) -> Path:
     """Write UTF-8 ``text`` to ``path`` atomically."""
     return write_bytes(path, text.encode("utf-8"))
+
+
+def write_results(record: Any, json_path: str | os.PathLike, markdown: str, markdown_path: str | os.PathLike) -> None:
+    """A study's ``record`` as indented JSON and its ``markdown`` table, each written atomically."""
+    write_text(json_path, json.dumps(record, indent=2) + "\n")
+    write_text(markdown_path, markdown)
 
 
 def _umask() -> int:

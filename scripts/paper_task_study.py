@@ -19,7 +19,6 @@ goal is within its reach.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 from typing import Any, Sequence
@@ -57,6 +56,7 @@ def study(router: Any, train_sets: Sequence[Any], test_sets: Sequence[Any], id_t
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from routerdc.io import write_results
     from routerdc.data import load_score_set, paper_files, task_label
     from routerdc.evaluate.evaluator import default_id_tasks
     from routerdc.inference import load_router
@@ -87,9 +87,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                   "|---|" + "---:|" * len(cols),
                   *[f"| {m} | " + " | ".join(f"{r[c]:.2f}" for c in cols) + " |" for m, r in res.items()], ""]
     md = "\n".join(lines)
-    for path, text in ((a.output, json.dumps(record, indent=2) + "\n"), (a.markdown, md)):
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        Path(path).write_text(text, encoding="utf-8")
+    write_results(record, a.output, md, a.markdown)
     print(md)
     return 0
 

@@ -221,6 +221,7 @@ def evaluate(curves: Sequence[Any], values: np.ndarray, qcost: np.ndarray, llms:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from routerdc.io import write_results
     from routerdc.evaluate.cost_curve import mean_costs, point
     from routerdc.evaluate.cost_sweep import cost_weights, pooled, sweep_scores
     from routerdc.inference import load_router
@@ -314,9 +315,7 @@ def main(argv: Sequence[str] | None = None) -> int:
            "estimators": {e.name: e.info for e in estimators}, "calibration": calib,
            "winner_by_val_AIQ": winner, "bootstrap_vs_shipped": boot, "val": evals["val"], "test": evals["test"]}
     md = to_markdown(rec)
-    for path, text in ((a.output, json.dumps(rec, indent=2) + "\n"), (a.markdown, md)):
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        Path(path).write_text(text, encoding="utf-8")
+    write_results(rec, a.output, md, a.markdown)
     print(md)
     return 0
 

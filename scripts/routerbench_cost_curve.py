@@ -14,7 +14,6 @@ training rows' mean value per LLM minus lambda * c_t) likewise. Nothing here is 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import warnings
 from pathlib import Path
@@ -109,6 +108,7 @@ def to_markdown(rec: dict[str, Any], command: str) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from routerdc.io import write_results
     from routerdc.evaluate.cost_sweep import sweep
     from routerdc.evaluate.evaluator import task_router
     from routerdc.inference.embed_cache import embedding_key, router_embeddings
@@ -153,9 +153,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     rec["command"] = command
     rec["on"], rec["n_queries"] = a.on, sum(len(s) for s in test_sets)
     md = to_markdown(rec, command)
-    for path, text in ((a.output, json.dumps(rec, indent=2) + "\n"), (a.markdown, md)):
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        Path(path).write_text(text, encoding="utf-8")
+    write_results(rec, a.output, md, a.markdown)
     print(md)
     return 0
 

@@ -21,7 +21,6 @@ normalised costs):
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 from typing import Any, Sequence
@@ -70,6 +69,7 @@ def evaluate(router: Any, train_sets: Sequence[Any], test_sets: Sequence[Any], n
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from routerdc.io import write_results
     from routerdc.inference import load_router
     from routerdc.train.trainer import _split_val
 
@@ -106,9 +106,7 @@ def main(argv: Sequence[str] | None = None) -> int:
              *[f"| {m} | {cell(res['val'][m])} | {cell(res['test'][m])} |" for m in res["test"]]]
     md = "\n".join(lines) + "\n"
     record = {"command": command, "router": a.router, "n": a.n, "chosen_on_val": chosen, "results": res}
-    for path, text in ((a.output, json.dumps(record, indent=2) + "\n"), (a.markdown, md)):
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        Path(path).write_text(text, encoding="utf-8")
+    write_results(record, a.output, md, a.markdown)
     print(md)
     return 0
 
