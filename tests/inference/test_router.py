@@ -95,6 +95,28 @@ def test_pick_takes_the_fastest_engine_that_agrees():
     assert select.Decision.from_dict(json.loads(json.dumps(d.to_dict()))) == d
 
 
+def test_measure_times_the_qualifying_engines_in_interleaved_rounds_and_keeps_each_ones_best(
+        saved_router, minilm_router, tmp_path, monkeypatch):
+    from routerdc.inference.engines import Sources
+
+    speeds = {"torch": [10.0, 40.0, 20.0], "onnx": [30.0, 25.0, 35.0]}  # q/s of each call, in order
+    calls = []
+
+    def scripted(engine, texts, token_budget):
+        calls.append(engine.name)
+        return engine.embed(texts, token_budget=token_budget), speeds[engine.name][calls.count(engine.name) - 1]
+
+    monkeypatch.setattr(select, "_timed_embed", scripted)
+    sources = Sources(saved_router, device="cpu", threads=0, onnx_dir=tmp_path / "onnx", model=minilm_router)
+    trials = {t.engine: t for t in select.measure(sources, QUERIES, ("torch", "onnx"), rounds=3)}
+    assert calls == ["torch", "onnx", "torch", "onnx", "torch", "onnx"]  # one timing each, then 2 interleaved rounds
+    assert trials["torch"].queries_per_second == 40.0 and trials["onnx"].queries_per_second == 35.0
+    assert select.pick(list(trials.values()), "probe").engine == "torch"  # onnx led after the first round only
+    calls.clear()
+    assert [t.queries_per_second for t in select.measure(sources, QUERIES, ("torch",), rounds=3)] == [10.0]
+    assert calls == ["torch"]  # nothing to choose between: no more rounds
+
+
 def test_auto_measures_once_and_caches_with_the_cpu_flags(saved_router, minilm_router, tmp_path, monkeypatch):
     monkeypatch.setattr(select, "probe_texts", lambda data_dir=None: (QUERIES, "5 test queries"))
     router = load_router(saved_router, "auto", "cpu", cache_dir=tmp_path, model=minilm_router,
