@@ -201,7 +201,8 @@ def prepare_engine(view: RouterView, cache_dir: str | None, *, separate_process:
     try:
         if separate_process:
             cmd = [sys.executable, "-m", "routerdc.inference", str(view.folder), "--threads",
-                   str(max(view.torch_threads, 1))] + (["--cache-dir", str(cache_dir)] if cache_dir else [])
+                   str(max(view.torch_threads, 1)), "--exit-with-parent"] + (
+                ["--cache-dir", str(cache_dir)] if cache_dir else [])
             done = subprocess.run(cmd, capture_output=True, text=True, timeout=1800, cwd=_PROJECT_ROOT,
                                   preexec_fn=(lambda: os.nice(19)) if hasattr(os, "nice") else None)
             if done.returncode != 0:

@@ -115,3 +115,47 @@ def test_a_run_refuses_a_folder_that_is_not_a_router(tmp_path, tiny_set):
     with pytest.raises(ValueError, match="--overwrite"):
         Trainer(cfg, train_sets=[tiny_set], test_sets=[]).run()
     assert (out / "notes.txt").read_text() == "keep me"
+
+
+def _alive(pid: int) -> bool:
+    """The process exists and is not a zombie waiting to be reaped."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="utf-8") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self"), reason="reads /proc")
+def test_the_engine_measurement_stops_when_the_app_that_started_it_is_killed(tmp_path):
+    """The app measures `auto` in a child (`python -m routerdc.inference ... --exit-with-parent`); a
+    `kill -9` of the app must not leave that child measuring on its own."""
+    import signal
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    shipped = Path(__file__).resolve().parents[2] / "checkpoints" / "routerdc-minilm"
+    parent = subprocess.Popen(
+        [sys.executable, "-c",
+         "import subprocess, sys, time\n"
+         f"c = subprocess.Popen([sys.executable, '-m', 'routerdc.inference', {str(shipped)!r}, '--exit-with-parent',"
+         f" '--cache-dir', {str(tmp_path)!r}])\n"
+         "print(c.pid, flush=True)\n"
+         "time.sleep(120)\n"],
+        stdout=subprocess.PIPE, text=True)
+    child = None
+    try:
+        child = int(parent.stdout.readline())
+        time.sleep(1.0)
+        assert _alive(child)  # measuring (loading the router) while the app lives
+        parent.send_signal(signal.SIGKILL)
+        parent.wait(10)
+        deadline = time.time() + 15
+        while _alive(child) and time.time() < deadline:
+            time.sleep(0.2)
+        assert not _alive(child), "the measuring child outlived the killed app"
+    finally:
+        parent.kill()
+        if child is not None and _alive(child):
+            os.kill(child, 9)
