@@ -32,16 +32,15 @@ WEIGHTS = (0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0)
 def study(router: Any, train_sets: Sequence[Any], test_sets: Sequence[Any], id_tasks: Sequence[str],
           weights: Sequence[float]) -> dict[str, dict[str, float]]:
     """``method -> {task: accuracy, "ID avg", "OOD avg"}``."""
-    from routerdc.evaluate.evaluator import task_router
+    from routerdc.evaluate.evaluator import task_scores
     from routerdc.evaluate.metrics import accuracy
     from routerdc.inference.embed_cache import embedding_key, router_embeddings
     from routerdc.routing import similarities
 
     bias = np.asarray(router.config.llm_bias or 0.0, dtype=np.float32)
-    task = task_router(train_sets)
     sims = [similarities(router_embeddings(router, s.queries, key=embedding_key(router)), router.keys,
                          router.config.similarity) + bias for s in test_sets]
-    means = [task.predict_scores([s.task] * len(s)) for s in test_sets]
+    means = task_scores(train_sets, test_sets)
     methods = {"router": [None, 1.0], "task": [1.0, 0.0], **{f"task + {a:g} * router": [1.0, a] for a in weights}}
     out = {}
     for label, (w_task, w_router) in methods.items():

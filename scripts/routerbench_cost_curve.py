@@ -110,7 +110,7 @@ def to_markdown(rec: dict[str, Any], command: str) -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     from routerdc.io import write_results
     from routerdc.evaluate.cost_sweep import sweep
-    from routerdc.evaluate.evaluator import task_router
+    from routerdc.evaluate.evaluator import task_scores
     from routerdc.inference.embed_cache import embedding_key, router_embeddings
     from routerdc.inference import load_router
 
@@ -144,9 +144,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     llms = first.config.llm_names
     test_sets = [s.align(llms) for s in test_sets]
     knn = None if a.no_knn else knn_scores(first.config, train_sets, test_sets)
-    task = task_router([s.align(llms) for s in train_sets])
     result = sweep(test_sets, given, n=a.n, knn_scores=knn,
-                   task_scores=[task.predict_scores([s.task] * len(s)) for s in test_sets])
+                   task_scores=task_scores([s.align(llms) for s in train_sets], test_sets))
     rec = report(result, [label for label, _, _ in specs])
     command = "python scripts/routerbench_cost_curve.py" + "".join(f" {x}" for x in (argv if argv is not None
                                                                                      else sys.argv[1:]))

@@ -39,7 +39,7 @@ def evaluate(router: Any, train_sets: Sequence[Any], test_sets: Sequence[Any], n
     """``method -> {"AIQ", "gpt4_share"}`` on ``test_sets``, everything fitted on ``train_sets``."""
     from routerdc.evaluate.cost_curve import cost_to_match, point
     from routerdc.evaluate.cost_sweep import cost_weights, pooled, sweep_scores
-    from routerdc.evaluate.evaluator import task_router
+    from routerdc.evaluate.evaluator import task_scores
     from routerdc.inference.embed_cache import embedding_key, router_embeddings
     from routerdc.routing import similarities
 
@@ -52,8 +52,7 @@ def evaluate(router: Any, train_sets: Sequence[Any], test_sets: Sequence[Any], n
                                                                                  dtype=np.float32)
 
     def task_means(sets: Sequence[Any]) -> np.ndarray:
-        fitted = task_router(sets)
-        return np.concatenate([fitted.predict_scores([s.task] * len(s)) for s in test_sets])
+        return np.concatenate(task_scores(sets, test_sets))
 
     task = task_means(train_sets)
     methods = {"router": sims, "task": task, **{f"task + {a:g} * router": task + a * sims for a in weights},

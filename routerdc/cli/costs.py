@@ -70,7 +70,7 @@ def run_cost_sweep(specs: Mapping[str, Sequence[str]], loaded: dict[str, Any], t
     (``<output>.cost_sweep.json``, ``<markdown>.cost_sweep.md``) and return the summary (markdown)."""
     from routerdc.evaluate.baselines import KNNRouter
     from routerdc.evaluate.cost_sweep import sweep
-    from routerdc.evaluate.evaluator import task_router
+    from routerdc.evaluate.evaluator import task_scores as per_task_scores
     from routerdc.inference.embed_cache import cached_embeddings, embedding_key, router_embeddings
     from routerdc.inference import default_engine, load_router
     from routerdc.model.router import RouterDC
@@ -96,8 +96,7 @@ def run_cost_sweep(specs: Mapping[str, Sequence[str]], loaded: dict[str, Any], t
         model = KNNRouter(k=10).fit(cached_embeddings(untrained, [q for s in tr for q in s.queries]),
                                     np.concatenate([s.scores for s in tr]))
         knn_scores = [model.predict_scores(cached_embeddings(untrained, s.queries)) for s in test_sets]
-        task = task_router(tr)
-        task_scores = [task.predict_scores([s.task] * len(s)) for s in test_sets]
+        task_scores = per_task_scores(tr, test_sets)
     result = sweep(test_sets, given, n=args.cost_sweep, knn_scores=knn_scores, task_scores=task_scores)
     md = result.to_markdown()
     if args.output:

@@ -20,7 +20,7 @@ The first two take precomputed query embeddings ``(n, d)`` and the training scor
 from __future__ import annotations
 
 from contextlib import contextmanager
-from typing import Iterator
+from typing import Iterator, Sequence
 
 import numpy as np
 import torch
@@ -258,7 +258,7 @@ class TaskRouter:
         self.means_: dict[str, np.ndarray] | None = None
         self.average_: np.ndarray | None = None
 
-    def fit(self, tasks: "np.ndarray | list[str] | tuple[str, ...]", values: np.ndarray) -> "TaskRouter":
+    def fit(self, tasks: Sequence[str], values: np.ndarray) -> "TaskRouter":
         """Per-task mean values of ``values`` ``(n, T)`` grouped by ``tasks`` (``n`` names)."""
         y = np.asarray(values, dtype=np.float64)
         names = [str(t) for t in tasks]
@@ -275,7 +275,7 @@ class TaskRouter:
         self.average_ = np.mean(list(self.means_.values()), axis=0)
         return self
 
-    def predict_scores(self, tasks: "np.ndarray | list[str] | tuple[str, ...]") -> np.ndarray:
+    def predict_scores(self, tasks: Sequence[str]) -> np.ndarray:
         """``(m, T)``: each query's task mean (the training-set average for an unseen task)."""
         if self.means_ is None or self.average_ is None:
             raise RuntimeError("the router is not fitted; call fit() first")
@@ -284,6 +284,6 @@ class TaskRouter:
             raise ValueError("no queries to route")
         return np.stack([self.means_.get(t, self.average_) for t in names])
 
-    def route(self, tasks: "np.ndarray | list[str] | tuple[str, ...]") -> np.ndarray:
+    def route(self, tasks: Sequence[str]) -> np.ndarray:
         """``(m,)`` int64 index of the LLM with the best predicted value (ties: lowest)."""
         return np.argmax(self.predict_scores(tasks), axis=1).astype(np.int64)

@@ -25,7 +25,7 @@ from routerdc.evaluate.metrics import accuracy
 from routerdc.evaluate.table import results_table
 
 __all__ = ["TASK_ROUTER_LABEL", "baseline_choices", "comparison_table", "default_id_tasks", "router_choices",
-           "sample_rows", "split_metrics", "task_router"]
+           "sample_rows", "split_metrics", "task_router", "task_scores"]
 
 
 def sample_rows(sets: Sequence[ScoreSet], cap: int, seed: int = 0) -> list[ScoreSet]:
@@ -81,11 +81,11 @@ def baseline_choices(
     test_emb = [cached_embeddings(encoder, s.queries, cache_dir=cache_dir) for s in test_sets]
     knn = KNNRouter(k=k).fit(x_train, y_train)
     mlp = MLPRouter(seed=seed).fit(x_train, y_train)
-    task = task_router(train_sets)
+    task = task_scores(train_sets, test_sets)
     return {
         f"k-NN router (k={k})": [knn.route(e) for e in test_emb],
         "MLP router (ZOOTER-style KL)": [mlp.route(e) for e in test_emb],
-        TASK_ROUTER_LABEL: [task.route([s.task] * len(s)) for s in test_sets],
+        TASK_ROUTER_LABEL: [np.argmax(t, axis=1) for t in task],
     }
 
 
@@ -100,6 +100,13 @@ def task_router(train_sets: Sequence[ScoreSet]) -> Any:
 
     return TaskRouter().fit([s.task for s in train_sets for _ in range(len(s))],
                             np.concatenate([query_values(s.scores, s.metric) for s in train_sets]))
+
+
+def task_scores(train_sets: Sequence[ScoreSet], test_sets: Sequence[ScoreSet]) -> list[np.ndarray]:
+    """Per test set, ``(n, T)``: every query's task mean per LLM on ``train_sets`` (the per-task
+    baseline's scores, :func:`task_router`; the task is the set's)."""
+    fitted = task_router(train_sets)
+    return [fitted.predict_scores([s.task] * len(s)) for s in test_sets]
 
 
 def router_choices(router: Any, test_sets: Sequence[ScoreSet], *, key: str | None = None,
